@@ -1,0 +1,743 @@
+//! Configuration: embedded defaults (`config/default.toml`) -> a TOML file ->
+//! `HOOKGATE_*` environment variables, merged with figment, then `validate()`.
+//!
+//! Owns: the configuration types, their parsing (durations, sizes, secrets)
+//! and every check that can be made before the server starts. Invariants:
+//! - unknown keys are errors (`deny_unknown_fields` everywhere);
+//! - `validate()` reports *every* problem, each message naming its key
+//!   (`routes[2].secrets: at least one secret is required`);
+//! - secret values never appear in `Debug` output or in error messages.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Deserializer};
+
+use crate::signature::{Custom, EventIdSource, Preset, Scheme};
+
+/// The embedded defaults, layered under every configuration.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Top-level sections an environment variable may address
+/// (`HOOKGATE_SERVER__LISTEN` -> `server.listen`).
+const ENV_SECTIONS: &[&str] = &["server", "admin", "store", "log"];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
+    pub store: StoreConfig,
+    pub log: LogConfig,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub max_body: Size,
+    /// How long a client may take to send its request line and headers.
+    pub header_timeout: Dur,
+    /// How long a client may take to send its whole body.
+    pub body_timeout: Dur,
+    pub max_connections: usize,
+    /// How long open connections may take to finish after SIGTERM.
+    pub shutdown_grace: Dur,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// Bearer token required on the admin API (not on /healthz, /readyz).
+    #[serde(default)]
+    pub token: Option<SecretSource>,
+    /// Shorthand for `token = { env = "..." }`.
+    #[serde(default)]
+    pub token_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    pub path: PathBuf,
+    #[serde(default)]
+    pub url: Option<SecretSource>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Queue,
+    Passthrough,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Public path prefix, e.g. `/hooks/sigsentry`.
+    pub path: String,
+    /// A preset name; omit it and give `[routes.custom]` for a custom scheme.
+    #[serde(default)]
+    pub scheme: Option<String>,
+    #[serde(default)]
+    pub custom: Option<Custom>,
+    #[serde(default)]
+    pub secrets: Vec<SecretSource>,
+    #[serde(default = "default_tolerance")]
+    pub tolerance: Dur,
+    #[serde(default)]
+    pub dedup: Option<DedupConfig>,
+    pub upstream: UpstreamConfig,
+    #[serde(default)]
+    pub mode: Mode,
+    /// Methods accepted on this route (405 otherwise).
+    #[serde(default = "default_methods")]
+    pub methods: Vec<String>,
+    /// Status of the acknowledgement in queue mode: 202 (default) or 200.
+    #[serde(default = "default_ack_status")]
+    pub ack_status: u16,
+    /// Per-route override of `server.max_body`.
+    #[serde(default)]
+    pub max_body: Option<Size>,
+}
+
+fn default_tolerance() -> Dur {
+    Dur(Duration::from_secs(300))
+}
+fn default_methods() -> Vec<String> {
+    vec!["POST".to_string()]
+}
+fn default_ack_status() -> u16 {
+    202
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupConfig {
+    /// `body:/json/pointer`, `header:name`, or `none`.
+    pub key: String,
+    #[serde(default = "default_dedup_window")]
+    pub window: Dur,
+    /// When true (default), a request without the key is refused with 400.
+    #[serde(default = "default_true")]
+    pub required: bool,
+}
+
+fn default_dedup_window() -> Dur {
+    Dur(Duration::from_secs(24 * 3600))
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Where a route's event id comes from, after parsing `dedup.key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DedupKey {
+    None,
+    Header(http::HeaderName),
+    Body(String),
+}
+
+impl DedupKey {
+    pub fn parse(s: &str) -> Result<DedupKey, String> {
+        if s == "none" {
+            return Ok(DedupKey::None);
+        }
+        if let Some(p) = s.strip_prefix("body:") {
+            if !(p.is_empty() || p.starts_with('/')) {
+                return Err(format!(
+                    "JSON pointer must be empty or start with '/', got {p:?}"
+                ));
+            }
+            return Ok(DedupKey::Body(p.to_string()));
+        }
+        if let Some(h) = s.strip_prefix("header:") {
+            return http::HeaderName::from_bytes(h.as_bytes())
+                .map(DedupKey::Header)
+                .map_err(|_| format!("invalid header name {h:?}"));
+        }
+        Err(format!(
+            "expected \"body:/pointer\", \"header:name\" or \"none\", got {s:?}"
+        ))
+    }
+
+    fn from_event_id(src: Option<EventIdSource>) -> DedupKey {
+        match src {
+            None => DedupKey::None,
+            Some(EventIdSource::Header(h)) => DedupKey::Header(http::HeaderName::from_static(h)),
+            Some(EventIdSource::BodyPointer(p)) => DedupKey::Body(p.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub url: String,
+    #[serde(default = "default_upstream_timeout")]
+    pub timeout: Dur,
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Strip the route's path prefix before appending the request path to
+    /// the upstream URL's path (default true).
+    #[serde(default = "default_true")]
+    pub strip_prefix: bool,
+}
+
+fn default_upstream_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+fn default_concurrency() -> usize {
+    16
+}
+
+// ---------------------------------------------------------------------------
+// Secrets
+
+/// Where a secret comes from: exactly one of `value`, `env`, `file`.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(default)]
+    pub env: Option<String>,
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+impl fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.value, &self.env, &self.file) {
+            (Some(_), _, _) => f.write_str("SecretSource(value: [redacted])"),
+            (_, Some(e), _) => write!(f, "SecretSource(env: {e})"),
+            (_, _, Some(p)) => write!(f, "SecretSource(file: {})", p.display()),
+            _ => f.write_str("SecretSource(empty)"),
+        }
+    }
+}
+
+impl SecretSource {
+    pub fn from_env(name: &str) -> Self {
+        SecretSource {
+            env: Some(name.to_string()),
+            ..Default::default()
+        }
+    }
+
+    /// Reads the secret. A file's single trailing newline (`\n` or `\r\n`) is
+    /// removed: `echo secret > file` and Kubernetes Secrets made from such
+    /// files are the common case, and a webhook secret never ends in one.
+    pub fn resolve(&self) -> Result<Secret, String> {
+        let set = [
+            self.value.is_some(),
+            self.env.is_some(),
+            self.file.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if set != 1 {
+            return Err("exactly one of `value`, `env`, `file` must be set".into());
+        }
+        let bytes = if let Some(v) = &self.value {
+            v.as_bytes().to_vec()
+        } else if let Some(name) = &self.env {
+            match std::env::var_os(name) {
+                Some(v) => v.into_encoded_bytes(),
+                None => return Err(format!("environment variable {name} is not set")),
+            }
+        } else {
+            let path = self.file.as_ref().expect("checked above");
+            let mut b = std::fs::read(path)
+                .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
+            if b.ends_with(b"\r\n") {
+                b.truncate(b.len() - 2);
+            } else if b.ends_with(b"\n") {
+                b.truncate(b.len() - 1);
+            }
+            b
+        };
+        if bytes.is_empty() {
+            return Err("secret is empty".into());
+        }
+        Ok(Secret(bytes))
+    }
+}
+
+/// A resolved secret. Its `Debug` never prints the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        Secret(bytes.into())
+    }
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Durations and sizes
+
+/// A duration written as `"30s"`, `"5m"`, `"24h"`, `"1h 30m"` (humantime)
+/// or a bare integer of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) => Ok(Dur(Duration::from_secs(s))),
+            Raw::Text(t) => humantime::parse_duration(t.trim())
+                .map(Dur)
+                .map_err(|e| serde::de::Error::custom(format!("invalid duration {t:?}: {e}"))),
+        }
+    }
+}
+
+/// A byte size written as `"1MiB"`, `"512KiB"`, `"2MB"` or a bare integer of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bytes(b) => Ok(Size(b)),
+            Raw::Text(t) => t
+                .trim()
+                .parse::<bytesize::ByteSize>()
+                .map(|b| Size(b.as_u64()))
+                .map_err(|e| serde::de::Error::custom(format!("invalid size {t:?}: {e}"))),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Loading
+
+/// Why a configuration could not be used. Every message names its key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Parse(String),
+    #[error("invalid configuration:\n  {}", .0.join("\n  "))]
+    Invalid(Vec<String>),
+}
+
+impl ConfigError {
+    /// One line per problem, for `check-config`.
+    pub fn messages(&self) -> Vec<String> {
+        match self {
+            ConfigError::Parse(m) => vec![m.clone()],
+            ConfigError::Invalid(v) => v.clone(),
+        }
+    }
+}
+
+/// The figment a configuration is extracted from: defaults, then the file
+/// (when given), then the environment.
+pub fn figment(file: Option<&Path>) -> Figment {
+    let mut f = Figment::from(Toml::string(DEFAULT_TOML));
+    if let Some(path) = file {
+        f = f.merge(Toml::file_exact(path));
+    }
+    // Only variables with a `__` whose first segment is a section are
+    // configuration: HOOKGATE_CONFIG, HOOKGATE_ADMIN_TOKEN, HOOKGATE_MASTER_KEY
+    // and friends are read elsewhere and must not trip deny_unknown_fields.
+    f.merge(
+        Env::prefixed("HOOKGATE_")
+            .filter(|k| {
+                let k = k.as_str();
+                k.contains("__")
+                    && ENV_SECTIONS
+                        .iter()
+                        .any(|s| k.len() > s.len() && k[..s.len()].eq_ignore_ascii_case(s))
+            })
+            .split("__"),
+    )
+}
+
+/// Loads and validates a configuration.
+pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+    if let Some(path) = file {
+        if !path.exists() {
+            return Err(ConfigError::Parse(format!(
+                "config file {} does not exist",
+                path.display()
+            )));
+        }
+    }
+    let config: Config = figment(file)
+        .extract()
+        .map_err(|e| ConfigError::Parse(figment_message(e)))?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// Parses a configuration from a TOML string (over the defaults, no env).
+pub fn from_toml(toml: &str) -> Result<Config, ConfigError> {
+    let config: Config = Figment::from(Toml::string(DEFAULT_TOML))
+        .merge(Toml::string(toml))
+        .extract()
+        .map_err(|e| ConfigError::Parse(figment_message(e)))?;
+    config.validate()?;
+    Ok(config)
+}
+
+fn figment_message(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let kind = e.kind.to_string();
+            if key.is_empty() {
+                kind
+            } else {
+                format!("{key}: {kind}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Config {
+    /// Checks everything that can be checked before start, reporting every
+    /// problem with the key it concerns.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut errs = Vec::new();
+        if self.server.max_body.0 == 0 {
+            errs.push("server.max_body: must be greater than zero".into());
+        }
+        if self.server.max_connections == 0 {
+            errs.push("server.max_connections: must be greater than zero".into());
+        }
+        if self.server.header_timeout.0.is_zero() {
+            errs.push("server.header_timeout: must be greater than zero".into());
+        }
+        if self.server.body_timeout.0.is_zero() {
+            errs.push("server.body_timeout: must be greater than zero".into());
+        }
+        if self.server.listen == self.admin.listen && self.server.listen.port() != 0 {
+            errs.push("admin.listen: must differ from server.listen".into());
+        }
+        if self.admin.token.is_some() && self.admin.token_env.is_some() {
+            errs.push("admin.token: give either `token` or `token_env`, not both".into());
+        }
+        if let Err(e) = self.admin_token() {
+            errs.push(format!("admin.token: {e}"));
+        }
+        match self.store.kind {
+            StoreKind::Sqlite => {
+                if self.store.path.as_os_str().is_empty() {
+                    errs.push("store.path: must not be empty".into());
+                }
+            }
+            StoreKind::Postgres => {
+                errs.push("store.kind: \"postgres\" is not available in this build yet; use \"sqlite\"".into())
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            errs.push(format!(
+                "log.level: invalid filter {:?} (e.g. \"info\", \"hookgate=debug\")",
+                self.log.level
+            ));
+        }
+
+        let mut paths = HashSet::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            let at = format!("routes[{i}]");
+            if !r.path.starts_with('/') {
+                errs.push(format!("{at}.path: must start with '/', got {:?}", r.path));
+            } else if r.path.len() > 1 && r.path.ends_with('/') {
+                errs.push(format!("{at}.path: must not end with '/', got {:?}", r.path));
+            }
+            if !paths.insert(r.path.as_str()) {
+                errs.push(format!("{at}.path: {:?} is used by another route", r.path));
+            }
+            if let Err(e) = r.scheme() {
+                errs.push(format!("{at}.{e}"));
+            }
+            if r.secrets.is_empty() {
+                errs.push(format!("{at}.secrets: at least one secret is required"));
+            }
+            for (j, s) in r.secrets.iter().enumerate() {
+                if let Err(e) = s.resolve() {
+                    errs.push(format!("{at}.secrets[{j}]: {e}"));
+                }
+            }
+            if r.tolerance.0.is_zero() {
+                errs.push(format!("{at}.tolerance: must be greater than zero"));
+            }
+            if let Some(d) = &r.dedup {
+                if let Err(e) = DedupKey::parse(&d.key) {
+                    errs.push(format!("{at}.dedup.key: {e}"));
+                }
+                if d.window.0.is_zero() {
+                    errs.push(format!("{at}.dedup.window: must be greater than zero"));
+                }
+            }
+            match r.upstream.url.parse::<http::Uri>() {
+                Ok(u) => {
+                    let scheme_ok = matches!(u.scheme_str(), Some("http") | Some("https"));
+                    if !scheme_ok || u.host().is_none() {
+                        errs.push(format!(
+                            "{at}.upstream.url: must be an absolute http:// or https:// URL, got {:?}",
+                            r.upstream.url
+                        ));
+                    }
+                }
+                Err(e) => errs.push(format!("{at}.upstream.url: {e}")),
+            }
+            if r.upstream.timeout.0.is_zero() {
+                errs.push(format!("{at}.upstream.timeout: must be greater than zero"));
+            }
+            if r.upstream.concurrency == 0 {
+                errs.push(format!(
+                    "{at}.upstream.concurrency: must be greater than zero"
+                ));
+            }
+            if r.methods.is_empty() {
+                errs.push(format!("{at}.methods: at least one method is required"));
+            }
+            for m in &r.methods {
+                if http::Method::from_bytes(m.as_bytes()).is_err() {
+                    errs.push(format!("{at}.methods: invalid method {m:?}"));
+                }
+            }
+            if !matches!(r.ack_status, 200 | 202) {
+                errs.push(format!(
+                    "{at}.ack_status: must be 200 or 202, got {}",
+                    r.ack_status
+                ));
+            }
+            if r.max_body.is_some_and(|s| s.0 == 0) {
+                errs.push(format!("{at}.max_body: must be greater than zero"));
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(errs))
+        }
+    }
+
+    /// The admin token, when one is configured.
+    pub fn admin_token(&self) -> Result<Option<Secret>, String> {
+        match (&self.admin.token, &self.admin.token_env) {
+            (Some(s), _) => s.resolve().map(Some),
+            (None, Some(env)) => SecretSource::from_env(env).resolve().map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+impl RouteConfig {
+    /// The route's scheme. Errors are prefixed with the key they concern.
+    pub fn scheme(&self) -> Result<Scheme, String> {
+        match (&self.scheme, &self.custom) {
+            (Some(_), Some(_)) => {
+                Err("scheme: give either `scheme` or `[routes.custom]`, not both".into())
+            }
+            (None, None) => Err(
+                "scheme: required (a preset name, or a `[routes.custom]` table)".into(),
+            ),
+            (Some(name), None) => name
+                .parse::<Preset>()
+                .map(Scheme::Preset)
+                .map_err(|e| format!("scheme: {e}")),
+            (None, Some(c)) => c
+                .validate()
+                .map(|_| Scheme::Custom(Box::new(c.clone())))
+                .map_err(|e| format!("custom.{e}")),
+        }
+    }
+
+    /// The effective dedup key: the configured one, or the scheme's default
+    /// event id (`none` when the scheme has none).
+    pub fn dedup_key(&self) -> DedupKey {
+        if let Some(d) = &self.dedup {
+            return DedupKey::parse(&d.key).unwrap_or(DedupKey::None);
+        }
+        match self.scheme() {
+            Ok(Scheme::Preset(p)) => DedupKey::from_event_id(p.default_event_id()),
+            _ => DedupKey::None,
+        }
+    }
+
+    pub fn dedup_window(&self) -> Duration {
+        self.dedup
+            .as_ref()
+            .map(|d| d.window.0)
+            .unwrap_or(default_dedup_window().0)
+    }
+
+    /// Whether a request lacking the dedup key is refused. Only an explicit
+    /// `dedup` table makes the key required: a preset's default key is used
+    /// when present and skipped when absent, so a sender that omits it is
+    /// not locked out by a default the operator never chose.
+    pub fn dedup_required(&self) -> bool {
+        self.dedup.as_ref().is_some_and(|d| d.required)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+[[routes]]
+path = "/hooks/a"
+scheme = "github"
+secrets = [{ value = "s3cret" }]
+[routes.upstream]
+url = "http://127.0.0.1:3000/a"
+"#;
+
+    #[test]
+    fn minimal_route_gets_defaults() {
+        let c = from_toml(MIN).unwrap();
+        let r = &c.routes[0];
+        assert_eq!(r.mode, Mode::Queue);
+        assert_eq!(r.tolerance.0, Duration::from_secs(300));
+        assert_eq!(r.upstream.concurrency, 16);
+        assert_eq!(c.server.max_body.0, 1024 * 1024);
+        assert_eq!(
+            r.dedup_key(),
+            DedupKey::Header(http::HeaderName::from_static("x-github-delivery"))
+        );
+        assert!(!r.dedup_required());
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        let c = from_toml(
+            r#"
+[server]
+max_body = "512KiB"
+body_timeout = 7
+header_timeout = "1m 30s"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.server.max_body.0, 512 * 1024);
+        assert_eq!(c.server.body_timeout.0, Duration::from_secs(7));
+        assert_eq!(c.server.header_timeout.0, Duration::from_secs(90));
+        let e = from_toml("[server]\nmax_body = \"lots\"").unwrap_err();
+        assert!(e.to_string().contains("server.max_body"), "{e}");
+    }
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        let s = SecretSource {
+            value: Some("hunter2".into()),
+            ..Default::default()
+        };
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert_eq!(format!("{:?}", s.resolve().unwrap()), "[redacted]");
+        let c = from_toml(MIN).unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn secret_file_trailing_newline_is_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s");
+        std::fs::write(&p, "abc\n").unwrap();
+        let s = SecretSource {
+            file: Some(p.clone()),
+            ..Default::default()
+        };
+        assert_eq!(s.resolve().unwrap().expose(), b"abc");
+        std::fs::write(&p, "abc\r\n").unwrap();
+        assert_eq!(s.resolve().unwrap().expose(), b"abc");
+        std::fs::write(&p, "").unwrap();
+        assert_eq!(s.resolve().unwrap_err(), "secret is empty");
+    }
+
+    #[test]
+    fn dedup_key_parse() {
+        assert_eq!(DedupKey::parse("none").unwrap(), DedupKey::None);
+        assert_eq!(
+            DedupKey::parse("body:/analysisId").unwrap(),
+            DedupKey::Body("/analysisId".into())
+        );
+        assert!(DedupKey::parse("body:analysisId").is_err());
+        assert!(DedupKey::parse("header:bad header").is_err());
+        assert!(DedupKey::parse("cookie:x").is_err());
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_key() {
+        let e = from_toml(
+            r#"
+[[routes]]
+path = "hooks"
+scheme = "nope"
+[routes.upstream]
+url = "ftp://x"
+concurrency = 0
+"#,
+        )
+        .unwrap_err();
+        let m = e.messages();
+        for want in [
+            "routes[0].path: must start with '/'",
+            "routes[0].scheme: ",
+            "routes[0].secrets: at least one secret is required",
+            "routes[0].upstream.url: must be an absolute",
+            "routes[0].upstream.concurrency: must be greater than zero",
+        ] {
+            assert!(m.iter().any(|x| x.starts_with(want)), "{want} not in {m:?}");
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! The one delivery engine: everything that must reach an HTTP target.
+//!
+//! Owns the outbound HTTP client (rustls, connection pool), the mapping of a
+//! received request onto its upstream (`forward`), and, in queue mode, the
+//! workers, retry policy, attempt log and dead letters. It knows no route
+//! configuration beyond what a job or a [`forward::Target`] carries.
+
+pub mod client;
+pub mod forward;

@@ -1,0 +1,149 @@
+//! The ONE place where errors become HTTP responses.
+//!
+//! Every refusal hookgate sends is an [`ApiError`]: a status, a stable
+//! machine-readable `code`, and a JSON body `{"error":{"code":...}}`. Bodies
+//! never carry secrets, expected signatures or request content.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+
+use crate::signature::VerifyError;
+
+/// The response body type of every hookgate listener.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// A body from bytes.
+pub fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+/// A JSON response with the given status.
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(full(serde_json::to_vec(value).unwrap_or_default()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Every error answer of the public and admin listeners (SPEC §1.3).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    #[error("signature: {0}")]
+    Signature(VerifyError),
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("dedup key missing")]
+    DedupKeyMissing,
+    #[error("body is not valid JSON")]
+    InvalidJson,
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed { allow: String },
+    #[error("client too slow sending the request")]
+    RequestTimeout,
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("unauthorized")]
+    Unauthorized,
+    #[error("service unavailable")]
+    Unavailable { retry_after_secs: u64 },
+    #[error("upstream unreachable")]
+    UpstreamUnreachable,
+    #[error("upstream timed out")]
+    UpstreamTimeout,
+}
+
+impl From<VerifyError> for ApiError {
+    fn from(e: VerifyError) -> Self {
+        ApiError::Signature(e)
+    }
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Signature(_) | ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::DedupKeyMissing | ApiError::InvalidJson | ApiError::BadRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
+            ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The stable error code (README "Answers to the sender").
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Signature(e) => e.code(),
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::DedupKeyMissing => "dedup_key_missing",
+            ApiError::InvalidJson => "invalid_json",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::RequestTimeout => "request_timeout",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Unavailable { .. } => "unavailable",
+            ApiError::UpstreamUnreachable => "upstream_unreachable",
+            ApiError::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let mut r = json(
+            self.status(),
+            &serde_json::json!({ "error": { "code": self.code() } }),
+        );
+        match &self {
+            ApiError::MethodNotAllowed { allow } => {
+                if let Ok(v) = HeaderValue::from_str(allow) {
+                    r.headers_mut().insert(header::ALLOW, v);
+                }
+            }
+            ApiError::Unavailable { retry_after_secs } => {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            ApiError::Unauthorized => {
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::RequestTimeout => {
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn error_bodies_are_the_documented_json() {
+        let r = ApiError::Signature(VerifyError::Mismatch).into_response();
+        assert_eq!(r.status(), 401);
+        let b = r.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&b[..], br#"{"error":{"code":"signature_mismatch"}}"#);
+
+        let r = ApiError::Unavailable { retry_after_secs: 5 }.into_response();
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["retry-after"], "5");
+        let r = ApiError::MethodNotAllowed { allow: "POST".into() }.into_response();
+        assert_eq!(r.headers()["allow"], "POST");
+    }
+}

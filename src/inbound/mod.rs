@@ -1,0 +1,190 @@
+//! The receiver's hot path: route by path prefix -> method check -> body read
+//! under a hard size limit and a deadline -> signature verification over the
+//! raw bytes -> (queue) dedup + durable enqueue -> ack, or (passthrough)
+//! synchronous proxy to the upstream.
+//!
+//! Owns the route table and nothing else. Invariants: no upstream I/O
+//! happens before the signature is verified; a body larger than the limit is
+//! refused with 413 before it is read when `Content-Length` announces it, and
+//! as soon as the limit is crossed otherwise; the raw body bytes verified are
+//! the bytes forwarded.
+
+pub mod route;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{header, Request, Response};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::config::{Config, Mode};
+use crate::delivery::client::{HttpClient, SendError};
+use crate::delivery::forward::{strip_hop_by_hop, upstream_request};
+use crate::error::{ApiError, Body};
+use crate::Clock;
+
+pub use route::Route;
+
+static X_HOOKGATE_VERIFIED: HeaderName = HeaderName::from_static("x-hookgate-verified");
+static X_HOOKGATE_DELIVERY_ID: HeaderName = HeaderName::from_static("x-hookgate-delivery-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// The receiver: every route, and what they share.
+pub struct Inbound {
+    routes: Vec<Route>,
+    client: HttpClient,
+    body_timeout: Duration,
+    clock: Clock,
+}
+
+impl Inbound {
+    pub fn new(config: &Config, client: HttpClient, clock: Clock) -> Result<Self, String> {
+        let mut routes = config
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| Route::from_config(r, config).map_err(|e| format!("routes[{i}].{e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Longest prefix first, so `/hooks/a/b` wins over `/hooks/a`.
+        routes.sort_by(|a, b| b.path.len().cmp(&a.path.len()));
+        Ok(Inbound {
+            routes,
+            client,
+            body_timeout: config.server.body_timeout.0,
+            clock,
+        })
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// The route serving `path`: its prefix matches whole path segments.
+    pub fn find(&self, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matches(path))
+    }
+
+    /// Answers one request. Never panics on client input; every refusal is
+    /// an [`ApiError`] rendered by `error.rs`.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let path = req.uri().path().to_owned();
+        match self.handle_inner(req, peer).await {
+            Ok(r) => r,
+            Err(e) => {
+                if !matches!(e, ApiError::NotFound) {
+                    tracing::warn!(path = %path, peer = %peer.ip(), code = e.code(), "request refused");
+                }
+                e.into_response()
+            }
+        }
+    }
+
+    async fn handle_inner(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Response<Body>, ApiError> {
+        let route = self.find(req.uri().path()).ok_or(ApiError::NotFound)?;
+        if !route.methods.contains(req.method()) {
+            return Err(ApiError::MethodNotAllowed {
+                allow: route.allow.clone(),
+            });
+        }
+        let (parts, body) = req.into_parts();
+        if let Some(len) = content_length(&parts.headers)? {
+            if len > route.max_body {
+                return Err(ApiError::PayloadTooLarge);
+            }
+        }
+        let body = read_body(body, route.max_body, self.body_timeout).await?;
+        let verified = route
+            .verifier
+            .verify(&parts.headers, &body, (self.clock)())?;
+        let _ = verified;
+        match route.mode {
+            Mode::Passthrough => self.passthrough(route, parts, body, peer).await,
+            // Queue mode is wired to the store in `queue.rs`.
+            Mode::Queue => Err(ApiError::Unavailable {
+                retry_after_secs: 1,
+            }),
+        }
+    }
+
+    async fn passthrough(
+        &self,
+        route: &Route,
+        parts: http::request::Parts,
+        body: Bytes,
+        peer: SocketAddr,
+    ) -> Result<Response<Body>, ApiError> {
+        let deadline = tokio::time::Instant::now() + route.upstream_timeout;
+        let _permit = tokio::time::timeout_at(deadline, route.concurrency.acquire())
+            .await
+            .map_err(|_| ApiError::UpstreamTimeout)?
+            .map_err(|_| ApiError::Unavailable {
+                retry_after_secs: 1,
+            })?;
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let uri = route
+            .target
+            .uri_for(pq)
+            .map_err(|_| ApiError::BadRequest("request path cannot be forwarded"))?;
+        let id = crate::new_id();
+        let extra = [
+            (X_HOOKGATE_VERIFIED.clone(), route.verified_header.clone()),
+            (
+                X_HOOKGATE_DELIVERY_ID.clone(),
+                HeaderValue::from_str(&id).expect("uuid is a valid header value"),
+            ),
+            (
+                X_FORWARDED_FOR.clone(),
+                HeaderValue::from_str(&peer.ip().to_string()).expect("an IP is a valid header value"),
+            ),
+            (X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http")),
+        ];
+        let req = upstream_request(parts.method, uri, &parts.headers, body, &extra)
+            .map_err(|_| ApiError::BadRequest("request cannot be forwarded"))?;
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let resp = self.client.send(req, remaining).await.map_err(|e| {
+            tracing::warn!(route = %route.path, delivery_id = %id, error = %e, "upstream failed");
+            match e {
+                SendError::Timeout => ApiError::UpstreamTimeout,
+                SendError::Connect | SendError::Other(_) => ApiError::UpstreamUnreachable,
+            }
+        })?;
+        let (mut head, body) = resp.into_parts();
+        strip_hop_by_hop(&mut head.headers);
+        Ok(Response::from_parts(head, body.boxed()))
+    }
+}
+
+/// The announced body length, if any. A malformed `Content-Length` is a 400
+/// (hyper already refuses most, this covers what reaches us).
+fn content_length(headers: &http::HeaderMap) -> Result<Option<u64>, ApiError> {
+    match headers.get(header::CONTENT_LENGTH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Some)
+            .ok_or(ApiError::BadRequest("invalid content-length")),
+    }
+}
+
+/// Reads the whole body, refusing it as soon as it exceeds `limit` bytes or
+/// takes longer than `timeout`.
+async fn read_body(body: Incoming, limit: u64, timeout: Duration) -> Result<Bytes, ApiError> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Err(_) => Err(ApiError::RequestTimeout),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::PayloadTooLarge),
+        Ok(Err(_)) => Err(ApiError::BadRequest("body could not be read")),
+    }
+}

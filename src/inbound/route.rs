@@ -1,0 +1,87 @@
+//! One configured route, resolved for the hot path: its verifier with the
+//! secrets loaded, its limits, its dedup key and its upstream.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderValue, Method, StatusCode};
+use tokio::sync::Semaphore;
+
+use crate::config::{Config, DedupKey, Mode, RouteConfig};
+use crate::delivery::forward::Target;
+use crate::signature::Verifier;
+
+pub struct Route {
+    pub path: String,
+    pub verifier: Verifier,
+    pub verified_header: HeaderValue,
+    pub mode: Mode,
+    pub methods: Vec<Method>,
+    pub allow: String,
+    pub max_body: u64,
+    pub dedup: DedupKey,
+    pub dedup_window: Duration,
+    pub dedup_required: bool,
+    pub ack_status: StatusCode,
+    pub target: Target,
+    pub upstream_timeout: Duration,
+    pub concurrency: Arc<Semaphore>,
+}
+
+impl Route {
+    /// Errors are prefixed with the key they concern (the caller adds `routes[i].`).
+    pub fn from_config(r: &RouteConfig, config: &Config) -> Result<Route, String> {
+        let scheme = r.scheme()?;
+        let secrets = r
+            .secrets
+            .iter()
+            .enumerate()
+            .map(|(j, s)| s.resolve().map_err(|e| format!("secrets[{j}]: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let keys: Vec<&[u8]> = secrets.iter().map(|s| s.expose()).collect();
+        let verified_header = HeaderValue::from_str(scheme.name())
+            .unwrap_or_else(|_| HeaderValue::from_static("custom"));
+        let verifier = Verifier::new(scheme, &keys, r.tolerance.0).map_err(|e| format!("secrets: {e}"))?;
+        let methods = r
+            .methods
+            .iter()
+            .map(|m| Method::from_bytes(m.as_bytes()).map_err(|_| format!("methods: invalid method {m:?}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let base = r
+            .upstream
+            .url
+            .parse()
+            .map_err(|e| format!("upstream.url: {e}"))?;
+        Ok(Route {
+            path: r.path.clone(),
+            verifier,
+            verified_header,
+            mode: r.mode,
+            allow: methods.iter().map(Method::as_str).collect::<Vec<_>>().join(", "),
+            methods,
+            max_body: r.max_body.unwrap_or(config.server.max_body).0,
+            dedup: r.dedup_key(),
+            dedup_window: r.dedup_window(),
+            dedup_required: r.dedup_required(),
+            ack_status: StatusCode::from_u16(r.ack_status).map_err(|_| "ack_status: invalid".to_string())?,
+            target: Target {
+                base,
+                strip: r.upstream.strip_prefix.then(|| r.path.clone()),
+            },
+            upstream_timeout: r.upstream.timeout.0,
+            concurrency: Arc::new(Semaphore::new(r.upstream.concurrency)),
+        })
+    }
+
+    /// Whether this route serves `path`: the prefix must end at a segment
+    /// boundary (`/hooks/a` serves `/hooks/a` and `/hooks/a/x`, not `/hooks/ab`).
+    pub fn matches(&self, path: &str) -> bool {
+        if self.path == "/" {
+            return true;
+        }
+        match path.strip_prefix(self.path.as_str()) {
+            Some(rest) => rest.is_empty() || rest.starts_with('/'),
+            None => false,
+        }
+    }
+}

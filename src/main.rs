@@ -1,0 +1,221 @@
+//! The `hookgate` command line: parse, load configuration, initialise
+//! logging, call into the library. Nothing else lives here.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use hookgate::config::{self, LogFormat, SecretSource};
+use hookgate::signature::{self, Scheme, Verifier};
+
+#[derive(Parser)]
+#[command(name = "hookgate", version, about = "Webhook sidecar: verify, deduplicate, queue and forward webhooks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Run {
+        #[arg(long, short, env = "HOOKGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration: prints OK, or every error (exit 1).
+    CheckConfig {
+        #[arg(long, short, env = "HOOKGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Sign a body read from stdin; prints one `Header-Name: value` line per header to send.
+    Sign {
+        #[arg(long)]
+        scheme: String,
+        #[command(flatten)]
+        secret: SecretArgs,
+        /// Event/message id, for schemes that sign one (a new one is made when omitted).
+        #[arg(long)]
+        id: Option<String>,
+        /// Unix timestamp to sign (default: now).
+        #[arg(long)]
+        timestamp: Option<i64>,
+    },
+    /// Verify a body read from stdin against headers; exit 0 when valid, 1 with the reason otherwise.
+    Verify {
+        #[arg(long)]
+        scheme: String,
+        #[command(flatten)]
+        secret: SecretArgs,
+        /// A request header, `Name: value` (repeatable).
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// Accepted clock skew for timestamped schemes.
+        #[arg(long, default_value = "5m")]
+        tolerance: humantime::Duration,
+    },
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct SecretArgs {
+    /// The secret itself (visible in `ps` and shell history: prefer --secret-env).
+    #[arg(long)]
+    secret: Option<String>,
+    /// Name of an environment variable holding the secret.
+    #[arg(long)]
+    secret_env: Option<String>,
+    /// A file holding the secret (one trailing newline is ignored).
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+}
+
+impl SecretArgs {
+    fn resolve(&self) -> anyhow::Result<config::Secret> {
+        let src = SecretSource {
+            value: self.secret.clone(),
+            env: self.secret_env.clone(),
+            file: self.secret_file.clone(),
+        };
+        src.resolve().map_err(|e| anyhow::anyhow!("secret: {e}"))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config } => run(config),
+        Command::CheckConfig { config } => return check_config(config),
+        Command::Sign {
+            scheme,
+            secret,
+            id,
+            timestamp,
+        } => sign(&scheme, &secret, id, timestamp),
+        Command::Verify {
+            scheme,
+            secret,
+            headers,
+            tolerance,
+        } => return verify(&scheme, &secret, &headers, tolerance.into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = config::load(path.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    init_logging(&config.log);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    rt.block_on(async move {
+        let listeners = hookgate::Listeners::bind(&config)
+            .await
+            .context("cannot bind the listeners")?;
+        let shutdown = hookgate::shutdown::Shutdown::new();
+        shutdown.trigger_on_signals();
+        hookgate::run(config, listeners, shutdown, hookgate::RunOptions::default()).await?;
+        Ok(())
+    })
+}
+
+fn init_logging(log: &config::LogConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn check_config(path: Option<PathBuf>) -> ExitCode {
+    match config::load(path.as_deref()) {
+        Ok(_) => {
+            println!("OK");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            for m in e.messages() {
+                eprintln!("error: {m}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read_stdin() -> anyhow::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut body)
+        .context("cannot read the body from stdin")?;
+    Ok(body)
+}
+
+fn parse_scheme(name: &str) -> anyhow::Result<Scheme> {
+    name.parse()
+        .map(Scheme::Preset)
+        .map_err(|e| anyhow::anyhow!("--scheme: {e}"))
+}
+
+fn sign(scheme: &str, secret: &SecretArgs, id: Option<String>, ts: Option<i64>) -> anyhow::Result<()> {
+    let scheme = parse_scheme(scheme)?;
+    let secret = secret.resolve()?;
+    let body = read_stdin()?;
+    let ts = match ts {
+        Some(t) => t,
+        None => SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64,
+    };
+    let id = id.unwrap_or_else(|| format!("msg_{}", uuid::Uuid::now_v7().simple()));
+    let headers = signature::sign(&scheme, secret.expose(), &body, Some(&id), ts)?;
+    for (name, value) in headers {
+        println!("{}: {}", name, value.to_str().unwrap_or_default());
+    }
+    Ok(())
+}
+
+fn verify(scheme: &str, secret: &SecretArgs, raw_headers: &[String], tolerance: Duration) -> ExitCode {
+    let outcome = (|| -> anyhow::Result<Result<(), signature::VerifyError>> {
+        let scheme = parse_scheme(scheme)?;
+        let secret = secret.resolve()?;
+        let mut headers = http::HeaderMap::new();
+        for h in raw_headers {
+            let Some((name, value)) = h.split_once(':') else {
+                bail!("-H {h:?}: expected `Name: value`");
+            };
+            let name = http::HeaderName::from_bytes(name.trim().as_bytes())
+                .with_context(|| format!("-H: invalid header name {:?}", name.trim()))?;
+            let value = http::HeaderValue::from_str(value.trim())
+                .with_context(|| format!("-H: invalid value for {name}"))?;
+            headers.append(name, value);
+        }
+        let body = read_stdin()?;
+        let verifier = Verifier::new(scheme, &[secret.expose()], tolerance)?;
+        Ok(verifier.verify(&headers, &body, SystemTime::now()).map(|_| ()))
+    })();
+    match outcome {
+        Ok(Ok(())) => {
+            println!("valid");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => {
+            println!("invalid: {} ({e})", e.code());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

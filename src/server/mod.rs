@@ -1,0 +1,88 @@
+//! Listener plumbing: accept TCP connections, serve HTTP/1.1 with hyper,
+//! bound the number of connections, time out slow headers, drain on shutdown.
+//!
+//! Owns no routing and no business logic: it calls a handler per request.
+//! Invariants: at most `max_connections` connections are served at once
+//! (further ones wait in the kernel backlog); a client that does not finish
+//! its request head within `header_timeout` is disconnected; on shutdown the
+//! listener closes at once and open connections get `grace` to finish.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::error::Body;
+use crate::shutdown::Shutdown;
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    /// How long open connections may take to finish after shutdown starts.
+    pub grace: Duration,
+}
+
+/// Serves `handler` on `listener` until `shutdown` fires, then drains.
+pub async fn serve<H, F>(listener: TcpListener, opts: ServeOptions, shutdown: Shutdown, handler: H)
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(opts.max_connections));
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = shutdown.wait() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.wait() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let h = handler.clone();
+        let svc = service_fn(move |req| {
+            let fut = h(req, peer);
+            async move { Ok::<_, Infallible>(fut.await) }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(opts.header_timeout)
+            .serve_connection(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(opts.grace) => {
+            tracing::warn!("grace period elapsed with connections still open");
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! Passthrough mode end to end: real hookgate on 127.0.0.1:0, a real
+//! upstream server, a real HTTP client (and raw TCP for slow clients).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const SECRET: &str = "whsec-test-0123456789abcdef0123456789abcdef";
+const OLD_SECRET: &str = "old-secret-being-rotated-out-000000000";
+
+fn config(upstream: &Upstream, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+body_timeout = "500ms"
+header_timeout = "500ms"
+max_body = "64KiB"
+
+[[routes]]
+path = "/hooks/sigsentry"
+scheme = "sigsentry"
+secrets = [{{ value = "{SECRET}" }}, {{ value = "{OLD_SECRET}" }}]
+mode = "passthrough"
+[routes.upstream]
+url = "{up}"
+timeout = "1s"
+
+[[routes]]
+path = "/hooks/status"
+scheme = "statussentry"
+secrets = [{{ value = "{SECRET}" }}]
+mode = "passthrough"
+tolerance = "5m"
+[routes.upstream]
+url = "{up_status}"
+{extra}
+"#,
+        up = upstream.url("/webhooks/sigsentry"),
+        up_status = upstream.url("/status"),
+    )
+}
+
+async fn setup(extra: &str) -> (Upstream, Hookgate) {
+    let up = Upstream::start().await;
+    let hg = Hookgate::start(&config(&up, extra)).await;
+    (up, hg)
+}
+
+#[tokio::test]
+async fn valid_request_arrives_upstream_byte_identical() {
+    let (up, hg) = setup("").await;
+    let body = analysis("anl_abc123");
+    let mut headers = sign("sigsentry", SECRET, &body, None, now());
+    headers.push(("content-type".into(), "application/json".into()));
+    headers.push(("x-custom".into(), "kept".into()));
+    headers.push(("x-hookgate-verified".into(), "forged-by-sender".into()));
+    headers.push(("connection".into(), "keep-alive, x-hop".into()));
+    headers.push(("x-hop".into(), "dropped".into()));
+
+    let a = post(&hg.url("/hooks/sigsentry/extra?x=1&y=%20z"), &headers, body.clone()).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(&a.body[..], b"upstream ok");
+    assert_eq!(a.headers["x-upstream"], "yes");
+
+    let got = up.received();
+    assert_eq!(got.len(), 1);
+    let r = &got[0];
+    assert_eq!(r.method, "POST");
+    assert_eq!(r.uri, "/webhooks/sigsentry/extra?x=1&y=%20z");
+    assert_eq!(r.body, body, "body must be byte-identical");
+    assert_eq!(r.headers["x-hookgate-verified"], "sigsentry");
+    assert_eq!(r.headers.get_all("x-hookgate-verified").iter().count(), 1);
+    assert_eq!(r.headers["x-custom"], "kept");
+    assert_eq!(r.headers["content-type"], "application/json");
+    assert!(r.headers.get("x-sigsentry-signature").is_some());
+    assert!(r.headers.get("x-hop").is_none(), "hop-by-hop header named in Connection is dropped");
+    assert!(r.headers.get("x-hookgate-delivery-id").is_some());
+    assert_eq!(r.headers["x-forwarded-for"], "127.0.0.1");
+    hg.stop().await;
+}
+
+#[tokio::test]
+async fn rotated_secret_is_accepted() {
+    let (up, hg) = setup("").await;
+    let body = analysis("anl_rot");
+    let headers = sign("sigsentry", OLD_SECRET, &body, None, now());
+    let a = post(&hg.url("/hooks/sigsentry"), &headers, body).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(up.received().len(), 1);
+    hg.stop().await;
+}
+
+#[tokio::test]
+async fn upstream_status_and_body_are_returned() {
+    let (up, hg) = setup("").await;
+    up.push(Reply {
+        status: 418,
+        body: "{\"teapot\":true}",
+        headers: vec![("content-type", "application/json")],
+        delay: Duration::ZERO,
+    });
+    let body = analysis("anl_tea");
+    let a = post(&hg.url("/hooks/sigsentry"), &sign("sigsentry", SECRET, &body, None, now()), body).await;
+    assert_eq!(a.status, 418);
+    assert_eq!(&a.body[..], b"{\"teapot\":true}");
+    hg.stop().await;
+}
+
+#[tokio::test]
+async fn signature_errors_are_401_with_codes_and_nothing_is_forwarded() {
+    let (up, hg) = setup("").await;
+    let url = hg.url("/hooks/sigsentry");
+    let body = analysis("anl_bad");
+
+    let a = post(&url, &[], body.clone()).await;
+    assert_eq!((a.status, a.code().as_str()), (401, "signature_missing"));
+
+    let h = vec![("x-sigsentry-signature".to_string(), "sha256=zz-not-hex".to_string())];
+    let a = post(&url, &h, body.clone()).await;
+    assert_eq!((a.status, a.code().as_str()), (401, "signature_malformed"));
+
+    let h = sign("sigsentry", "some-other-secret", &body, None, now());
+    let a = post(&url, &h, body.clone()).await;
+    assert_eq!((a.status, a.code().as_str()), (401, "signature_mismatch"));
+    // The expected signature is never echoed.
+    let good = sign("sigsentry", SECRET, &body, None, now());
+    assert!(!String::from_utf8_lossy(&a.body).contains(&good[0].1[7..]));
+
+    // Tampered body: signed bytes differ by one byte of whitespace.
+    let mut tampered = body.clone();
+    tampered.push(b' ');
+    let a = post(&url, &good, tampered).await;
+    assert_eq!((a.status, a.code().as_str()), (401, "signature_mismatch"));
+
+    assert!(up.received().is_empty());
+    hg.stop().await;
+}
+
+#[tokio::test]
+async fn stale_timestamp_is_refused() {
+    let (up, hg) = setup("").await;
+    let url = hg.url("/hooks/status");
+    let body = br#"{"id":"evt_1","type":"incident.created","created_at":"2023-10-27T14:30:00Z","data":{}}"#;
+    let stale = sign("statussentry", SECRET, body, None, now() - 3600);
+    let a = post(&url, &stale, &body[..]).await;
+    assert_eq!((a.status, a.code().as_str()), (401, "timestamp_out_of_tolerance"));
+    let future = sign("statussentry", SECRET, body, None, now() + 3600);
+    let a = post(&url, &future, &body[..]).await;
+    assert_eq!((a.status, a.code().as_str()), (401, "timestamp_out_of_tolerance"));
+    let fresh = sign("statussentry", SECRET, body, None, now());
+    let a = post(&url, &fresh, &body[..]).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(up.received().len(), 1);
+    assert_eq!(up.received()[0].uri, "/status");
+    hg.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_path_is_404_and_wrong_method_is_405() {
+    let (_up, hg) = setup("").await;
+    let a = post(&hg.url("/nope"), &[], "x").await;
+    assert_eq!((a.status, a.code().as_str()), (404, "not_found"));
+    // A prefix must end at a segment boundary.
+    let a = post(&hg.url("/hooks/sigsentryX"), &[], "x").await;
+    assert_eq!(a.status, 404);
+    let a = send("GET", &hg.url("/hooks/sigsentry"), &[], "").await;
+    assert_eq!((a.status, a.code().as_str()), (405, "method_not_allowed"));
+    assert_eq!(a.headers["allow"], "POST");
+    hg.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_body_is_413_announced_or_streamed() {
+    let (up, hg) = setup("").await;
+    // Announced by Content-Length: refused before the body is read.
+    let big = vec![b'a'; 64 * 1024 + 1];
+    let h = sign("sigsentry", SECRET, &big, None, now());
+    let a = post(&hg.url("/hooks/sigsentry"), &h, big.clone()).await;
+    assert_eq!((a.status, a.code().as_str()), (413, "payload_too_large"));
+
+    // Chunked, no Content-Length: refused once the limit is crossed.
+    let mut s = TcpStream::connect(hg.public).await.unwrap();
+    let head = format!(
+        "POST /hooks/sigsentry HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n{}: {}\r\n\r\n",
+        h[0].0, h[0].1
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    for _ in 0..20 {
+        let chunk = vec![b'a'; 8192];
+        let framed = [format!("{:x}\r\n", chunk.len()).into_bytes(), chunk, b"\r\n".to_vec()].concat();
+        if s.write_all(&framed).await.is_err() {
+            break; // the server may close as soon as it answered
+        }
+    }
+    let resp = read_response(&mut s, Duration::from_secs(5)).await;
+    assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
+    assert!(resp.contains("payload_too_large"));
+    assert!(up.received().is_empty());
+    hg.stop().await;
+}
+
+/// Reads what the server sends until it closes, or until `deadline`.
+async fn read_response(s: &mut TcpStream, deadline: Duration) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        match tokio::time::timeout_at(end, s.read(&mut chunk)).await {
+            Err(_) => panic!("server neither answered nor closed within {deadline:?}: {:?}", String::from_utf8_lossy(&buf)),
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => {
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf);
+                if text.contains("\r\n\r\n") && text.contains("}}") {
+                    break;
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[tokio::test]
+async fn slow_body_is_cut_off_with_408() {
+    let (up, hg) = setup("").await;
+    let mut s = TcpStream::connect(hg.public).await.unwrap();
+    s.write_all(b"POST /hooks/sigsentry HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\nx-sigsentry-signature: sha256=00\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    // Never send the remaining 90 bytes: body_timeout (500ms) must fire.
+    let resp = read_response(&mut s, Duration::from_secs(10)).await;
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
+    assert!(resp.contains("request_timeout"));
+    assert!(up.received().is_empty());
+    hg.stop().await;
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    let (_up, hg) = setup("").await;
+    let mut s = TcpStream::connect(hg.public).await.unwrap();
+    s.write_all(b"POST /hooks/sigsentry HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    // The head is never finished: header_timeout (500ms) closes the connection.
+    let mut buf = [0u8; 1024];
+    let r = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {} // hyper may write a 408 before closing
+            }
+        }
+    })
+    .await;
+    assert!(r.is_ok(), "connection with an unfinished head must be closed");
+    hg.stop().await;
+}
+
+#[tokio::test]
+async fn upstream_unreachable_is_502() {
+    // A port that was just free: nothing listens there.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let toml = format!(
+        r#"
+[[routes]]
+path = "/hooks/sigsentry"
+scheme = "sigsentry"
+secrets = [{{ value = "{SECRET}" }}]
+mode = "passthrough"
+[routes.upstream]
+url = "http://{dead_addr}/x"
+"#
+    );
+    let hg = Hookgate::start(&toml).await;
+    let body = analysis("anl_502");
+    let a = post(&hg.url("/hooks/sigsentry"), &sign("sigsentry", SECRET, &body, None, now()), body).await;
+    assert_eq!((a.status, a.code().as_str()), (502, "upstream_unreachable"));
+    hg.stop().await;
+}
+
+#[tokio::test]
+async fn upstream_timeout_is_504() {
+    let (up, hg) = setup("").await;
+    up.push(Reply {
+        status: 200,
+        body: "late",
+        headers: vec![],
+        delay: Duration::from_secs(5),
+    });
+    let body = analysis("anl_504");
+    let a = post(&hg.url("/hooks/sigsentry"), &sign("sigsentry", SECRET, &body, None, now()), body).await;
+    assert_eq!((a.status, a.code().as_str()), (504, "upstream_timeout"));
+    hg.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_turns_false_on_shutdown() {
+    let (_up, hg) = setup("").await;
+    let a = send("GET", &hg.admin_url("/readyz"), &[], "").await;
+    assert_eq!(a.status, 200);
+    let a = send("GET", &hg.admin_url("/healthz"), &[], "").await;
+    assert_eq!(a.status, 200);
+    hg.stop().await;
+}
