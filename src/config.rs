@@ -25,7 +25,7 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
 /// Top-level sections an environment variable may address
 /// (`HOOKGATE_SERVER__LISTEN` -> `server.listen`).
-const ENV_SECTIONS: &[&str] = &["server", "admin", "store", "log"];
+const ENV_SECTIONS: &[&str] = &["server", "admin", "store", "log", "delivery"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,8 +34,16 @@ pub struct Config {
     pub admin: AdminConfig,
     pub store: StoreConfig,
     pub log: LogConfig,
+    pub delivery: DeliveryConfig,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// How often workers look for due jobs when nothing woke them.
+    pub poll_interval: Dur,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -78,6 +86,9 @@ pub struct StoreConfig {
     pub path: PathBuf,
     #[serde(default)]
     pub url: Option<SecretSource>,
+    /// How long delivered jobs (without their payload) and their attempts
+    /// are kept for inspection.
+    pub history_retention: Dur,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -130,6 +141,61 @@ pub struct RouteConfig {
     /// Per-route override of `server.max_body`.
     #[serde(default)]
     pub max_body: Option<Size>,
+    /// Queue mode: requests are refused with 503 while this many jobs of the
+    /// route are pending or in flight.
+    #[serde(default = "default_queue_limit")]
+    pub queue_limit: u64,
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+fn default_queue_limit() -> u64 {
+    1_000_000
+}
+
+/// When a failed forward is tried again (queue mode).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    pub initial: Dur,
+    pub max_delay: Dur,
+    /// Explicit delays between attempts; replaces the exponential backoff.
+    pub schedule: Vec<Dur>,
+    /// 0 = no limit other than `max_age`.
+    pub max_attempts: u32,
+    pub max_age: Dur,
+    pub jitter: f64,
+    /// Retry 4xx answers other than 408/425/429 (default: dead at once).
+    pub retry_4xx: bool,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        let p = crate::delivery::policy::RetryPolicy::default();
+        RetryConfig {
+            initial: Dur(p.initial),
+            max_delay: Dur(p.max_delay),
+            schedule: Vec::new(),
+            max_attempts: p.max_attempts,
+            max_age: Dur(p.max_age),
+            jitter: p.jitter,
+            retry_4xx: p.retry_4xx,
+        }
+    }
+}
+
+impl RetryConfig {
+    pub fn policy(&self) -> crate::delivery::policy::RetryPolicy {
+        crate::delivery::policy::RetryPolicy {
+            initial: self.initial.0,
+            max_delay: self.max_delay.0,
+            schedule: self.schedule.iter().map(|d| d.0).collect(),
+            max_attempts: self.max_attempts,
+            max_age: self.max_age.0,
+            jitter: self.jitter,
+            retry_4xx: self.retry_4xx,
+        }
+    }
 }
 
 fn default_tolerance() -> Dur {
@@ -486,6 +552,9 @@ impl Config {
                 errs.push("store.kind: \"postgres\" is not available in this build yet; use \"sqlite\"".into())
             }
         }
+        if self.delivery.poll_interval.0.is_zero() {
+            errs.push("delivery.poll_interval: must be greater than zero".into());
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             errs.push(format!(
                 "log.level: invalid filter {:?} (e.g. \"info\", \"hookgate=debug\")",
@@ -559,6 +628,21 @@ impl Config {
                     "{at}.ack_status: must be 200 or 202, got {}",
                     r.ack_status
                 ));
+            }
+            if r.queue_limit == 0 {
+                errs.push(format!("{at}.queue_limit: must be greater than zero"));
+            }
+            if r.retry.initial.0.is_zero() {
+                errs.push(format!("{at}.retry.initial: must be greater than zero"));
+            }
+            if r.retry.max_delay.0 < r.retry.initial.0 {
+                errs.push(format!("{at}.retry.max_delay: must be at least retry.initial"));
+            }
+            if !(0.0..=1.0).contains(&r.retry.jitter) {
+                errs.push(format!("{at}.retry.jitter: must be between 0.0 and 1.0"));
+            }
+            if r.retry.schedule.iter().any(|d| d.0.is_zero()) {
+                errs.push(format!("{at}.retry.schedule: delays must be greater than zero"));
             }
             if r.max_body.is_some_and(|s| s.0 == 0) {
                 errs.push(format!("{at}.max_body: must be greater than zero"));

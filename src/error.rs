@@ -38,6 +38,8 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("dedup key missing")]
     DedupKeyMissing,
+    #[error("dedup key invalid")]
+    DedupKeyInvalid,
     #[error("body is not valid JSON")]
     InvalidJson,
     #[error("not found")]
@@ -50,6 +52,8 @@ pub enum ApiError {
     BadRequest(&'static str),
     #[error("unauthorized")]
     Unauthorized,
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
     #[error("service unavailable")]
     Unavailable { retry_after_secs: u64 },
     #[error("upstream unreachable")]
@@ -69,10 +73,14 @@ impl ApiError {
         match self {
             ApiError::Signature(_) | ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::DedupKeyMissing | ApiError::InvalidJson | ApiError::BadRequest(_) => {
+            ApiError::DedupKeyMissing
+            | ApiError::DedupKeyInvalid
+            | ApiError::InvalidJson
+            | ApiError::BadRequest(_) => {
                 StatusCode::BAD_REQUEST
             }
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -87,12 +95,14 @@ impl ApiError {
             ApiError::Signature(e) => e.code(),
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::DedupKeyMissing => "dedup_key_missing",
+            ApiError::DedupKeyInvalid => "dedup_key_invalid",
             ApiError::InvalidJson => "invalid_json",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::RequestTimeout => "request_timeout",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Conflict(_) => "conflict",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::UpstreamUnreachable => "upstream_unreachable",
             ApiError::UpstreamTimeout => "upstream_timeout",

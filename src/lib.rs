@@ -22,6 +22,7 @@ pub mod inbound;
 pub mod server;
 pub mod shutdown;
 pub mod signature;
+pub mod store;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -69,6 +70,8 @@ impl Listeners {
 pub enum RunError {
     #[error("configuration: {0}")]
     Config(String),
+    #[error("store: {0}")]
+    Store(String),
 }
 
 /// Options the CLI does not expose: injection points for tests.
@@ -85,7 +88,21 @@ impl Default for RunOptions {
     }
 }
 
+/// Opens the configured store.
+pub fn open_store(config: &Config) -> Result<store::Store, RunError> {
+    match config.store.kind {
+        config::StoreKind::Sqlite => store::Store::open_sqlite(store::SqliteOptions::new(&config.store.path))
+            .map_err(|e| RunError::Store(format!("{}: {e}", config.store.path.display()))),
+        config::StoreKind::Postgres => Err(RunError::Config("store.kind: postgres is not available yet".into())),
+    }
+}
+
 /// Runs hookgate until `shutdown` fires, then drains and returns.
+///
+/// Order of the drain: readiness turns false and the listeners stop
+/// accepting; in-flight requests finish (each has been acknowledged only
+/// after its commit); workers stop claiming and finish their attempts; the
+/// store's writer applies what it was given and closes.
 pub async fn run(
     config: Config,
     listeners: Listeners,
@@ -93,10 +110,16 @@ pub async fn run(
     opts: RunOptions,
 ) -> Result<(), RunError> {
     let client = delivery::client::HttpClient::new();
+    let needs_store = config.routes.iter().any(|r| r.mode == config::Mode::Queue);
+    let store = if needs_store { Some(open_store(&config)?) } else { None };
+    let wake = Arc::new(tokio::sync::Notify::new());
     let inbound = Arc::new(
-        inbound::Inbound::new(&config, client, opts.clock.clone()).map_err(RunError::Config)?,
+        inbound::Inbound::new(&config, client.clone(), opts.clock.clone(), store.clone(), wake.clone())
+            .map_err(RunError::Config)?,
     );
-    let admin_token = config.admin_token().map_err(|e| RunError::Config(format!("admin.token: {e}")))?;
+    let admin_token = config
+        .admin_token()
+        .map_err(|e| RunError::Config(format!("admin.token: {e}")))?;
     let (public_addr, admin_addr) = listeners.addrs().map_err(|e| RunError::Config(e.to_string()))?;
     for r in inbound.routes() {
         tracing::info!(
@@ -107,12 +130,18 @@ pub async fn run(
             "route"
         );
     }
-    tracing::info!(public = %public_addr, admin = %admin_addr, store = ?config.store.kind, "hookgate listening");
+    tracing::info!(
+        public = %public_addr,
+        admin = %admin_addr,
+        store = %store.as_ref().map_or_else(|| "none (passthrough only)".to_string(), |_| format!("sqlite {}", config.store.path.display())),
+        "hookgate listening"
+    );
 
+    let grace = config.server.shutdown_grace.0;
     let serve_opts = server::ServeOptions {
         max_connections: config.server.max_connections,
         header_timeout: config.server.header_timeout.0,
-        grace: config.server.shutdown_grace.0,
+        grace,
     };
     let public = {
         let inbound = inbound.clone();
@@ -123,15 +152,83 @@ pub async fn run(
             move |req, peer| inbound.clone().handle(req, peer),
         ))
     };
-    let admin_state = Arc::new(admin::Admin::new(shutdown.clone(), admin_token));
+    let admin_state = Arc::new(admin::Admin::new(
+        shutdown.clone(),
+        admin_token,
+        store.clone(),
+        opts.clock.clone(),
+    ));
     let admin = tokio::spawn(server::serve(
         listeners.admin,
         serve_opts,
         shutdown.clone(),
         move |req, _peer| admin_state.clone().handle(req),
     ));
+
+    let mut background = Vec::new();
+    if let Some(store) = &store {
+        let queues = inbound
+            .routes()
+            .iter()
+            .filter(|r| r.mode == config::Mode::Queue)
+            .map(|r| {
+                Arc::new(delivery::engine::QueueTarget {
+                    name: r.path.clone(),
+                    target: r.target.clone(),
+                    timeout: r.upstream_timeout,
+                    concurrency: r.concurrency.clone(),
+                    policy: r.retry.clone(),
+                    verified_header: r.verified_header.clone(),
+                })
+            })
+            .collect();
+        let engine = Arc::new(delivery::engine::Engine::new(
+            store.clone(),
+            client,
+            queues,
+            opts.clock.clone(),
+            wake,
+            config.delivery.poll_interval.0,
+        ));
+        background.push(tokio::spawn(engine.run(shutdown.clone(), grace)));
+        background.push(tokio::spawn(purge_loop(
+            store.clone(),
+            opts.clock.clone(),
+            config.store.history_retention.0,
+            shutdown.clone(),
+        )));
+    }
+
     let _ = public.await;
     let _ = admin.await;
+    for t in background {
+        let _ = t.await;
+    }
+    if let Some(store) = store {
+        store.shutdown().await;
+    }
     tracing::info!("hookgate stopped");
     Ok(())
+}
+
+/// Removes expired dedup records and old delivery history, once a minute.
+async fn purge_loop(store: store::Store, clock: Clock, retention: std::time::Duration, shutdown: Shutdown) {
+    loop {
+        let now = delivery::engine::now_ms(&clock);
+        let before = now - retention.as_millis() as i64;
+        loop {
+            match store.purge(now, before).await {
+                Ok(p) if p.more => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "purge failed");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+            _ = shutdown.wait() => return,
+        }
+    }
 }

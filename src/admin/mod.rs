@@ -1,28 +1,53 @@
 //! The admin listener: `/healthz` (the process is alive), `/readyz` (it
-//! should receive traffic: false while shutting down), and the admin API.
+//! should receive traffic), and the admin API over the queue: per-route
+//! stats, dead letters (list, show with attempts, replay one or all of a
+//! route, delete).
 //!
-//! Invariant: the admin API requires the admin token when one is configured
-//! (compared in constant time); the probes never do, so kubelets need no
-//! secret.
+//! Invariants: the admin API requires the admin token when one is
+//! configured (compared in constant time); the probes never do, so kubelets
+//! need no secret. Answers never include stored request bodies or headers
+//! (they may carry the sender's signatures); only attempt metadata and the
+//! upstream's (capped) answers.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
 use crate::config::Secret;
-use crate::error::{json, ApiError, Body};
+use crate::delivery::engine::now_ms;
+use crate::error::{self, ApiError, Body};
 use crate::shutdown::Shutdown;
+use crate::store::{JobFilter, JobState, JobSummary, Store, StoreError};
+use crate::Clock;
 
 pub struct Admin {
     shutdown: Shutdown,
     token: Option<Secret>,
+    store: Option<Store>,
+    clock: Clock,
+}
+
+fn ok(v: Value) -> Result<Response<Body>, ApiError> {
+    Ok(error::json(StatusCode::OK, &v))
+}
+
+fn unavailable(e: StoreError) -> ApiError {
+    tracing::warn!(error = %e, "admin: store error");
+    ApiError::Unavailable { retry_after_secs: 5 }
 }
 
 impl Admin {
-    pub fn new(shutdown: Shutdown, token: Option<Secret>) -> Self {
-        Admin { shutdown, token }
+    pub fn new(shutdown: Shutdown, token: Option<Secret>, store: Option<Store>, clock: Clock) -> Self {
+        Admin {
+            shutdown,
+            token,
+            store,
+            clock,
+        }
     }
 
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
@@ -33,25 +58,156 @@ impl Admin {
     }
 
     async fn route(&self, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-        let path = req.uri().path();
-        match (req.method(), path) {
-            (&Method::GET, "/healthz") => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
-            (&Method::GET, "/readyz") => {
-                if self.shutdown.is_triggered() {
-                    Ok(json(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &serde_json::json!({"status": "shutting_down"}),
-                    ))
+        let path = req.uri().path().to_string();
+        let method = req.method().clone();
+        match (&method, path.as_str()) {
+            (&Method::GET, "/healthz") => return ok(json!({"status": "ok"})),
+            (&Method::GET, "/readyz") => return self.readyz().await,
+            (_, "/healthz") | (_, "/readyz") => {
+                return Err(ApiError::MethodNotAllowed { allow: "GET".into() })
+            }
+            _ => {}
+        }
+        if !path.starts_with("/admin/") {
+            return Err(ApiError::NotFound);
+        }
+        self.authorize(&req)?;
+        let store = self.store.as_ref().ok_or(ApiError::NotFound)?;
+        let query: HashMap<String, String> = req
+            .uri()
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        let segments: Vec<&str> = path.trim_start_matches("/admin/").split('/').collect();
+        let now = now_ms(&self.clock);
+        match (&method, segments.as_slice()) {
+            (&Method::GET, ["queues"]) => {
+                let stats = store.stats(now).await.map_err(unavailable)?;
+                let queues: Vec<Value> = stats
+                    .into_iter()
+                    .map(|s| {
+                        json!({
+                            "route": s.queue,
+                            "pending": s.pending,
+                            "in_flight": s.inflight,
+                            "dead": s.dead,
+                            "delivered": s.done,
+                            "oldest_pending_age_seconds": s.oldest_pending_age_ms.map(|ms| ms as f64 / 1000.0),
+                        })
+                    })
+                    .collect();
+                ok(json!({ "queues": queues }))
+            }
+            (&Method::GET, ["dead-letters"]) => {
+                self.list(store, &query, Some(JobState::Dead)).await
+            }
+            (&Method::GET, ["jobs"]) => {
+                let state = match query.get("state") {
+                    None => None,
+                    Some(s) => Some(JobState::parse(s).ok_or(ApiError::BadRequest("unknown state"))?),
+                };
+                self.list(store, &query, state).await
+            }
+            (&Method::POST, ["dead-letters", "replay"]) => {
+                let route = query
+                    .get("route")
+                    .ok_or(ApiError::BadRequest("the `route` query parameter is required"))?;
+                let n = store.replay_queue(route, now).await.map_err(unavailable)?;
+                tracing::info!(route = %route, replayed = n, "dead letters replayed");
+                ok(json!({ "replayed": n }))
+            }
+            (&Method::GET, ["jobs", id]) | (&Method::GET, ["dead-letters", id]) => {
+                let d = store.get_job(id).await.map_err(unavailable)?.ok_or(ApiError::NotFound)?;
+                let attempts: Vec<Value> = d
+                    .attempts
+                    .iter()
+                    .map(|a| {
+                        json!({
+                            "attempt": a.n,
+                            "started_at": a.started_at,
+                            "duration_ms": a.duration_ms,
+                            "outcome": a.outcome,
+                            "http_status": a.http_status,
+                            "error": a.error,
+                            "response_body": a.response_body.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()),
+                        })
+                    })
+                    .collect();
+                let mut v = summary_json(&d.summary);
+                v["payload_bytes"] = json!(d.payload_len);
+                v["attempt_log"] = Value::Array(attempts);
+                ok(v)
+            }
+            (&Method::POST, ["jobs", id, "replay"]) | (&Method::POST, ["dead-letters", id, "replay"]) => {
+                if store.replay(id, now).await.map_err(unavailable)? {
+                    tracing::info!(id = %id, "job replayed");
+                    ok(json!({ "replayed": 1 }))
                 } else {
-                    Ok(json(StatusCode::OK, &serde_json::json!({"status": "ready"})))
+                    // Either unknown or not dead: tell which.
+                    match store.get_job(id).await.map_err(unavailable)? {
+                        None => Err(ApiError::NotFound),
+                        Some(_) => Err(ApiError::Conflict("only dead jobs can be replayed")),
+                    }
                 }
             }
-            (_, "/healthz") | (_, "/readyz") => Err(ApiError::MethodNotAllowed { allow: "GET".into() }),
-            _ => {
-                self.authorize(&req)?;
-                Err(ApiError::NotFound)
+            (&Method::DELETE, ["jobs", id]) | (&Method::DELETE, ["dead-letters", id]) => {
+                if store.delete_job(id).await.map_err(unavailable)? {
+                    ok(json!({ "deleted": 1 }))
+                } else {
+                    Err(ApiError::NotFound)
+                }
+            }
+            _ => Err(ApiError::NotFound),
+        }
+    }
+
+    async fn list(
+        &self,
+        store: &Store,
+        query: &HashMap<String, String>,
+        state: Option<JobState>,
+    ) -> Result<Response<Body>, ApiError> {
+        let limit = match query.get("limit") {
+            None => 100,
+            Some(l) => l
+                .parse::<usize>()
+                .ok()
+                .filter(|l| (1..=1000).contains(l))
+                .ok_or(ApiError::BadRequest("limit must be 1 to 1000"))?,
+        };
+        let filter = JobFilter {
+            queue: query.get("route").cloned(),
+            state,
+            limit,
+            after: query.get("after").cloned(),
+        };
+        let jobs = store.list_jobs(filter).await.map_err(unavailable)?;
+        let next = if jobs.len() == limit {
+            jobs.last().map(|j| j.id.clone())
+        } else {
+            None
+        };
+        let items: Vec<Value> = jobs.iter().map(summary_json).collect();
+        ok(json!({ "items": items, "next": next }))
+    }
+
+    async fn readyz(&self) -> Result<Response<Body>, ApiError> {
+        if self.shutdown.is_triggered() {
+            return Ok(error::json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"status": "shutting_down"}),
+            ));
+        }
+        if let Some(store) = &self.store {
+            if let Err(e) = store.ping().await {
+                tracing::warn!(error = %e, "readiness: store unusable");
+                return Ok(error::json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({"status": "store_unavailable"}),
+                ));
             }
         }
+        ok(json!({"status": "ready"}))
     }
 
     /// Checks `Authorization: Bearer <token>` when a token is configured.
@@ -70,4 +226,19 @@ impl Admin {
             Err(ApiError::Unauthorized)
         }
     }
+}
+
+fn summary_json(j: &JobSummary) -> Value {
+    json!({
+        "id": j.id,
+        "route": j.queue,
+        "kind": j.kind,
+        "state": j.state.as_str(),
+        "attempts": j.attempts,
+        "created_at": j.created_at,
+        "next_at": j.next_at,
+        "updated_at": j.updated_at,
+        "last_status": j.last_status,
+        "last_error": j.last_error,
+    })
 }

@@ -6,4 +6,7 @@
 //! configuration beyond what a job or a [`forward::Target`] carries.
 
 pub mod client;
+pub mod engine;
+pub mod job;
+pub mod policy;
 pub mod forward;

@@ -9,6 +9,7 @@
 //! as soon as the limit is crossed otherwise; the raw body bytes verified are
 //! the bytes forwarded.
 
+pub mod queue;
 pub mod route;
 
 use std::net::SocketAddr;
@@ -20,11 +21,13 @@ use http::header::{HeaderName, HeaderValue};
 use http::{header, Request, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use tokio::sync::Notify;
 
 use crate::config::{Config, Mode};
 use crate::delivery::client::{HttpClient, SendError};
 use crate::delivery::forward::{strip_hop_by_hop, upstream_request};
 use crate::error::{ApiError, Body};
+use crate::store::Store;
 use crate::Clock;
 
 pub use route::Route;
@@ -40,10 +43,18 @@ pub struct Inbound {
     client: HttpClient,
     body_timeout: Duration,
     clock: Clock,
+    store: Option<Store>,
+    wake: Arc<Notify>,
 }
 
 impl Inbound {
-    pub fn new(config: &Config, client: HttpClient, clock: Clock) -> Result<Self, String> {
+    pub fn new(
+        config: &Config,
+        client: HttpClient,
+        clock: Clock,
+        store: Option<Store>,
+        wake: Arc<Notify>,
+    ) -> Result<Self, String> {
         let mut routes = config
             .routes
             .iter()
@@ -57,6 +68,8 @@ impl Inbound {
             client,
             body_timeout: config.server.body_timeout.0,
             clock,
+            store,
+            wake,
         })
     }
 
@@ -102,16 +115,12 @@ impl Inbound {
             }
         }
         let body = read_body(body, route.max_body, self.body_timeout).await?;
-        let verified = route
+        route
             .verifier
             .verify(&parts.headers, &body, (self.clock)())?;
-        let _ = verified;
         match route.mode {
             Mode::Passthrough => self.passthrough(route, parts, body, peer).await,
-            // Queue mode is wired to the store in `queue.rs`.
-            Mode::Queue => Err(ApiError::Unavailable {
-                retry_after_secs: 1,
-            }),
+            Mode::Queue => self.enqueue(route, parts, body).await,
         }
     }
 

@@ -26,6 +26,8 @@ pub struct Route {
     pub target: Target,
     pub upstream_timeout: Duration,
     pub concurrency: Arc<Semaphore>,
+    pub queue_limit: u64,
+    pub retry: crate::delivery::policy::RetryPolicy,
 }
 
 impl Route {
@@ -70,6 +72,8 @@ impl Route {
             },
             upstream_timeout: r.upstream.timeout.0,
             concurrency: Arc::new(Semaphore::new(r.upstream.concurrency)),
+            queue_limit: r.queue_limit,
+            retry: r.retry.policy(),
         })
     }
 

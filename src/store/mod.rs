@@ -215,6 +215,11 @@ pub struct ClaimedJob {
     /// Attempts recorded before this claim (kept across replays).
     pub attempts: u32,
     pub created_at: i64,
+    /// Attempts made since the job was enqueued or last replayed: what a
+    /// retry policy counts, so a replay gets a full retry budget again.
+    pub cycle_attempts: u32,
+    /// When the current retry cycle started (enqueue or last replay).
+    pub cycle_start: i64,
 }
 
 /// One delivery attempt, as reported to [`Store::finish`].

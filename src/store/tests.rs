@@ -101,6 +101,8 @@ async fn lifecycle_enqueue_claim_finish_done() {
             payload: b"payload of j1".to_vec(),
             attempts: 0,
             created_at: 100,
+            cycle_attempts: 0,
+            cycle_start: 100,
         }]
     );
     let detail = store.get_job("j1").await.unwrap().unwrap();
@@ -158,6 +160,7 @@ async fn retry_dead_replay() {
     let claimed = store.claim(None, 5000, 10, 1000, "w2").await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].attempts, 1);
+    assert_eq!((claimed[0].cycle_attempts, claimed[0].cycle_start), (1, 0));
 
     assert!(store
         .finish("j1", "w2", attempt(5000, "dead", 410), Next::Dead)
@@ -180,6 +183,11 @@ async fn retry_dead_replay() {
 
     let claimed = store.claim(None, 6000, 10, 1000, "w3").await.unwrap();
     assert_eq!(claimed[0].attempts, 2, "attempt count survives replay");
+    assert_eq!(
+        (claimed[0].cycle_attempts, claimed[0].cycle_start),
+        (0, 6000),
+        "a replay starts a new retry cycle"
+    );
     assert!(store
         .finish("j1", "w3", attempt(6000, "success", 200), Next::Done)
         .await

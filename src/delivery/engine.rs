@@ -1,0 +1,268 @@
+//! The workers: claim due jobs from the store, make one attempt each,
+//! record it, and move the job to done, a later retry, or the dead letters.
+//!
+//! Invariants:
+//! - a job is only attempted while this process holds its lease, and the
+//!   lease outlives the attempt (timeout x 2 + 30 s), so two replicas never
+//!   attempt the same job at once unless one of them died;
+//! - at most `concurrency` attempts per queue (upstream) run at once: a
+//!   queue is only asked for as many jobs as it has free permits;
+//! - every attempt is recorded before the next one can be claimed;
+//! - on shutdown no new job is claimed and running attempts get the grace
+//!   period to finish; a job whose attempt did not finish keeps its lease
+//!   and comes back when the lease expires (at-least-once).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderName, HeaderValue};
+use http_body_util::BodyExt;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::delivery::client::{HttpClient, SendError};
+use crate::delivery::forward::{upstream_request, Target};
+use crate::delivery::job::StoredRequest;
+use crate::delivery::policy::{parse_retry_after, Outcome, RetryPolicy};
+use crate::shutdown::Shutdown;
+use crate::store::{Attempt, ClaimedJob, Next, Store};
+use crate::Clock;
+
+/// Stored response bodies are capped at this many bytes.
+pub const RESPONSE_BODY_CAP: usize = 16 * 1024;
+
+static X_HOOKGATE_DELIVERY_ID: HeaderName = HeaderName::from_static("x-hookgate-delivery-id");
+static X_HOOKGATE_ATTEMPT: HeaderName = HeaderName::from_static("x-hookgate-attempt");
+static X_HOOKGATE_VERIFIED: HeaderName = HeaderName::from_static("x-hookgate-verified");
+
+/// One queue (one route's upstream) and how to deliver its jobs.
+pub struct QueueTarget {
+    pub name: String,
+    pub target: Target,
+    pub timeout: Duration,
+    pub concurrency: Arc<Semaphore>,
+    pub policy: RetryPolicy,
+    pub verified_header: HeaderValue,
+}
+
+pub struct Engine {
+    store: Store,
+    client: HttpClient,
+    queues: Vec<Arc<QueueTarget>>,
+    owner: String,
+    clock: Clock,
+    wake: Arc<Notify>,
+    poll_interval: Duration,
+}
+
+/// Milliseconds since the Unix epoch by `clock`.
+pub fn now_ms(clock: &Clock) -> i64 {
+    clock()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Engine {
+    pub fn new(
+        store: Store,
+        client: HttpClient,
+        queues: Vec<Arc<QueueTarget>>,
+        clock: Clock,
+        wake: Arc<Notify>,
+        poll_interval: Duration,
+    ) -> Self {
+        Engine {
+            store,
+            client,
+            queues,
+            owner: format!("hookgate-{}", uuid::Uuid::now_v7().simple()),
+            clock,
+            wake,
+            poll_interval,
+        }
+    }
+
+    /// Claims and attempts jobs until `shutdown`, then lets running
+    /// attempts finish for at most `grace`.
+    pub async fn run(self: Arc<Self>, shutdown: Shutdown, grace: Duration) {
+        let mut tasks = JoinSet::new();
+        while !shutdown.is_triggered() {
+            let mut claimed = 0usize;
+            for q in &self.queues {
+                let free = q.concurrency.available_permits().min(256);
+                if free == 0 {
+                    continue;
+                }
+                let lease = (q.timeout * 2 + Duration::from_secs(30)).as_millis() as i64;
+                let now = now_ms(&self.clock);
+                match self.store.claim(Some(&q.name), now, free, lease, &self.owner).await {
+                    Ok(jobs) => {
+                        for job in jobs {
+                            claimed += 1;
+                            let permit = match q.concurrency.clone().try_acquire_owned() {
+                                Ok(p) => p,
+                                Err(_) => match q.concurrency.clone().acquire_owned().await {
+                                    Ok(p) => p,
+                                    Err(_) => return,
+                                },
+                            };
+                            tasks.spawn(self.clone().attempt(q.clone(), job, permit));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(queue = %q.name, error = %e, "claim failed");
+                    }
+                }
+            }
+            while tasks.try_join_next().is_some() {}
+            if claimed == 0 {
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(self.poll_interval) => {}
+                    _ = shutdown.wait() => {}
+                }
+            }
+        }
+        let drained = tokio::time::timeout(grace, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                running = tasks.len(),
+                "grace period elapsed with attempts running; their jobs return when the lease expires"
+            );
+            tasks.abort_all();
+        }
+    }
+
+    async fn attempt(self: Arc<Self>, q: Arc<QueueTarget>, job: ClaimedJob, _permit: OwnedSemaphorePermit) {
+        let started_at = now_ms(&self.clock);
+        let started = tokio::time::Instant::now();
+        let n = job.attempts + 1;
+        let (result, retry_after) = self.send(&q, &job, n).await;
+        let duration_ms = started.elapsed().as_millis() as i64;
+        let (outcome, http_status, error, body) = match result {
+            Ok((status, body)) => (q.policy.classify_status(status), Some(status.as_u16()), None, Some(body)),
+            Err(AttemptError::Send(e)) => (Outcome::Transient, None, Some(e.to_string()), None),
+            Err(AttemptError::Permanent(e)) => (Outcome::Permanent, None, Some(e), None),
+        };
+        // The policy counts this retry cycle only: a replayed job gets its
+        // full budget again.
+        let cycle_n = job.cycle_attempts + 1;
+        let age = Duration::from_millis(started_at.saturating_sub(job.cycle_start).max(0) as u64);
+        let next = match outcome {
+            Outcome::Success => Next::Done,
+            Outcome::Permanent => Next::Dead,
+            Outcome::Transient => {
+                let delay = q.policy.next_delay(cycle_n, retry_after, rand::random::<f64>());
+                if q.policy.may_retry(cycle_n, age, delay) {
+                    Next::Retry {
+                        next_at: now_ms(&self.clock) + delay.as_millis() as i64,
+                    }
+                } else {
+                    Next::Dead
+                }
+            }
+        };
+        let label = match (&next, outcome) {
+            (Next::Done, _) => "success",
+            (Next::Retry { .. }, _) => "retry",
+            (Next::Dead, _) => "dead",
+        };
+        match &next {
+            Next::Done => {
+                tracing::debug!(queue = %q.name, id = %job.id, attempt = n, "delivered")
+            }
+            Next::Retry { next_at } => tracing::warn!(
+                queue = %q.name, id = %job.id, attempt = n, status = ?http_status, error = ?error,
+                retry_in_ms = next_at - now_ms(&self.clock), "attempt failed, will retry"
+            ),
+            Next::Dead => tracing::warn!(
+                queue = %q.name, id = %job.id, attempt = n, status = ?http_status, error = ?error,
+                "attempt failed, dead-lettered"
+            ),
+        }
+        let attempt = Attempt {
+            started_at,
+            duration_ms,
+            outcome: label.to_string(),
+            http_status,
+            error,
+            response_body: body.map(|b| b.to_vec()),
+        };
+        match self.store.finish(&job.id, &self.owner, attempt, next).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(id = %job.id, "lease lost before the attempt was recorded"),
+            Err(e) => tracing::error!(id = %job.id, error = %e, "cannot record attempt; job returns when its lease expires"),
+        }
+        self.wake.notify_one();
+    }
+
+    /// Sends one attempt; returns the status and the (capped) response body.
+    async fn send(
+        &self,
+        q: &QueueTarget,
+        job: &ClaimedJob,
+        n: u32,
+    ) -> (Result<(http::StatusCode, Bytes), AttemptError>, Option<Duration>) {
+        let req = match StoredRequest::decode(&job.payload) {
+            Ok(r) => r,
+            Err(e) => return (Err(AttemptError::Permanent(e.to_string())), None),
+        };
+        let uri = match q.target.uri_for(&req.path_and_query) {
+            Ok(u) => u,
+            Err(e) => return (Err(AttemptError::Permanent(format!("bad upstream URI: {e}"))), None),
+        };
+        let extra = [
+            (
+                X_HOOKGATE_DELIVERY_ID.clone(),
+                HeaderValue::from_str(&job.id).unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+            ),
+            (X_HOOKGATE_ATTEMPT.clone(), HeaderValue::from(n)),
+            (X_HOOKGATE_VERIFIED.clone(), q.verified_header.clone()),
+        ];
+        let request = match upstream_request(req.method, uri, &req.headers, req.body, &extra) {
+            Ok(r) => r,
+            Err(e) => return (Err(AttemptError::Permanent(format!("cannot build request: {e}"))), None),
+        };
+        let deadline = tokio::time::Instant::now() + q.timeout;
+        let resp = match self.client.send(request, q.timeout).await {
+            Ok(r) => r,
+            Err(e) => return (Err(AttemptError::Send(e)), None),
+        };
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let body = tokio::time::timeout_at(deadline, read_capped(resp.into_body(), RESPONSE_BODY_CAP))
+            .await
+            .unwrap_or_default();
+        (Ok((status, body)), retry_after)
+    }
+}
+
+enum AttemptError {
+    Send(SendError),
+    Permanent(String),
+}
+
+/// Reads at most `cap` bytes of a body; the rest is not read.
+async fn read_capped(mut body: hyper::body::Incoming, cap: usize) -> Bytes {
+    let mut buf = BytesMut::new();
+    while buf.len() < cap {
+        match body.frame().await {
+            Some(Ok(f)) => {
+                if let Ok(data) = f.into_data() {
+                    let take = data.len().min(cap - buf.len());
+                    buf.extend_from_slice(&data[..take]);
+                }
+            }
+            _ => break,
+        }
+    }
+    buf.freeze()
+}
