@@ -1,7 +1,7 @@
 //! The `hookgate` command line: parse, load configuration, initialise
 //! logging, call into the library. Nothing else lives here.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -131,8 +131,10 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
 fn init_logging(log: &config::LogConfig) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+    // Colours only on a terminal: log collectors get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match log.format {
         LogFormat::Json => builder.json().init(),

@@ -95,7 +95,7 @@ impl Engine {
                 if free == 0 {
                     continue;
                 }
-                let lease = (q.timeout * 2 + Duration::from_secs(30)).as_millis() as i64;
+                let lease = (q.timeout * 2 + Duration::from_secs(5)).as_millis() as i64;
                 let now = now_ms(&self.clock);
                 match self.store.claim(Some(&q.name), now, free, lease, &self.owner).await {
                     Ok(jobs) => {
