@@ -548,9 +548,10 @@ impl Config {
                     errs.push("store.path: must not be empty".into());
                 }
             }
-            StoreKind::Postgres => {
-                errs.push("store.kind: \"postgres\" is not available in this build yet; use \"sqlite\"".into())
-            }
+            StoreKind::Postgres => errs.push(
+                "store.kind: \"postgres\" is not available in this build yet; use \"sqlite\""
+                    .into(),
+            ),
         }
         if self.delivery.poll_interval.0.is_zero() {
             errs.push("delivery.poll_interval: must be greater than zero".into());
@@ -568,7 +569,10 @@ impl Config {
             if !r.path.starts_with('/') {
                 errs.push(format!("{at}.path: must start with '/', got {:?}", r.path));
             } else if r.path.len() > 1 && r.path.ends_with('/') {
-                errs.push(format!("{at}.path: must not end with '/', got {:?}", r.path));
+                errs.push(format!(
+                    "{at}.path: must not end with '/', got {:?}",
+                    r.path
+                ));
             }
             if !paths.insert(r.path.as_str()) {
                 errs.push(format!("{at}.path: {:?} is used by another route", r.path));
@@ -636,13 +640,17 @@ impl Config {
                 errs.push(format!("{at}.retry.initial: must be greater than zero"));
             }
             if r.retry.max_delay.0 < r.retry.initial.0 {
-                errs.push(format!("{at}.retry.max_delay: must be at least retry.initial"));
+                errs.push(format!(
+                    "{at}.retry.max_delay: must be at least retry.initial"
+                ));
             }
             if !(0.0..=1.0).contains(&r.retry.jitter) {
                 errs.push(format!("{at}.retry.jitter: must be between 0.0 and 1.0"));
             }
             if r.retry.schedule.iter().any(|d| d.0.is_zero()) {
-                errs.push(format!("{at}.retry.schedule: delays must be greater than zero"));
+                errs.push(format!(
+                    "{at}.retry.schedule: delays must be greater than zero"
+                ));
             }
             if r.max_body.is_some_and(|s| s.0 == 0) {
                 errs.push(format!("{at}.max_body: must be greater than zero"));
@@ -672,9 +680,9 @@ impl RouteConfig {
             (Some(_), Some(_)) => {
                 Err("scheme: give either `scheme` or `[routes.custom]`, not both".into())
             }
-            (None, None) => Err(
-                "scheme: required (a preset name, or a `[routes.custom]` table)".into(),
-            ),
+            (None, None) => {
+                Err("scheme: required (a preset name, or a `[routes.custom]` table)".into())
+            }
             (Some(name), None) => name
                 .parse::<Preset>()
                 .map(Scheme::Preset)

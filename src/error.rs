@@ -76,9 +76,7 @@ impl ApiError {
             ApiError::DedupKeyMissing
             | ApiError::DedupKeyInvalid
             | ApiError::InvalidJson
-            | ApiError::BadRequest(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -150,10 +148,16 @@ mod tests {
         let b = r.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&b[..], br#"{"error":{"code":"signature_mismatch"}}"#);
 
-        let r = ApiError::Unavailable { retry_after_secs: 5 }.into_response();
+        let r = ApiError::Unavailable {
+            retry_after_secs: 5,
+        }
+        .into_response();
         assert_eq!(r.status(), 503);
         assert_eq!(r.headers()["retry-after"], "5");
-        let r = ApiError::MethodNotAllowed { allow: "POST".into() }.into_response();
+        let r = ApiError::MethodNotAllowed {
+            allow: "POST".into(),
+        }
+        .into_response();
         assert_eq!(r.headers()["allow"], "POST");
     }
 }

@@ -91,9 +91,13 @@ impl Default for RunOptions {
 /// Opens the configured store.
 pub fn open_store(config: &Config) -> Result<store::Store, RunError> {
     match config.store.kind {
-        config::StoreKind::Sqlite => store::Store::open_sqlite(store::SqliteOptions::new(&config.store.path))
-            .map_err(|e| RunError::Store(format!("{}: {e}", config.store.path.display()))),
-        config::StoreKind::Postgres => Err(RunError::Config("store.kind: postgres is not available yet".into())),
+        config::StoreKind::Sqlite => {
+            store::Store::open_sqlite(store::SqliteOptions::new(&config.store.path))
+                .map_err(|e| RunError::Store(format!("{}: {e}", config.store.path.display())))
+        }
+        config::StoreKind::Postgres => Err(RunError::Config(
+            "store.kind: postgres is not available yet".into(),
+        )),
     }
 }
 
@@ -111,16 +115,28 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let client = delivery::client::HttpClient::new();
     let needs_store = config.routes.iter().any(|r| r.mode == config::Mode::Queue);
-    let store = if needs_store { Some(open_store(&config)?) } else { None };
+    let store = if needs_store {
+        Some(open_store(&config)?)
+    } else {
+        None
+    };
     let wake = Arc::new(tokio::sync::Notify::new());
     let inbound = Arc::new(
-        inbound::Inbound::new(&config, client.clone(), opts.clock.clone(), store.clone(), wake.clone())
-            .map_err(RunError::Config)?,
+        inbound::Inbound::new(
+            &config,
+            client.clone(),
+            opts.clock.clone(),
+            store.clone(),
+            wake.clone(),
+        )
+        .map_err(RunError::Config)?,
     );
     let admin_token = config
         .admin_token()
         .map_err(|e| RunError::Config(format!("admin.token: {e}")))?;
-    let (public_addr, admin_addr) = listeners.addrs().map_err(|e| RunError::Config(e.to_string()))?;
+    let (public_addr, admin_addr) = listeners
+        .addrs()
+        .map_err(|e| RunError::Config(e.to_string()))?;
     for r in inbound.routes() {
         tracing::info!(
             path = %r.path,
@@ -212,7 +228,12 @@ pub async fn run(
 }
 
 /// Removes expired dedup records and old delivery history, once a minute.
-async fn purge_loop(store: store::Store, clock: Clock, retention: std::time::Duration, shutdown: Shutdown) {
+async fn purge_loop(
+    store: store::Store,
+    clock: Clock,
+    retention: std::time::Duration,
+    shutdown: Shutdown,
+) {
     loop {
         let now = delivery::engine::now_ms(&clock);
         let before = now - retention.as_millis() as i64;

@@ -12,7 +12,11 @@ use hookgate::config::{self, LogFormat, SecretSource};
 use hookgate::signature::{self, Scheme, Verifier};
 
 #[derive(Parser)]
-#[command(name = "hookgate", version, about = "Webhook sidecar: verify, deduplicate, queue and forward webhooks")]
+#[command(
+    name = "hookgate",
+    version,
+    about = "Webhook sidecar: verify, deduplicate, queue and forward webhooks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -42,6 +46,16 @@ enum Command {
         /// Unix timestamp to sign (default: now).
         #[arg(long)]
         timestamp: Option<i64>,
+    },
+    /// Probe a running hookgate's readiness (for Docker HEALTHCHECK): exit 0 when ready.
+    Healthcheck {
+        /// The readiness URL of the admin listener.
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:9090/readyz",
+            env = "HOOKGATE_HEALTHCHECK_URL"
+        )]
+        url: String,
     },
     /// Verify a body read from stdin against headers; exit 0 when valid, 1 with the reason otherwise.
     Verify {
@@ -88,6 +102,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => run(config),
         Command::CheckConfig { config } => return check_config(config),
+        Command::Healthcheck { url } => healthcheck(&url),
         Command::Sign {
             scheme,
             secret,
@@ -125,6 +140,28 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
         shutdown.trigger_on_signals();
         hookgate::run(config, listeners, shutdown, hookgate::RunOptions::default()).await?;
         Ok(())
+    })
+}
+
+fn healthcheck(url: &str) -> anyhow::Result<()> {
+    use http_body_util::Empty;
+    use hyper_util::client::legacy::Client;
+    let uri: http::Uri = url.parse().context("--url")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http::<Empty<bytes::Bytes>>();
+        let resp = tokio::time::timeout(Duration::from_secs(5), client.get(uri))
+            .await
+            .context("readiness probe timed out")?
+            .context("readiness probe failed")?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            bail!("not ready: {}", resp.status())
+        }
     })
 }
 
@@ -171,7 +208,12 @@ fn parse_scheme(name: &str) -> anyhow::Result<Scheme> {
         .map_err(|e| anyhow::anyhow!("--scheme: {e}"))
 }
 
-fn sign(scheme: &str, secret: &SecretArgs, id: Option<String>, ts: Option<i64>) -> anyhow::Result<()> {
+fn sign(
+    scheme: &str,
+    secret: &SecretArgs,
+    id: Option<String>,
+    ts: Option<i64>,
+) -> anyhow::Result<()> {
     let scheme = parse_scheme(scheme)?;
     let secret = secret.resolve()?;
     let body = read_stdin()?;
@@ -187,7 +229,12 @@ fn sign(scheme: &str, secret: &SecretArgs, id: Option<String>, ts: Option<i64>) 
     Ok(())
 }
 
-fn verify(scheme: &str, secret: &SecretArgs, raw_headers: &[String], tolerance: Duration) -> ExitCode {
+fn verify(
+    scheme: &str,
+    secret: &SecretArgs,
+    raw_headers: &[String],
+    tolerance: Duration,
+) -> ExitCode {
     let outcome = (|| -> anyhow::Result<Result<(), signature::VerifyError>> {
         let scheme = parse_scheme(scheme)?;
         let secret = secret.resolve()?;
@@ -204,7 +251,9 @@ fn verify(scheme: &str, secret: &SecretArgs, raw_headers: &[String], tolerance: 
         }
         let body = read_stdin()?;
         let verifier = Verifier::new(scheme, &[secret.expose()], tolerance)?;
-        Ok(verifier.verify(&headers, &body, SystemTime::now()).map(|_| ()))
+        Ok(verifier
+            .verify(&headers, &body, SystemTime::now())
+            .map(|_| ()))
     })();
     match outcome {
         Ok(Ok(())) => {

@@ -37,7 +37,11 @@ fn every_shipped_config_is_valid() {
     for entry in std::fs::read_dir("config").unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let out = hookgate(&["check-config", "--config", path.to_str().unwrap()], b"", EXAMPLE_ENV);
+            let out = hookgate(
+                &["check-config", "--config", path.to_str().unwrap()],
+                b"",
+                EXAMPLE_ENV,
+            );
             assert!(
                 out.status.success(),
                 "{}: {}{}",
@@ -63,10 +67,18 @@ fn every_invalid_config_fails_with_its_message() {
             .lines()
             .find_map(|l| l.strip_prefix("# expect: "))
             .unwrap_or_else(|| panic!("{} has no `# expect:` line", path.display()));
-        let out = hookgate(&["check-config", "--config", path.to_str().unwrap()], b"", &[]);
+        let out = hookgate(
+            &["check-config", "--config", path.to_str().unwrap()],
+            b"",
+            &[],
+        );
         assert!(!out.status.success(), "{} was accepted", path.display());
         let err = text(&out.stderr);
-        assert!(err.contains(expect), "{}: wanted {expect:?} in:\n{err}", path.display());
+        assert!(
+            err.contains(expect),
+            "{}: wanted {expect:?} in:\n{err}",
+            path.display()
+        );
         n += 1;
     }
     assert!(n >= 10);
@@ -74,7 +86,11 @@ fn every_invalid_config_fails_with_its_message() {
 
 #[test]
 fn missing_config_file_is_an_error() {
-    let out = hookgate(&["check-config", "--config", "config/does-not-exist.toml"], b"", &[]);
+    let out = hookgate(
+        &["check-config", "--config", "config/does-not-exist.toml"],
+        b"",
+        &[],
+    );
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("does not exist"));
 }
@@ -84,15 +100,26 @@ fn env_overrides_and_errors_name_the_key() {
     let out = hookgate(
         &["check-config", "--config", "config/example.toml"],
         b"",
-        &[("SIGSENTRY_SECRET", "x"), ("HOOKGATE_SERVER__MAX_BODY", "not-a-size")],
+        &[
+            ("SIGSENTRY_SECRET", "x"),
+            ("HOOKGATE_SERVER__MAX_BODY", "not-a-size"),
+        ],
     );
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("server.max_body"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("server.max_body"),
+        "{}",
+        text(&out.stderr)
+    );
     // Variables without a section (HOOKGATE_ADMIN_TOKEN and the like) are not config keys.
     let out = hookgate(
         &["check-config", "--config", "config/example.toml"],
         b"",
-        &[("SIGSENTRY_SECRET", "x"), ("HOOKGATE_ADMIN_TOKEN", "t"), ("HOOKGATE_SERVER__MAX_BODY", "2MiB")],
+        &[
+            ("SIGSENTRY_SECRET", "x"),
+            ("HOOKGATE_ADMIN_TOKEN", "t"),
+            ("HOOKGATE_SERVER__MAX_BODY", "2MiB"),
+        ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
@@ -107,7 +134,13 @@ fn sign_then_verify_round_trips_for_every_preset() {
         } else {
             "cli-secret"
         };
-        let out = hookgate(&["sign", "--scheme", name, "--secret", secret, "--id", "evt_1"], body, &[]);
+        let out = hookgate(
+            &[
+                "sign", "--scheme", name, "--secret", secret, "--id", "evt_1",
+            ],
+            body,
+            &[],
+        );
         assert!(out.status.success(), "{name}: {}", text(&out.stderr));
         let lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
         assert!(!lines.is_empty(), "{name} printed no header");
@@ -117,22 +150,39 @@ fn sign_then_verify_round_trips_for_every_preset() {
             args.push(l);
         }
         let ok = hookgate(&args, body, &[("S", secret)]);
-        assert!(ok.status.success(), "{name}: {}{}", text(&ok.stdout), text(&ok.stderr));
+        assert!(
+            ok.status.success(),
+            "{name}: {}{}",
+            text(&ok.stdout),
+            text(&ok.stderr)
+        );
         assert_eq!(text(&ok.stdout).trim(), "valid");
         if name != "gitlab" {
             // gitlab's token does not cover the body.
             let bad = hookgate(&args, b"tampered", &[("S", secret)]);
             assert_eq!(bad.status.code(), Some(1), "{name}");
-            assert!(text(&bad.stdout).contains("signature_mismatch"), "{name}: {}", text(&bad.stdout));
+            assert!(
+                text(&bad.stdout).contains("signature_mismatch"),
+                "{name}: {}",
+                text(&bad.stdout)
+            );
         }
         let wrong = hookgate(&args, body, &[("S", "other-secret-value")]);
-        assert_eq!(wrong.status.code(), Some(1), "{name} accepted a wrong secret");
+        assert_eq!(
+            wrong.status.code(),
+            Some(1),
+            "{name} accepted a wrong secret"
+        );
     }
 }
 
 #[test]
 fn verify_reports_missing_header() {
-    let out = hookgate(&["verify", "--scheme", "github", "--secret", "s"], b"{}", &[]);
+    let out = hookgate(
+        &["verify", "--scheme", "github", "--secret", "s"],
+        b"{}",
+        &[],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stdout).contains("signature_missing"));
 }

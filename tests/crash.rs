@@ -112,14 +112,20 @@ async fn sigterm_drains_and_a_restart_resumes_delivery() {
         assert_eq!(a.status, 202);
         ids.insert(a.json()["id"].as_str().unwrap().to_string());
     }
-    let st = Command::new("kill").args(["-TERM", &p.child.id().to_string()]).status().unwrap();
+    let st = Command::new("kill")
+        .args(["-TERM", &p.child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(st.success());
     let end = std::time::Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(s) = p.child.try_wait().unwrap() {
             break s;
         }
-        assert!(std::time::Instant::now() < end, "hookgate did not exit after SIGTERM");
+        assert!(
+            std::time::Instant::now() < end,
+            "hookgate did not exit after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "clean exit after SIGTERM: {status:?}");
@@ -131,7 +137,12 @@ async fn sigterm_drains_and_a_restart_resumes_delivery() {
     let got = up.wait_for(20, Duration::from_secs(30)).await;
     let got: HashSet<String> = got
         .iter()
-        .map(|r| r.headers["x-hookgate-delivery-id"].to_str().unwrap().to_string())
+        .map(|r| {
+            r.headers["x-hookgate-delivery-id"]
+                .to_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(got, ids);
     p.child.kill().unwrap();
@@ -153,7 +164,8 @@ async fn acknowledged_requests_survive_sigkill() {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut clients = Vec::new();
         for c in 0..CLIENTS {
-            let (url, acked, attempted, stop) = (url.clone(), acked.clone(), attempted.clone(), stop.clone());
+            let (url, acked, attempted, stop) =
+                (url.clone(), acked.clone(), attempted.clone(), stop.clone());
             clients.push(tokio::spawn(async move {
                 let client = client();
                 let mut n = 0;
@@ -166,13 +178,22 @@ async fn acknowledged_requests_survive_sigkill() {
                     for (k, v) in sign("sigsentry", SECRET, &body, None, now()) {
                         req = req.header(k, v);
                     }
-                    let req = req.body(http_body_util::Full::new(bytes::Bytes::from(body))).unwrap();
-                    let Ok(resp) = client.request(req).await else { break };
+                    let req = req
+                        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                        .unwrap();
+                    let Ok(resp) = client.request(req).await else {
+                        break;
+                    };
                     let status = resp.status();
-                    let Ok(b) = http_body_util::BodyExt::collect(resp.into_body()).await else { break };
+                    let Ok(b) = http_body_util::BodyExt::collect(resp.into_body()).await else {
+                        break;
+                    };
                     if status == 202 {
                         let v: serde_json::Value = serde_json::from_slice(&b.to_bytes()).unwrap();
-                        acked.lock().unwrap().push((aid, v["id"].as_str().unwrap().to_string()));
+                        acked
+                            .lock()
+                            .unwrap()
+                            .push((aid, v["id"].as_str().unwrap().to_string()));
                     }
                 }
             }));
@@ -188,8 +209,15 @@ async fn acknowledged_requests_survive_sigkill() {
         }
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > ROUNDS * 10, "the load produced too few acks: {}", acked.len());
-    eprintln!("{} requests acknowledged across {ROUNDS} kills", acked.len());
+    assert!(
+        acked.len() > ROUNDS * 10,
+        "the load produced too few acks: {}",
+        acked.len()
+    );
+    eprintln!(
+        "{} requests acknowledged across {ROUNDS} kills",
+        acked.len()
+    );
 
     // Restart: everything acknowledged must arrive.
     let mut p = spawn(&cfg);
@@ -223,7 +251,11 @@ async fn acknowledged_requests_survive_sigkill() {
     let acked_map: std::collections::HashMap<_, _> = acked.iter().cloned().collect();
     let attempted = attempted.lock().unwrap().clone();
     let mut expect_delivered = HashSet::new();
-    for aid in attempted.iter().step_by(3).chain(acked.iter().map(|(a, _)| a).take(200)) {
+    for aid in attempted
+        .iter()
+        .step_by(3)
+        .chain(acked.iter().map(|(a, _)| a).take(200))
+    {
         let body = analysis(aid);
         let a = post(&url, &sign("sigsentry", SECRET, &body, None, now()), body).await;
         let id = a.json()["id"].as_str().unwrap().to_string();
@@ -236,7 +268,10 @@ async fn acknowledged_requests_survive_sigkill() {
                 expect_delivered.insert(id);
             }
             202 => {
-                assert!(!acked_map.contains_key(aid), "{aid} was acked but its dedup record is gone");
+                assert!(
+                    !acked_map.contains_key(aid),
+                    "{aid} was acked but its dedup record is gone"
+                );
                 expect_delivered.insert(id);
             }
             s => panic!("{aid}: unexpected {s}"),
@@ -254,7 +289,10 @@ async fn acknowledged_requests_survive_sigkill() {
         if missing == 0 {
             break;
         }
-        assert!(tokio::time::Instant::now() < end, "{missing} seen-but-not-queued event ids");
+        assert!(
+            tokio::time::Instant::now() < end,
+            "{missing} seen-but-not-queued event ids"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     p.child.kill().unwrap();

@@ -61,7 +61,12 @@ async fn valid_request_arrives_upstream_byte_identical() {
     headers.push(("connection".into(), "keep-alive, x-hop".into()));
     headers.push(("x-hop".into(), "dropped".into()));
 
-    let a = post(&hg.url("/hooks/sigsentry/extra?x=1&y=%20z"), &headers, body.clone()).await;
+    let a = post(
+        &hg.url("/hooks/sigsentry/extra?x=1&y=%20z"),
+        &headers,
+        body.clone(),
+    )
+    .await;
     assert_eq!(a.status, 200, "{:?}", a.body);
     assert_eq!(&a.body[..], b"upstream ok");
     assert_eq!(a.headers["x-upstream"], "yes");
@@ -77,7 +82,10 @@ async fn valid_request_arrives_upstream_byte_identical() {
     assert_eq!(r.headers["x-custom"], "kept");
     assert_eq!(r.headers["content-type"], "application/json");
     assert!(r.headers.get("x-sigsentry-signature").is_some());
-    assert!(r.headers.get("x-hop").is_none(), "hop-by-hop header named in Connection is dropped");
+    assert!(
+        r.headers.get("x-hop").is_none(),
+        "hop-by-hop header named in Connection is dropped"
+    );
     assert!(r.headers.get("x-hookgate-delivery-id").is_some());
     assert_eq!(r.headers["x-forwarded-for"], "127.0.0.1");
     hg.stop().await;
@@ -104,7 +112,12 @@ async fn upstream_status_and_body_are_returned() {
         delay: Duration::ZERO,
     });
     let body = analysis("anl_tea");
-    let a = post(&hg.url("/hooks/sigsentry"), &sign("sigsentry", SECRET, &body, None, now()), body).await;
+    let a = post(
+        &hg.url("/hooks/sigsentry"),
+        &sign("sigsentry", SECRET, &body, None, now()),
+        body,
+    )
+    .await;
     assert_eq!(a.status, 418);
     assert_eq!(&a.body[..], b"{\"teapot\":true}");
     hg.stop().await;
@@ -119,7 +132,10 @@ async fn signature_errors_are_401_with_codes_and_nothing_is_forwarded() {
     let a = post(&url, &[], body.clone()).await;
     assert_eq!((a.status, a.code().as_str()), (401, "signature_missing"));
 
-    let h = vec![("x-sigsentry-signature".to_string(), "sha256=zz-not-hex".to_string())];
+    let h = vec![(
+        "x-sigsentry-signature".to_string(),
+        "sha256=zz-not-hex".to_string(),
+    )];
     let a = post(&url, &h, body.clone()).await;
     assert_eq!((a.status, a.code().as_str()), (401, "signature_malformed"));
 
@@ -147,10 +163,16 @@ async fn stale_timestamp_is_refused() {
     let body = br#"{"id":"evt_1","type":"incident.created","created_at":"2023-10-27T14:30:00Z","data":{}}"#;
     let stale = sign("statussentry", SECRET, body, None, now() - 3600);
     let a = post(&url, &stale, &body[..]).await;
-    assert_eq!((a.status, a.code().as_str()), (401, "timestamp_out_of_tolerance"));
+    assert_eq!(
+        (a.status, a.code().as_str()),
+        (401, "timestamp_out_of_tolerance")
+    );
     let future = sign("statussentry", SECRET, body, None, now() + 3600);
     let a = post(&url, &future, &body[..]).await;
-    assert_eq!((a.status, a.code().as_str()), (401, "timestamp_out_of_tolerance"));
+    assert_eq!(
+        (a.status, a.code().as_str()),
+        (401, "timestamp_out_of_tolerance")
+    );
     let fresh = sign("statussentry", SECRET, body, None, now());
     let a = post(&url, &fresh, &body[..]).await;
     assert_eq!(a.status, 200);
@@ -191,7 +213,12 @@ async fn oversized_body_is_413_announced_or_streamed() {
     s.write_all(head.as_bytes()).await.unwrap();
     for _ in 0..20 {
         let chunk = vec![b'a'; 8192];
-        let framed = [format!("{:x}\r\n", chunk.len()).into_bytes(), chunk, b"\r\n".to_vec()].concat();
+        let framed = [
+            format!("{:x}\r\n", chunk.len()).into_bytes(),
+            chunk,
+            b"\r\n".to_vec(),
+        ]
+        .concat();
         if s.write_all(&framed).await.is_err() {
             break; // the server may close as soon as it answered
         }
@@ -210,7 +237,10 @@ async fn read_response(s: &mut TcpStream, deadline: Duration) -> String {
     let end = tokio::time::Instant::now() + deadline;
     loop {
         match tokio::time::timeout_at(end, s.read(&mut chunk)).await {
-            Err(_) => panic!("server neither answered nor closed within {deadline:?}: {:?}", String::from_utf8_lossy(&buf)),
+            Err(_) => panic!(
+                "server neither answered nor closed within {deadline:?}: {:?}",
+                String::from_utf8_lossy(&buf)
+            ),
             Ok(Ok(0)) | Ok(Err(_)) => break,
             Ok(Ok(n)) => {
                 buf.extend_from_slice(&chunk[..n]);
@@ -243,7 +273,9 @@ async fn slow_body_is_cut_off_with_408() {
 async fn slow_headers_are_cut_off() {
     let (_up, hg) = setup("").await;
     let mut s = TcpStream::connect(hg.public).await.unwrap();
-    s.write_all(b"POST /hooks/sigsentry HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    s.write_all(b"POST /hooks/sigsentry HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
     // The head is never finished: header_timeout (500ms) closes the connection.
     let mut buf = [0u8; 1024];
     let r = tokio::time::timeout(Duration::from_secs(10), async {
@@ -255,7 +287,10 @@ async fn slow_headers_are_cut_off() {
         }
     })
     .await;
-    assert!(r.is_ok(), "connection with an unfinished head must be closed");
+    assert!(
+        r.is_ok(),
+        "connection with an unfinished head must be closed"
+    );
     hg.stop().await;
 }
 
@@ -278,7 +313,12 @@ url = "http://{dead_addr}/x"
     );
     let hg = Hookgate::start(&toml).await;
     let body = analysis("anl_502");
-    let a = post(&hg.url("/hooks/sigsentry"), &sign("sigsentry", SECRET, &body, None, now()), body).await;
+    let a = post(
+        &hg.url("/hooks/sigsentry"),
+        &sign("sigsentry", SECRET, &body, None, now()),
+        body,
+    )
+    .await;
     assert_eq!((a.status, a.code().as_str()), (502, "upstream_unreachable"));
     hg.stop().await;
 }
@@ -293,7 +333,12 @@ async fn upstream_timeout_is_504() {
         delay: Duration::from_secs(5),
     });
     let body = analysis("anl_504");
-    let a = post(&hg.url("/hooks/sigsentry"), &sign("sigsentry", SECRET, &body, None, now()), body).await;
+    let a = post(
+        &hg.url("/hooks/sigsentry"),
+        &sign("sigsentry", SECRET, &body, None, now()),
+        body,
+    )
+    .await;
     assert_eq!((a.status, a.code().as_str()), (504, "upstream_timeout"));
     hg.stop().await;
 }

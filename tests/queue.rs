@@ -40,7 +40,12 @@ jitter = 0.0
 
 async fn deliver(hg: &Hookgate, id: &str) -> Answer {
     let body = analysis(id);
-    post(&hg.url("/hooks/sigsentry"), &sign("sigsentry", SECRET, &body, None, now()), body).await
+    post(
+        &hg.url("/hooks/sigsentry"),
+        &sign("sigsentry", SECRET, &body, None, now()),
+        body,
+    )
+    .await
 }
 
 async fn admin_get(hg: &Hookgate, path: &str) -> serde_json::Value {
@@ -60,7 +65,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < end, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -138,13 +146,27 @@ async fn missing_dedup_key_and_invalid_json_are_400() {
     let up = Upstream::start().await;
     let hg = Hookgate::start(&config(dir.path(), &up.url("/app"), "")).await;
     let body = br#"{"summary":"no id"}"#;
-    let a = post(&hg.url("/hooks/sigsentry"), &sign("sigsentry", SECRET, body, None, now()), &body[..]).await;
+    let a = post(
+        &hg.url("/hooks/sigsentry"),
+        &sign("sigsentry", SECRET, body, None, now()),
+        &body[..],
+    )
+    .await;
     assert_eq!((a.status, a.code().as_str()), (400, "dedup_key_missing"));
     let body = b"not json at all";
-    let a = post(&hg.url("/hooks/sigsentry"), &sign("sigsentry", SECRET, body, None, now()), &body[..]).await;
+    let a = post(
+        &hg.url("/hooks/sigsentry"),
+        &sign("sigsentry", SECRET, body, None, now()),
+        &body[..],
+    )
+    .await;
     assert_eq!((a.status, a.code().as_str()), (400, "invalid_json"));
     let stats = admin_get(&hg, "/admin/queues").await;
-    assert_eq!(stats["queues"].as_array().unwrap().len(), 0, "nothing was written: {stats}");
+    assert_eq!(
+        stats["queues"].as_array().unwrap().len(),
+        0,
+        "nothing was written: {stats}"
+    );
     hg.stop().await;
 }
 
@@ -163,9 +185,19 @@ async fn transient_failures_are_retried_until_success() {
     let a = deliver(&hg, "anl_retry").await;
     let id = a.json()["id"].as_str().unwrap().to_string();
     let got = up.wait_for(3, Duration::from_secs(10)).await;
-    let attempts: Vec<_> = got.iter().map(|r| r.headers["x-hookgate-attempt"].to_str().unwrap().to_string()).collect();
+    let attempts: Vec<_> = got
+        .iter()
+        .map(|r| {
+            r.headers["x-hookgate-attempt"]
+                .to_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
     assert_eq!(attempts, ["1", "2", "3"]);
-    assert!(got.iter().all(|r| r.headers["x-hookgate-delivery-id"] == id.as_str()));
+    assert!(got
+        .iter()
+        .all(|r| r.headers["x-hookgate-delivery-id"] == id.as_str()));
     assert!(got.iter().all(|r| r.body == analysis("anl_retry")));
     let detail = eventually(10, "three attempts recorded", || {
         let hg = &hg;
@@ -177,7 +209,10 @@ async fn transient_failures_are_retried_until_success() {
     })
     .await;
     let log = detail["attempt_log"].as_array().unwrap();
-    let statuses: Vec<_> = log.iter().map(|a| a["http_status"].as_u64().unwrap()).collect();
+    let statuses: Vec<_> = log
+        .iter()
+        .map(|a| a["http_status"].as_u64().unwrap())
+        .collect();
     assert_eq!(statuses, [503, 429, 200]);
     assert_eq!(log[1]["response_body"], "slow down");
     hg.stop().await;
@@ -189,7 +224,10 @@ async fn permanent_4xx_is_dead_lettered_at_once_and_replayable() {
     let up = Upstream::start().await;
     up.push(Reply::status(422));
     let hg = Hookgate::start(&config(dir.path(), &up.url("/app"), "")).await;
-    let id = deliver(&hg, "anl_dead").await.json()["id"].as_str().unwrap().to_string();
+    let id = deliver(&hg, "anl_dead").await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     up.wait_for(1, Duration::from_secs(10)).await;
     let dead = eventually(10, "dead letter listed", || {
         let hg = &hg;
@@ -206,7 +244,13 @@ async fn permanent_4xx_is_dead_lettered_at_once_and_replayable() {
     assert_eq!(q["queues"][0]["dead"], 1);
 
     // Replay: the upstream (now answering 200 by default) gets it again.
-    let r = send("POST", &hg.admin_url(&format!("/admin/jobs/{id}/replay")), &[], "").await;
+    let r = send(
+        "POST",
+        &hg.admin_url(&format!("/admin/jobs/{id}/replay")),
+        &[],
+        "",
+    )
+    .await;
     assert_eq!(r.status, 200);
     let got = up.wait_for(2, Duration::from_secs(10)).await;
     assert_eq!(got[1].headers["x-hookgate-attempt"], "2");
@@ -218,7 +262,13 @@ async fn permanent_4xx_is_dead_lettered_at_once_and_replayable() {
     })
     .await;
     // Replaying a job that is not dead is a conflict; an unknown one is 404.
-    let r = send("POST", &hg.admin_url(&format!("/admin/jobs/{id}/replay")), &[], "").await;
+    let r = send(
+        "POST",
+        &hg.admin_url(&format!("/admin/jobs/{id}/replay")),
+        &[],
+        "",
+    )
+    .await;
     assert_eq!((r.status, r.code().as_str()), (409, "conflict"));
     let r = send("POST", &hg.admin_url("/admin/jobs/nope/replay"), &[], "").await;
     assert_eq!(r.status, 404);
@@ -230,10 +280,17 @@ async fn exhausted_retries_are_dead_then_replay_all_and_delete() {
     let dir = tempfile::tempdir().unwrap();
     let up = Upstream::start().await;
     up.set_default(Reply::status(500));
-    let toml = config(dir.path(), &up.url("/app"), "").replace("jitter = 0.0", "jitter = 0.0\nmax_attempts = 2");
+    let toml = config(dir.path(), &up.url("/app"), "")
+        .replace("jitter = 0.0", "jitter = 0.0\nmax_attempts = 2");
     let hg = Hookgate::start(&toml).await;
-    let a = deliver(&hg, "anl_x1").await.json()["id"].as_str().unwrap().to_string();
-    let b = deliver(&hg, "anl_x2").await.json()["id"].as_str().unwrap().to_string();
+    let a = deliver(&hg, "anl_x1").await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = deliver(&hg, "anl_x2").await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     eventually(10, "both dead", || {
         let hg = &hg;
         async move {
@@ -248,12 +305,24 @@ async fn exhausted_retries_are_dead_then_replay_all_and_delete() {
     assert_eq!(detail["attempt_log"][1]["http_status"], 500);
 
     // Delete one, replay the rest of the route.
-    let r = send("DELETE", &hg.admin_url(&format!("/admin/dead-letters/{a}")), &[], "").await;
+    let r = send(
+        "DELETE",
+        &hg.admin_url(&format!("/admin/dead-letters/{a}")),
+        &[],
+        "",
+    )
+    .await;
     assert_eq!(r.status, 200);
     let r = send("GET", &hg.admin_url(&format!("/admin/jobs/{a}")), &[], "").await;
     assert_eq!(r.status, 404);
     up.set_default(Reply::status(200));
-    let r = send("POST", &hg.admin_url("/admin/dead-letters/replay?route=%2Fhooks%2Fsigsentry"), &[], "").await;
+    let r = send(
+        "POST",
+        &hg.admin_url("/admin/dead-letters/replay?route=%2Fhooks%2Fsigsentry"),
+        &[],
+        "",
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["replayed"], 1);
     eventually(10, "replayed job done", || {
@@ -282,7 +351,8 @@ async fn queue_limit_refuses_with_503_and_writes_nothing() {
     assert_eq!((a.status, a.code().as_str()), (503, "unavailable"));
     assert!(a.headers.get("retry-after").is_some());
     let q = admin_get(&hg, "/admin/queues").await;
-    let total = q["queues"][0]["pending"].as_u64().unwrap() + q["queues"][0]["in_flight"].as_u64().unwrap();
+    let total =
+        q["queues"][0]["pending"].as_u64().unwrap() + q["queues"][0]["in_flight"].as_u64().unwrap();
     assert_eq!(total, 1, "the refused request was not written: {q}");
     // Not recorded as seen either: once there is room it is accepted.
     hg.shutdown.trigger();
@@ -297,7 +367,10 @@ async fn dedup_and_queue_survive_a_restart() {
     let addr = dead.local_addr().unwrap();
     drop(dead);
     let hg = Hookgate::start(&config(dir.path(), &format!("http://{addr}/app"), "")).await;
-    let id = deliver(&hg, "anl_restart").await.json()["id"].as_str().unwrap().to_string();
+    let id = deliver(&hg, "anl_restart").await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     hg.stop().await;
 
     // Second run: same file, upstream now up (on a new port).
@@ -315,16 +388,36 @@ async fn dedup_and_queue_survive_a_restart() {
 async fn admin_api_requires_the_token_when_configured() {
     let dir = tempfile::tempdir().unwrap();
     let up = Upstream::start().await;
-    let toml = config(dir.path(), &up.url("/app"), "") + "\n[admin]\ntoken = { value = \"adm1n-t0ken\" }\n";
+    let toml = config(dir.path(), &up.url("/app"), "")
+        + "\n[admin]\ntoken = { value = \"adm1n-t0ken\" }\n";
     let hg = Hookgate::start(&toml).await;
     let a = send("GET", &hg.admin_url("/admin/queues"), &[], "").await;
     assert_eq!((a.status, a.code().as_str()), (401, "unauthorized"));
     let wrong = [("authorization".to_string(), "Bearer nope".to_string())];
-    assert_eq!(send("GET", &hg.admin_url("/admin/queues"), &wrong, "").await.status, 401);
-    let right = [("authorization".to_string(), "Bearer adm1n-t0ken".to_string())];
-    assert_eq!(send("GET", &hg.admin_url("/admin/queues"), &right, "").await.status, 200);
+    assert_eq!(
+        send("GET", &hg.admin_url("/admin/queues"), &wrong, "")
+            .await
+            .status,
+        401
+    );
+    let right = [(
+        "authorization".to_string(),
+        "Bearer adm1n-t0ken".to_string(),
+    )];
+    assert_eq!(
+        send("GET", &hg.admin_url("/admin/queues"), &right, "")
+            .await
+            .status,
+        200
+    );
     // Probes need no token.
-    assert_eq!(send("GET", &hg.admin_url("/healthz"), &[], "").await.status, 200);
-    assert_eq!(send("GET", &hg.admin_url("/readyz"), &[], "").await.status, 200);
+    assert_eq!(
+        send("GET", &hg.admin_url("/healthz"), &[], "").await.status,
+        200
+    );
+    assert_eq!(
+        send("GET", &hg.admin_url("/readyz"), &[], "").await.status,
+        200
+    );
     hg.stop().await;
 }

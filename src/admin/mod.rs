@@ -37,11 +37,18 @@ fn ok(v: Value) -> Result<Response<Body>, ApiError> {
 
 fn unavailable(e: StoreError) -> ApiError {
     tracing::warn!(error = %e, "admin: store error");
-    ApiError::Unavailable { retry_after_secs: 5 }
+    ApiError::Unavailable {
+        retry_after_secs: 5,
+    }
 }
 
 impl Admin {
-    pub fn new(shutdown: Shutdown, token: Option<Secret>, store: Option<Store>, clock: Clock) -> Self {
+    pub fn new(
+        shutdown: Shutdown,
+        token: Option<Secret>,
+        store: Option<Store>,
+        clock: Clock,
+    ) -> Self {
         Admin {
             shutdown,
             token,
@@ -64,7 +71,9 @@ impl Admin {
             (&Method::GET, "/healthz") => return ok(json!({"status": "ok"})),
             (&Method::GET, "/readyz") => return self.readyz().await,
             (_, "/healthz") | (_, "/readyz") => {
-                return Err(ApiError::MethodNotAllowed { allow: "GET".into() })
+                return Err(ApiError::MethodNotAllowed {
+                    allow: "GET".into(),
+                })
             }
             _ => {}
         }
@@ -104,20 +113,26 @@ impl Admin {
             (&Method::GET, ["jobs"]) => {
                 let state = match query.get("state") {
                     None => None,
-                    Some(s) => Some(JobState::parse(s).ok_or(ApiError::BadRequest("unknown state"))?),
+                    Some(s) => {
+                        Some(JobState::parse(s).ok_or(ApiError::BadRequest("unknown state"))?)
+                    }
                 };
                 self.list(store, &query, state).await
             }
             (&Method::POST, ["dead-letters", "replay"]) => {
-                let route = query
-                    .get("route")
-                    .ok_or(ApiError::BadRequest("the `route` query parameter is required"))?;
+                let route = query.get("route").ok_or(ApiError::BadRequest(
+                    "the `route` query parameter is required",
+                ))?;
                 let n = store.replay_queue(route, now).await.map_err(unavailable)?;
                 tracing::info!(route = %route, replayed = n, "dead letters replayed");
                 ok(json!({ "replayed": n }))
             }
             (&Method::GET, ["jobs", id]) | (&Method::GET, ["dead-letters", id]) => {
-                let d = store.get_job(id).await.map_err(unavailable)?.ok_or(ApiError::NotFound)?;
+                let d = store
+                    .get_job(id)
+                    .await
+                    .map_err(unavailable)?
+                    .ok_or(ApiError::NotFound)?;
                 let attempts: Vec<Value> = d
                     .attempts
                     .iter()
@@ -138,7 +153,8 @@ impl Admin {
                 v["attempt_log"] = Value::Array(attempts);
                 ok(v)
             }
-            (&Method::POST, ["jobs", id, "replay"]) | (&Method::POST, ["dead-letters", id, "replay"]) => {
+            (&Method::POST, ["jobs", id, "replay"])
+            | (&Method::POST, ["dead-letters", id, "replay"]) => {
                 if store.replay(id, now).await.map_err(unavailable)? {
                     tracing::info!(id = %id, "job replayed");
                     ok(json!({ "replayed": 1 }))

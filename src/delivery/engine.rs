@@ -97,7 +97,11 @@ impl Engine {
                 }
                 let lease = (q.timeout * 2 + Duration::from_secs(5)).as_millis() as i64;
                 let now = now_ms(&self.clock);
-                match self.store.claim(Some(&q.name), now, free, lease, &self.owner).await {
+                match self
+                    .store
+                    .claim(Some(&q.name), now, free, lease, &self.owner)
+                    .await
+                {
                     Ok(jobs) => {
                         for job in jobs {
                             claimed += 1;
@@ -125,10 +129,8 @@ impl Engine {
                 }
             }
         }
-        let drained = tokio::time::timeout(grace, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
+        let drained =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             tracing::warn!(
                 running = tasks.len(),
@@ -138,14 +140,24 @@ impl Engine {
         }
     }
 
-    async fn attempt(self: Arc<Self>, q: Arc<QueueTarget>, job: ClaimedJob, _permit: OwnedSemaphorePermit) {
+    async fn attempt(
+        self: Arc<Self>,
+        q: Arc<QueueTarget>,
+        job: ClaimedJob,
+        _permit: OwnedSemaphorePermit,
+    ) {
         let started_at = now_ms(&self.clock);
         let started = tokio::time::Instant::now();
         let n = job.attempts + 1;
         let (result, retry_after) = self.send(&q, &job, n).await;
         let duration_ms = started.elapsed().as_millis() as i64;
         let (outcome, http_status, error, body) = match result {
-            Ok((status, body)) => (q.policy.classify_status(status), Some(status.as_u16()), None, Some(body)),
+            Ok((status, body)) => (
+                q.policy.classify_status(status),
+                Some(status.as_u16()),
+                None,
+                Some(body),
+            ),
             Err(AttemptError::Send(e)) => (Outcome::Transient, None, Some(e.to_string()), None),
             Err(AttemptError::Permanent(e)) => (Outcome::Permanent, None, Some(e), None),
         };
@@ -157,7 +169,9 @@ impl Engine {
             Outcome::Success => Next::Done,
             Outcome::Permanent => Next::Dead,
             Outcome::Transient => {
-                let delay = q.policy.next_delay(cycle_n, retry_after, rand::random::<f64>());
+                let delay = q
+                    .policy
+                    .next_delay(cycle_n, retry_after, rand::random::<f64>());
                 if q.policy.may_retry(cycle_n, age, delay) {
                     Next::Retry {
                         next_at: now_ms(&self.clock) + delay.as_millis() as i64,
@@ -196,7 +210,9 @@ impl Engine {
         match self.store.finish(&job.id, &self.owner, attempt, next).await {
             Ok(true) => {}
             Ok(false) => tracing::warn!(id = %job.id, "lease lost before the attempt was recorded"),
-            Err(e) => tracing::error!(id = %job.id, error = %e, "cannot record attempt; job returns when its lease expires"),
+            Err(e) => {
+                tracing::error!(id = %job.id, error = %e, "cannot record attempt; job returns when its lease expires")
+            }
         }
         self.wake.notify_one();
     }
@@ -207,26 +223,42 @@ impl Engine {
         q: &QueueTarget,
         job: &ClaimedJob,
         n: u32,
-    ) -> (Result<(http::StatusCode, Bytes), AttemptError>, Option<Duration>) {
+    ) -> (
+        Result<(http::StatusCode, Bytes), AttemptError>,
+        Option<Duration>,
+    ) {
         let req = match StoredRequest::decode(&job.payload) {
             Ok(r) => r,
             Err(e) => return (Err(AttemptError::Permanent(e.to_string())), None),
         };
         let uri = match q.target.uri_for(&req.path_and_query) {
             Ok(u) => u,
-            Err(e) => return (Err(AttemptError::Permanent(format!("bad upstream URI: {e}"))), None),
+            Err(e) => {
+                return (
+                    Err(AttemptError::Permanent(format!("bad upstream URI: {e}"))),
+                    None,
+                )
+            }
         };
         let extra = [
             (
                 X_HOOKGATE_DELIVERY_ID.clone(),
-                HeaderValue::from_str(&job.id).unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+                HeaderValue::from_str(&job.id)
+                    .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
             ),
             (X_HOOKGATE_ATTEMPT.clone(), HeaderValue::from(n)),
             (X_HOOKGATE_VERIFIED.clone(), q.verified_header.clone()),
         ];
         let request = match upstream_request(req.method, uri, &req.headers, req.body, &extra) {
             Ok(r) => r,
-            Err(e) => return (Err(AttemptError::Permanent(format!("cannot build request: {e}"))), None),
+            Err(e) => {
+                return (
+                    Err(AttemptError::Permanent(format!(
+                        "cannot build request: {e}"
+                    ))),
+                    None,
+                )
+            }
         };
         let deadline = tokio::time::Instant::now() + q.timeout;
         let resp = match self.client.send(request, q.timeout).await {
@@ -238,9 +270,10 @@ impl Engine {
             .headers()
             .get(http::header::RETRY_AFTER)
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        let body = tokio::time::timeout_at(deadline, read_capped(resp.into_body(), RESPONSE_BODY_CAP))
-            .await
-            .unwrap_or_default();
+        let body =
+            tokio::time::timeout_at(deadline, read_capped(resp.into_body(), RESPONSE_BODY_CAP))
+                .await
+                .unwrap_or_default();
         (Ok((status, body)), retry_after)
     }
 }

@@ -117,7 +117,10 @@ pub fn upstream_request(
     for (k, v) in extra {
         headers.append(k.clone(), v.clone());
     }
-    let mut req = Request::builder().method(method).uri(uri).body(Full::new(body))?;
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Full::new(body))?;
     *req.headers_mut() = headers;
     Ok(req)
 }
@@ -136,13 +139,19 @@ mod tests {
     #[test]
     fn uri_mapping() {
         let a = t("http://up:3000/webhooks/sig", Some("/hooks/sig"));
-        assert_eq!(a.uri_for("/hooks/sig").unwrap(), "http://up:3000/webhooks/sig");
+        assert_eq!(
+            a.uri_for("/hooks/sig").unwrap(),
+            "http://up:3000/webhooks/sig"
+        );
         assert_eq!(
             a.uri_for("/hooks/sig/x?y=1").unwrap(),
             "http://up:3000/webhooks/sig/x?y=1"
         );
         let b = t("http://up:3000", None);
-        assert_eq!(b.uri_for("/hooks/sig?a").unwrap(), "http://up:3000/hooks/sig?a");
+        assert_eq!(
+            b.uri_for("/hooks/sig?a").unwrap(),
+            "http://up:3000/hooks/sig?a"
+        );
         let c = t("http://up:3000/", Some("/hooks"));
         assert_eq!(c.uri_for("/hooks").unwrap(), "http://up:3000/");
         let d = t("http://up/base?k=v", Some("/h"));

@@ -31,7 +31,11 @@ impl StoredRequest {
             .map(|(k, v)| 8 + k.as_str().len() + v.len())
             .sum();
         let mut out = Vec::with_capacity(
-            1 + 12 + self.method.as_str().len() + self.path_and_query.len() + hdr_len + self.body.len(),
+            1 + 12
+                + self.method.as_str().len()
+                + self.path_and_query.len()
+                + hdr_len
+                + self.body.len(),
         );
         out.push(VERSION);
         put(&mut out, self.method.as_str().as_bytes());
@@ -91,7 +95,10 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let end = self.pos.checked_add(n).ok_or(DecodeError("length"))?;
-        let s = self.buf.get(self.pos..end).ok_or(DecodeError("truncated"))?;
+        let s = self
+            .buf
+            .get(self.pos..end)
+            .ok_or(DecodeError("truncated"))?;
         self.pos = end;
         Ok(s)
     }

@@ -7,6 +7,6 @@
 
 pub mod client;
 pub mod engine;
+pub mod forward;
 pub mod job;
 pub mod policy;
-pub mod forward;

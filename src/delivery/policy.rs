@@ -77,7 +77,12 @@ impl RetryPolicy {
     /// The next delay: the base delay jittered, or `retry_after` clamped
     /// between the base delay and twice it. `rand01` is a uniform sample in
     /// [0, 1) (injected so tests are deterministic).
-    pub fn next_delay(&self, attempts: u32, retry_after: Option<Duration>, rand01: f64) -> Duration {
+    pub fn next_delay(
+        &self,
+        attempts: u32,
+        retry_after: Option<Duration>,
+        rand01: f64,
+    ) -> Duration {
         let base = self.base_delay(attempts);
         if let Some(ra) = retry_after {
             return ra.clamp(base, base.saturating_mul(2));
@@ -138,16 +143,28 @@ mod tests {
     fn jitter_stays_within_bounds() {
         let p = RetryPolicy::default();
         assert_eq!(p.next_delay(3, None, 0.5), Duration::from_secs(4));
-        assert_eq!(p.next_delay(3, None, 0.0), Duration::from_secs(4).mul_f64(0.8));
+        assert_eq!(
+            p.next_delay(3, None, 0.0),
+            Duration::from_secs(4).mul_f64(0.8)
+        );
         assert!(p.next_delay(3, None, 0.999) <= Duration::from_secs(4).mul_f64(1.2));
     }
 
     #[test]
     fn retry_after_is_clamped_between_delay_and_twice_it() {
         let p = RetryPolicy::default(); // base after 3 attempts: 4s
-        assert_eq!(p.next_delay(3, Some(Duration::from_secs(1)), 0.5), Duration::from_secs(4));
-        assert_eq!(p.next_delay(3, Some(Duration::from_secs(6)), 0.5), Duration::from_secs(6));
-        assert_eq!(p.next_delay(3, Some(Duration::from_secs(3600)), 0.5), Duration::from_secs(8));
+        assert_eq!(
+            p.next_delay(3, Some(Duration::from_secs(1)), 0.5),
+            Duration::from_secs(4)
+        );
+        assert_eq!(
+            p.next_delay(3, Some(Duration::from_secs(6)), 0.5),
+            Duration::from_secs(6)
+        );
+        assert_eq!(
+            p.next_delay(3, Some(Duration::from_secs(3600)), 0.5),
+            Duration::from_secs(8)
+        );
     }
 
     #[test]
@@ -164,9 +181,16 @@ mod tests {
             (404, Outcome::Permanent),
             (301, Outcome::Transient),
         ] {
-            assert_eq!(p.classify_status(StatusCode::from_u16(s).unwrap()), o, "{s}");
+            assert_eq!(
+                p.classify_status(StatusCode::from_u16(s).unwrap()),
+                o,
+                "{s}"
+            );
         }
-        let p = RetryPolicy { retry_4xx: true, ..p };
+        let p = RetryPolicy {
+            retry_4xx: true,
+            ..p
+        };
         assert_eq!(p.classify_status(StatusCode::NOT_FOUND), Outcome::Transient);
     }
 

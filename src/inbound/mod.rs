@@ -84,7 +84,11 @@ impl Inbound {
 
     /// Answers one request. Never panics on client input; every refusal is
     /// an [`ApiError`] rendered by `error.rs`.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
         let path = req.uri().path().to_owned();
         match self.handle_inner(req, peer).await {
             Ok(r) => r,
@@ -152,7 +156,8 @@ impl Inbound {
             ),
             (
                 X_FORWARDED_FOR.clone(),
-                HeaderValue::from_str(&peer.ip().to_string()).expect("an IP is a valid header value"),
+                HeaderValue::from_str(&peer.ip().to_string())
+                    .expect("an IP is a valid header value"),
             ),
             (X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http")),
         ];

@@ -19,7 +19,11 @@ use crate::store::{self, Enqueued, NewJob};
 pub const MAX_EVENT_ID_LEN: usize = 1024;
 
 /// The event id of a request, per the route's dedup key.
-pub fn event_id(route: &Route, headers: &HeaderMap, body: &[u8]) -> Result<Option<String>, ApiError> {
+pub fn event_id(
+    route: &Route,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Option<String>, ApiError> {
     let id = match &route.dedup {
         DedupKey::None => return Ok(None),
         DedupKey::Header(name) => match headers.get(name) {
@@ -32,7 +36,8 @@ pub fn event_id(route: &Route, headers: &HeaderMap, body: &[u8]) -> Result<Optio
             ),
         },
         DedupKey::Body(pointer) => {
-            let v: serde_json::Value = serde_json::from_slice(body).map_err(|_| ApiError::InvalidJson)?;
+            let v: serde_json::Value =
+                serde_json::from_slice(body).map_err(|_| ApiError::InvalidJson)?;
             match v.pointer(pointer) {
                 None | Some(serde_json::Value::Null) => None,
                 Some(serde_json::Value::String(s)) => Some(s.clone()),
@@ -65,7 +70,9 @@ impl Inbound {
         body: Bytes,
     ) -> Result<Response<Body>, ApiError> {
         let event_id = event_id(route, &parts.headers, &body)?;
-        let store = self.store.as_ref().ok_or(ApiError::Unavailable { retry_after_secs: 5 })?;
+        let store = self.store.as_ref().ok_or(ApiError::Unavailable {
+            retry_after_secs: 5,
+        })?;
         let now = now_ms(&self.clock);
         let id = crate::new_id();
         let payload = StoredRequest {
@@ -105,11 +112,15 @@ impl Inbound {
             )),
             Ok(Enqueued::QueueFull) => {
                 tracing::warn!(route = %route.path, limit = route.queue_limit, "queue full, refusing");
-                Err(ApiError::Unavailable { retry_after_secs: 30 })
+                Err(ApiError::Unavailable {
+                    retry_after_secs: 30,
+                })
             }
             Err(e) => {
                 tracing::error!(route = %route.path, error = %e, "cannot store request");
-                Err(ApiError::Unavailable { retry_after_secs: 5 })
+                Err(ApiError::Unavailable {
+                    retry_after_secs: 5,
+                })
             }
         }
     }

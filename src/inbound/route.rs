@@ -43,11 +43,15 @@ impl Route {
         let keys: Vec<&[u8]> = secrets.iter().map(|s| s.expose()).collect();
         let verified_header = HeaderValue::from_str(scheme.name())
             .unwrap_or_else(|_| HeaderValue::from_static("custom"));
-        let verifier = Verifier::new(scheme, &keys, r.tolerance.0).map_err(|e| format!("secrets: {e}"))?;
+        let verifier =
+            Verifier::new(scheme, &keys, r.tolerance.0).map_err(|e| format!("secrets: {e}"))?;
         let methods = r
             .methods
             .iter()
-            .map(|m| Method::from_bytes(m.as_bytes()).map_err(|_| format!("methods: invalid method {m:?}")))
+            .map(|m| {
+                Method::from_bytes(m.as_bytes())
+                    .map_err(|_| format!("methods: invalid method {m:?}"))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let base = r
             .upstream
@@ -59,13 +63,18 @@ impl Route {
             verifier,
             verified_header,
             mode: r.mode,
-            allow: methods.iter().map(Method::as_str).collect::<Vec<_>>().join(", "),
+            allow: methods
+                .iter()
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", "),
             methods,
             max_body: r.max_body.unwrap_or(config.server.max_body).0,
             dedup: r.dedup_key(),
             dedup_window: r.dedup_window(),
             dedup_required: r.dedup_required(),
-            ack_status: StatusCode::from_u16(r.ack_status).map_err(|_| "ack_status: invalid".to_string())?,
+            ack_status: StatusCode::from_u16(r.ack_status)
+                .map_err(|_| "ack_status: invalid".to_string())?,
             target: Target {
                 base,
                 strip: r.upstream.strip_prefix.then(|| r.path.clone()),

@@ -1,12 +1,66 @@
 //! Signature schemes: pure, synchronous sign + verify for every preset and the
 //! custom scheme. No I/O, no async, nothing else of this crate is imported.
 //!
-//! API CONTRACT (stub: bodies are being implemented).
+//! This module owns everything between "a request's headers and raw body" and
+//! "this request was (not) signed by a holder of one of the configured secrets":
+//! the closed set of [`Preset`]s, the configurable [`Custom`] scheme, key
+//! derivation from configured secrets ([`Key`]), verification ([`Verifier`])
+//! and signing ([`sign`], used by the CLI and tests to produce valid requests).
+//!
+//! Invariants:
+//!
+//! * **Pure.** Verification depends only on its arguments; the clock is passed
+//!   in as `now`, so the same inputs always give the same answer.
+//! * **Constant time.** Expected MACs are compared with candidate signatures
+//!   through [`subtle::ConstantTimeEq`], and the scan over every (key, candidate)
+//!   pair never stops early, so neither the match position nor the number of
+//!   matching bytes shows in the timing. GitLab's plain token is compared as
+//!   SHA-256 digests, which also hides the token's length.
+//! * **Bounded parsing.** Header parsing never panics, never allocates more
+//!   than the header's own size, and considers at most [`MAX_CANDIDATES`]
+//!   signatures in total across every instance of the signature header; later
+//!   ones are ignored (a legitimate sender sends one or two, one per active
+//!   secret during rotation). Timestamps are parsed without overflow and all
+//!   clock arithmetic is done in `i128`, which cannot overflow for any `i64`
+//!   timestamp or any `Duration`-in-seconds tolerance.
+//! * **Tolerance.** A timestamp `ts` is accepted iff `|now − ts| ≤ tolerance`
+//!   (whole seconds): stale and future timestamps are both rejected.
+//! * **Error precedence.** Signature header absent → [`VerifyError::Missing`];
+//!   present but unparseable (bad encoding, wrong prefix, missing or
+//!   non-numeric timestamp, non-visible-ASCII header, a required id/timestamp
+//!   header absent) → [`VerifyError::Malformed`]; timestamp outside tolerance →
+//!   [`VerifyError::TimestampOutOfTolerance`]; otherwise no (key, candidate)
+//!   pair matches → [`VerifyError::Mismatch`].
+//! * **Timestamp before MAC.** The tolerance check runs before any MAC is
+//!   computed. It only looks at public inputs (a header the attacker wrote and
+//!   the clock), so its outcome tells an attacker nothing about the keys, and a
+//!   replayed stale request is rejected without spending HMAC work on its body.
+//!   Linear is the one exception (its timestamp lives in the body, see
+//!   `presets.rs`): it is checked only after the signature has matched.
+//! * **Wrong-length signatures** that decode fine are a `Mismatch`, not
+//!   `Malformed`: the encoding is valid, the value simply is not one of ours.
+//!   A candidate that is not valid hex/base64 is skipped; if no usable
+//!   candidate remains and at least one was unusable, the header is
+//!   `Malformed`. Entries of an unknown version (`v0=` for Stripe, `v1a,` for
+//!   Standard Webhooks, unknown keys) are skipped and, alone, give `Mismatch`.
+
+mod crypto;
+mod custom;
+mod engine;
+mod parse;
+mod presets;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod vectors;
 
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
+
+pub use parse::MAX_CANDIDATES;
 
 /// A named signature scheme preset (SPEC §1.2 and the extra presets of issue 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
@@ -40,19 +94,80 @@ pub enum EventIdSource {
 }
 
 impl Preset {
-    pub const ALL: &'static [Preset] = &[];
+    pub const ALL: &'static [Preset] = &[
+        Preset::Sigsentry,
+        Preset::Statussentry,
+        Preset::Sentry,
+        Preset::StandardWebhooks,
+        Preset::Svix,
+        Preset::Stripe,
+        Preset::Github,
+        Preset::Slack,
+        Preset::Shopify,
+        Preset::Pagerduty,
+        Preset::Linear,
+        Preset::Paddle,
+        Preset::Zoom,
+        Preset::Intercom,
+        Preset::Twitch,
+        Preset::Gitlab,
+    ];
+
+    /// The kebab-case name, identical to the serde representation.
     pub fn name(self) -> &'static str {
-        unimplemented!()
+        match self {
+            Preset::Sigsentry => "sigsentry",
+            Preset::Statussentry => "statussentry",
+            Preset::Sentry => "sentry",
+            Preset::StandardWebhooks => "standard-webhooks",
+            Preset::Svix => "svix",
+            Preset::Stripe => "stripe",
+            Preset::Github => "github",
+            Preset::Slack => "slack",
+            Preset::Shopify => "shopify",
+            Preset::Pagerduty => "pagerduty",
+            Preset::Linear => "linear",
+            Preset::Paddle => "paddle",
+            Preset::Zoom => "zoom",
+            Preset::Intercom => "intercom",
+            Preset::Twitch => "twitch",
+            Preset::Gitlab => "gitlab",
+        }
     }
+
     pub fn default_event_id(self) -> Option<EventIdSource> {
-        unimplemented!()
+        use EventIdSource::{BodyPointer, Header};
+        match self {
+            Preset::Sigsentry => Some(BodyPointer("/analysisId")),
+            Preset::Statussentry | Preset::Stripe => Some(BodyPointer("/id")),
+            Preset::Paddle => Some(BodyPointer("/event_id")),
+            Preset::Sentry => Some(Header("request-id")),
+            Preset::StandardWebhooks => Some(Header("webhook-id")),
+            Preset::Svix => Some(Header("svix-id")),
+            Preset::Github => Some(Header("x-github-delivery")),
+            Preset::Shopify => Some(Header("x-shopify-webhook-id")),
+            Preset::Linear => Some(Header("linear-delivery")),
+            Preset::Twitch => Some(Header("twitch-eventsub-message-id")),
+            Preset::Gitlab => Some(Header("x-gitlab-event-uuid")),
+            Preset::Slack | Preset::Pagerduty | Preset::Zoom | Preset::Intercom => None,
+        }
     }
 }
 
 impl std::str::FromStr for Preset {
     type Err = String;
-    fn from_str(_s: &str) -> Result<Self, String> {
-        unimplemented!()
+    fn from_str(s: &str) -> Result<Self, String> {
+        Preset::ALL
+            .iter()
+            .copied()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Preset::ALL.iter().map(|p| p.name()).collect();
+                format!(
+                    "unknown signature preset {s:?}; valid presets are: {}",
+                    names.join(", ")
+                )
+            })
     }
 }
 
@@ -100,7 +215,7 @@ fn default_signed_content() -> String {
 impl Custom {
     /// Err(message) names the offending field, e.g. "signed_content: unknown placeholder {foo}".
     pub fn validate(&self) -> Result<(), String> {
-        unimplemented!()
+        self.spec().map(drop)
     }
 }
 
@@ -111,11 +226,25 @@ pub enum Scheme {
 }
 
 impl Scheme {
+    /// The preset's name, or `"custom"`.
     pub fn name(&self) -> &str {
-        unimplemented!()
+        self.static_name()
     }
+
+    /// Whether verification reads (and checks) a timestamp. Linear is `false`:
+    /// its optional body timestamp is not part of the request's headers.
     pub fn uses_timestamp(&self) -> bool {
-        unimplemented!()
+        match self {
+            Scheme::Preset(p) => presets::spec(*p).timestamp.is_some(),
+            Scheme::Custom(c) => c.timestamp_header.is_some(),
+        }
+    }
+
+    fn static_name(&self) -> &'static str {
+        match self {
+            Scheme::Preset(p) => p.name(),
+            Scheme::Custom(_) => "custom",
+        }
     }
 }
 
@@ -126,6 +255,20 @@ pub struct Key(Vec<u8>);
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("[redacted]")
+    }
+}
+
+impl Key {
+    /// Derives the key `scheme` uses from a configured secret: for
+    /// `standard-webhooks` and `svix` a `whsec_` secret is the base64 (standard
+    /// alphabet, padding optional) of the key; every other secret, including
+    /// Stripe's `whsec_…`, is used verbatim.
+    pub fn derive(scheme: &Scheme, secret: &[u8]) -> Result<Key, KeyError> {
+        crypto::derive_key(scheme, secret).map(Key)
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.0
     }
 }
 
@@ -166,6 +309,10 @@ pub enum SignError {
     IdRequired(&'static str),
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// A header could not be built: an invalid custom scheme, or an id (or a
+    /// GitLab token) that is not a valid HTTP header value.
+    #[error("cannot sign: {0}")]
+    Invalid(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,24 +329,75 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    pub fn new(_scheme: Scheme, _secrets: &[&[u8]], _tolerance: Duration) -> Result<Self, KeyError> {
-        unimplemented!()
+    /// Derives one key per secret (in order: `Verified::key_index` indexes
+    /// `secrets`). No secret at all is `KeyError::Empty`, like an empty one.
+    ///
+    /// A custom scheme is expected to have passed [`Custom::validate`] at
+    /// config load; one that does not never verifies (fails closed with
+    /// `Mismatch`) rather than erroring here.
+    pub fn new(scheme: Scheme, secrets: &[&[u8]], tolerance: Duration) -> Result<Self, KeyError> {
+        if secrets.is_empty() {
+            return Err(KeyError::Empty);
+        }
+        let keys = secrets
+            .iter()
+            .map(|s| Key::derive(&scheme, s))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Verifier {
+            scheme,
+            keys,
+            tolerance,
+        })
     }
     pub fn scheme(&self) -> &Scheme {
         &self.scheme
     }
-    pub fn verify(&self, _headers: &HeaderMap, _body: &[u8], _now: SystemTime) -> Result<Verified, VerifyError> {
-        let _ = (&self.keys, self.tolerance);
-        unimplemented!()
+    pub fn verify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<Verified, VerifyError> {
+        let request = engine::Request { headers, body, now };
+        match &self.scheme {
+            Scheme::Preset(p) => {
+                engine::verify(&presets::spec(*p), &self.keys, self.tolerance, &request)
+            }
+            Scheme::Custom(c) => match c.spec() {
+                Ok(spec) => engine::verify(&spec, &self.keys, self.tolerance, &request),
+                // Fail closed, but keep the precedence for the absent header.
+                Err(_) if headers.get(c.header.as_str()).is_none() => Err(VerifyError::Missing),
+                Err(_) => Err(VerifyError::Mismatch),
+            },
+        }
     }
 }
 
+/// Every header a sender must send for `scheme`: the signature header plus the
+/// id and timestamp headers the scheme reads (the id header only when `id` is
+/// given, unless the signed content includes the id, in which case it is
+/// required). `timestamp` is unix seconds; schemes without one ignore it.
+/// Header names are lower-case.
 pub fn sign(
-    _scheme: &Scheme,
-    _secret: &[u8],
-    _body: &[u8],
-    _id: Option<&str>,
-    _timestamp: i64,
+    scheme: &Scheme,
+    secret: &[u8],
+    body: &[u8],
+    id: Option<&str>,
+    timestamp: i64,
 ) -> Result<Vec<(HeaderName, HeaderValue)>, SignError> {
-    unimplemented!()
+    let key = Key::derive(scheme, secret)?;
+    let input = engine::SignInput {
+        scheme_name: scheme.static_name(),
+        key: key.bytes(),
+        body,
+        id,
+        timestamp,
+    };
+    match scheme {
+        Scheme::Preset(p) => engine::sign(&presets::spec(*p), &input),
+        Scheme::Custom(c) => {
+            let spec = c.spec().map_err(SignError::Invalid)?;
+            engine::sign(&spec, &input)
+        }
+    }
 }

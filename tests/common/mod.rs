@@ -80,7 +80,11 @@ impl Upstream {
                         let st = st.clone();
                         async move {
                             let (parts, body) = req.into_parts();
-                            let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|c| c.to_bytes())
+                                .unwrap_or_default();
                             let reply = st
                                 .script
                                 .lock()
@@ -103,7 +107,8 @@ impl Upstream {
                             if !reply.delay.is_zero() {
                                 tokio::time::sleep(reply.delay).await;
                             }
-                            let mut r = Response::new(Full::new(Bytes::from_static(reply.body.as_bytes())));
+                            let mut r =
+                                Response::new(Full::new(Bytes::from_static(reply.body.as_bytes())));
                             *r.status_mut() = StatusCode::from_u16(reply.status).unwrap();
                             for (k, v) in &reply.headers {
                                 r.headers_mut().append(*k, v.parse().unwrap());
@@ -111,7 +116,9 @@ impl Upstream {
                             Ok::<_, Infallible>(r)
                         }
                     });
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
                 });
             }
         });
@@ -145,7 +152,10 @@ impl Upstream {
                 return got;
             }
             if tokio::time::timeout_at(end, notified).await.is_err() {
-                panic!("upstream got {} requests, wanted {n}", self.received().len());
+                panic!(
+                    "upstream got {} requests, wanted {n}",
+                    self.received().len()
+                );
             }
         }
     }
@@ -217,18 +227,25 @@ pub struct Answer {
 
 impl Answer {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|_| {
-            panic!("not JSON: {:?}", String::from_utf8_lossy(&self.body))
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {:?}", String::from_utf8_lossy(&self.body)))
     }
 
     /// The `error.code` of a JSON error body.
     pub fn code(&self) -> String {
-        self.json()["error"]["code"].as_str().unwrap_or_default().to_string()
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 }
 
-pub async fn send(method: &str, url: &str, headers: &[(String, String)], body: impl Into<Bytes>) -> Answer {
+pub async fn send(
+    method: &str,
+    url: &str,
+    headers: &[(String, String)],
+    body: impl Into<Bytes>,
+) -> Answer {
     let mut b = Request::builder().method(method).uri(url);
     for (k, v) in headers {
         b = b.header(k.as_str(), v.as_str());
@@ -250,7 +267,13 @@ pub async fn post(url: &str, headers: &[(String, String)], body: impl Into<Bytes
 }
 
 /// Signs `body` with a preset, as `(name, value)` pairs for [`send`].
-pub fn sign(scheme: &str, secret: &str, body: &[u8], id: Option<&str>, ts: i64) -> Vec<(String, String)> {
+pub fn sign(
+    scheme: &str,
+    secret: &str,
+    body: &[u8],
+    id: Option<&str>,
+    ts: i64,
+) -> Vec<(String, String)> {
     let scheme = hookgate::signature::Scheme::Preset(scheme.parse().unwrap());
     hookgate::signature::sign(&scheme, secret.as_bytes(), body, id, ts)
         .unwrap()

@@ -1,0 +1,336 @@
+//! The one verify/sign pipeline every scheme runs through. A scheme is data
+//! ([`Spec`]): where its signature lives and how it is laid out, what bytes are
+//! signed, and where its id and timestamp come from. Presets build theirs in
+//! `presets.rs`, the custom scheme in `custom.rs`.
+
+use std::borrow::Cow;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::parse::{self, Candidates};
+use super::{crypto, Algorithm, Encoding, Key, SignError, Verified, VerifyError};
+
+/// Everything that distinguishes one scheme from another.
+#[derive(Debug, Clone)]
+pub(super) struct Spec<'a> {
+    /// The header carrying the signature(s) (or GitLab's token).
+    pub header: &'a str,
+    pub format: Format<'a>,
+    pub check: Check<'a>,
+    pub timestamp: Option<TsSource<'a>>,
+    /// The header carrying the event id. Read by `verify` only when the signed
+    /// content includes the id; sent by `sign` whenever an id is given.
+    pub id_header: Option<&'a str>,
+    /// Linear only: after a match, check the JSON body's numeric
+    /// `webhookTimestamp` (milliseconds) against the tolerance when present.
+    pub body_timestamp: bool,
+}
+
+/// How one instance of the signature header is laid out.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Format<'a> {
+    /// The whole value is one signature: `<sig>`.
+    Bare,
+    /// One signature after a fixed prefix: `sha256=<sig>`.
+    Prefixed(&'a str),
+    /// Space-separated `version,<sig>` entries (Standard Webhooks); entries of
+    /// other versions are skipped.
+    Versioned(&'a str),
+    /// `key=value` entries separated by `sep`; `sig_key` entries are
+    /// signatures, the timestamp key (see [`TsSource::InList`]) is read, other
+    /// keys are skipped.
+    List { sep: char, sig_key: &'a str },
+}
+
+#[derive(Debug, Clone)]
+pub(super) enum Check<'a> {
+    /// HMAC over `content`, encoded with `encoding`.
+    Hmac {
+        algorithm: Algorithm,
+        encoding: Encoding,
+        content: Cow<'a, [Part<'a>]>,
+    },
+    /// The header carries the secret itself (GitLab).
+    Token,
+}
+
+/// One piece of the signed content; the content is their concatenation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Part<'a> {
+    Lit(&'a [u8]),
+    Id,
+    /// The timestamp exactly as sent (the sender signed its own text).
+    Timestamp,
+    Body,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) enum TsSource<'a> {
+    /// Unix seconds under this key of a [`Format::List`] signature header.
+    InList(&'a str),
+    /// A header of its own.
+    Header(&'a str, TsFormat),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TsFormat {
+    UnixSeconds,
+    /// RFC 3339 (Twitch), parsed with `humantime::parse_rfc3339_weak`.
+    Rfc3339,
+}
+
+impl Spec<'_> {
+    fn content(&self) -> &[Part<'_>] {
+        match &self.check {
+            Check::Hmac { content, .. } => content,
+            Check::Token => &[],
+        }
+    }
+
+    pub fn needs_id(&self) -> bool {
+        self.content().contains(&Part::Id)
+    }
+}
+
+pub(super) struct Request<'r> {
+    pub headers: &'r HeaderMap,
+    pub body: &'r [u8],
+    pub now: SystemTime,
+}
+
+pub(super) fn verify(
+    spec: &Spec<'_>,
+    keys: &[Key],
+    tolerance: Duration,
+    req: &Request<'_>,
+) -> Result<Verified, VerifyError> {
+    let mut instances = req.headers.get_all(spec.header).iter().peekable();
+    if instances.peek().is_none() {
+        return Err(VerifyError::Missing);
+    }
+
+    // 1. Parse every instance of the signature header (bounded, see parse.rs).
+    let list_ts_key = match spec.timestamp {
+        Some(TsSource::InList(key)) => Some(key),
+        _ => None,
+    };
+    let mut found = Candidates::default();
+    let mut list_ts: Option<&str> = None;
+    for value in instances {
+        let encoding = match &spec.check {
+            Check::Token => {
+                found.offer_token(value.as_bytes());
+                continue;
+            }
+            Check::Hmac { encoding, .. } => *encoding,
+        };
+        let Ok(text) = value.to_str() else {
+            found.reject();
+            continue;
+        };
+        let ts = parse::signature_value(spec.format, list_ts_key, encoding, text, &mut found)?;
+        if list_ts_key.is_some() {
+            // Every instance must carry the same timestamp: a second instance
+            // must not be able to pair a fresh `t=` with a stale signature.
+            match (list_ts, ts) {
+                (_, None) => return Err(VerifyError::Malformed),
+                (None, Some(ts)) => list_ts = Some(ts),
+                (Some(seen), Some(ts)) if seen != ts => return Err(VerifyError::Malformed),
+                (Some(_), Some(_)) => {}
+            }
+        }
+    }
+    found.check_usable()?;
+
+    // 2. The timestamp and id the signed content needs.
+    let ts = match spec.timestamp {
+        None => None,
+        Some(TsSource::InList(_)) => {
+            let raw = list_ts.ok_or(VerifyError::Malformed)?;
+            Some(parse::timestamp(raw, TsFormat::UnixSeconds)?)
+        }
+        Some(TsSource::Header(name, format)) => {
+            let raw = parse::single_header(req.headers, name)?.ok_or(VerifyError::Malformed)?;
+            Some(parse::timestamp(raw, format)?)
+        }
+    };
+    let id = if spec.needs_id() {
+        let name = spec.id_header.ok_or(VerifyError::Malformed)?;
+        Some(parse::single_header(req.headers, name)?.ok_or(VerifyError::Malformed)?)
+    } else {
+        None
+    };
+
+    // 3. Tolerance, before any MAC: it depends on public inputs only.
+    if let Some(ts) = &ts {
+        if !within_tolerance_secs(req.now, ts.unix, tolerance) {
+            return Err(VerifyError::TimestampOutOfTolerance);
+        }
+    }
+
+    // 4. Every candidate against every key, in constant time.
+    if found.is_empty() {
+        // Only unknown versions were present: nothing to compare.
+        return Err(VerifyError::Mismatch);
+    }
+    let key_index = match &spec.check {
+        Check::Token => {
+            let expected: Vec<[u8; 32]> = keys.iter().map(|k| crypto::sha256(k.bytes())).collect();
+            crypto::first_match(&expected, found.as_slice())
+        }
+        Check::Hmac {
+            algorithm, content, ..
+        } => {
+            let parts = content_parts(content, id, ts.as_ref().map(|t| t.raw), req.body);
+            let expected: Vec<Vec<u8>> = keys
+                .iter()
+                .map(|k| crypto::mac(*algorithm, k.bytes(), &parts))
+                .collect();
+            crypto::first_match(&expected, found.as_slice())
+        }
+    }
+    .ok_or(VerifyError::Mismatch)?;
+
+    // 5. Linear's body timestamp: only meaningful once the body is authentic.
+    let mut timestamp = ts.map(|t| t.unix);
+    if spec.body_timestamp {
+        if let Some(ms) = parse::linear_body_timestamp_ms(req.body) {
+            if !within_tolerance_millis(req.now, ms, tolerance) {
+                return Err(VerifyError::TimestampOutOfTolerance);
+            }
+            let secs = ms.div_euclid(1000).clamp(i64::MIN.into(), i64::MAX.into());
+            timestamp = i64::try_from(secs).ok();
+        }
+    }
+    Ok(Verified {
+        timestamp,
+        key_index,
+    })
+}
+
+pub(super) struct SignInput<'a> {
+    pub scheme_name: &'static str,
+    pub key: &'a [u8],
+    pub body: &'a [u8],
+    pub id: Option<&'a str>,
+    pub timestamp: i64,
+}
+
+pub(super) fn sign(
+    spec: &Spec<'_>,
+    input: &SignInput<'_>,
+) -> Result<Vec<(HeaderName, HeaderValue)>, SignError> {
+    if spec.needs_id() && input.id.is_none() {
+        return Err(SignError::IdRequired(input.scheme_name));
+    }
+    let ts_text = spec.timestamp.map(|source| match source {
+        TsSource::Header(_, TsFormat::Rfc3339) => rfc3339(input.timestamp),
+        TsSource::Header(_, TsFormat::UnixSeconds) | TsSource::InList(_) => {
+            input.timestamp.to_string()
+        }
+    });
+
+    let signature: Cow<'_, [u8]> = match &spec.check {
+        Check::Token => Cow::Borrowed(input.key),
+        Check::Hmac {
+            algorithm,
+            encoding,
+            content,
+        } => {
+            let parts = content_parts(content, input.id, ts_text.as_deref(), input.body);
+            let encoded = encode(*encoding, &crypto::mac(*algorithm, input.key, &parts));
+            let value = match (spec.format, spec.timestamp, &ts_text) {
+                (Format::Bare, ..) => encoded,
+                (Format::Prefixed(prefix), ..) => format!("{prefix}{encoded}"),
+                (Format::Versioned(version), ..) => format!("{version},{encoded}"),
+                (Format::List { sep, sig_key }, Some(TsSource::InList(ts_key)), Some(ts)) => {
+                    format!("{ts_key}={ts}{sep}{sig_key}={encoded}")
+                }
+                (Format::List { sig_key, .. }, ..) => format!("{sig_key}={encoded}"),
+            };
+            Cow::Owned(value.into_bytes())
+        }
+    };
+
+    let mut headers = vec![header(spec.header, &signature)?];
+    if let (Some(name), Some(id)) = (spec.id_header, input.id) {
+        headers.push(header(name, id.as_bytes())?);
+    }
+    if let (Some(TsSource::Header(name, _)), Some(ts)) = (spec.timestamp, &ts_text) {
+        headers.push(header(name, ts.as_bytes())?);
+    }
+    Ok(headers)
+}
+
+/// The signed content as slices, in order (no concatenation copy).
+fn content_parts<'c>(
+    content: &'c [Part<'c>],
+    id: Option<&'c str>,
+    ts: Option<&'c str>,
+    body: &'c [u8],
+) -> Vec<&'c [u8]> {
+    content
+        .iter()
+        .map(|part| match part {
+            Part::Lit(bytes) => *bytes,
+            Part::Id => id.unwrap_or_default().as_bytes(),
+            Part::Timestamp => ts.unwrap_or_default().as_bytes(),
+            Part::Body => body,
+        })
+        .collect()
+}
+
+fn encode(encoding: Encoding, mac: &[u8]) -> String {
+    match encoding {
+        Encoding::Hex => hex::encode(mac),
+        Encoding::Base64 => parse::BASE64.encode(mac),
+        Encoding::Base64url => parse::BASE64URL.encode(mac),
+    }
+}
+
+fn header(name: &str, value: &[u8]) -> Result<(HeaderName, HeaderValue), SignError> {
+    let header_name = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| SignError::Invalid(format!("{name:?} is not a valid header name")))?;
+    // The value is not echoed: for GitLab it is the secret.
+    let value = HeaderValue::from_bytes(value).map_err(|_| {
+        SignError::Invalid(format!("the value for {name} is not a valid header value"))
+    })?;
+    Ok((header_name, value))
+}
+
+/// Largest instant `humantime` formats (9999-12-31T23:59:59Z); its formatter
+/// fails beyond that and cannot express instants before 1970.
+const MAX_RFC3339_SECS: i64 = 253_402_300_799;
+
+/// RFC 3339 text for a unix timestamp. Out-of-range timestamps are clamped to
+/// 1970..=9999 so that signing never panics; the header and the signature then
+/// agree on the clamped value.
+fn rfc3339(ts: i64) -> String {
+    let secs = ts.clamp(0, MAX_RFC3339_SECS).unsigned_abs();
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+}
+
+/// `now` as unix milliseconds, negative before the epoch.
+fn unix_millis(now: SystemTime) -> i128 {
+    let millis = |d: Duration| i128::try_from(d.as_millis()).unwrap_or(i128::MAX);
+    match now.duration_since(UNIX_EPOCH) {
+        Ok(after) => millis(after),
+        Err(before) => -millis(before.duration()),
+    }
+}
+
+/// `|now − ts| ≤ tolerance` in whole seconds. `i128` holds any `i64`
+/// difference and any tolerance, so nothing here can overflow.
+pub(super) fn within_tolerance_secs(now: SystemTime, ts: i64, tolerance: Duration) -> bool {
+    let now = unix_millis(now).div_euclid(1000);
+    (now - i128::from(ts)).abs() <= i128::from(tolerance.as_secs())
+}
+
+fn within_tolerance_millis(now: SystemTime, ts_ms: i128, tolerance: Duration) -> bool {
+    let tolerance = i128::try_from(tolerance.as_millis()).unwrap_or(i128::MAX);
+    unix_millis(now)
+        .checked_sub(ts_ms)
+        .is_some_and(|diff| diff.checked_abs().is_some_and(|d| d <= tolerance))
+}

@@ -1,0 +1,263 @@
+//! Header parsing. Everything here takes attacker-controlled text, so it never
+//! panics, never indexes, and never allocates more than the header's own size:
+//! the only allocations are decoded candidates (shorter than their encoding),
+//! at most [`MAX_CANDIDATES`] of them.
+
+use std::time::UNIX_EPOCH;
+
+use base64::alphabet;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine as _;
+use http::HeaderMap;
+use serde::Deserialize;
+
+use super::crypto;
+use super::engine::{Format, TsFormat};
+use super::{Encoding, VerifyError};
+
+/// How many candidate signatures one request may have checked, across every
+/// instance of the signature header. Later ones are ignored: a legitimate
+/// sender sends one per active secret (two during a rotation), and the cap
+/// bounds both memory and the keys × candidates comparison work.
+pub const MAX_CANDIDATES: usize = 16;
+
+/// Standard alphabet; emits padding, accepts it or not (senders differ).
+pub(super) const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(true)
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// URL-safe alphabet; emits no padding (the usual URL-safe form), accepts both.
+pub(super) const BASE64URL: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::URL_SAFE,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// The decoded candidate signatures of one request, plus what was seen but not
+/// usable (which decides `Malformed` vs `Mismatch`, see [`Self::check_usable`]).
+#[derive(Debug, Default)]
+pub(super) struct Candidates {
+    decoded: Vec<Vec<u8>>,
+    /// Entries of the scheme's own form that could not be decoded.
+    unusable: usize,
+    /// Well-formed entries of another version or key, deliberately ignored.
+    skipped: usize,
+}
+
+impl Candidates {
+    fn full(&self) -> bool {
+        self.decoded.len() >= MAX_CANDIDATES
+    }
+
+    /// An encoded signature of the scheme's own version.
+    pub fn offer(&mut self, encoded: &str, encoding: Encoding) {
+        if self.full() {
+            return;
+        }
+        match decode(encoding, encoded) {
+            Some(sig) => self.decoded.push(sig),
+            None => self.unusable += 1,
+        }
+    }
+
+    /// A plain token: kept as its SHA-256 so that comparing it with the secret
+    /// is constant time and hides the length (and stays 32 bytes).
+    pub fn offer_token(&mut self, token: &[u8]) {
+        if self.full() {
+            return;
+        }
+        if token.is_empty() {
+            self.unusable += 1;
+        } else {
+            self.decoded.push(crypto::sha256(token).to_vec());
+        }
+    }
+
+    /// An entry of the scheme's own form that cannot be used (bad prefix,
+    /// non-visible-ASCII header value, `version` without `,`).
+    pub fn reject(&mut self) {
+        self.unusable += 1;
+    }
+
+    fn skip(&mut self) {
+        self.skipped += 1;
+    }
+
+    /// `Malformed` when nothing usable was found and either something was
+    /// unusable or there was no signature-like entry at all. Only skipped
+    /// (unknown-version) entries are fine here and end in `Mismatch`.
+    pub fn check_usable(&self) -> Result<(), VerifyError> {
+        if self.decoded.is_empty() && (self.unusable > 0 || self.skipped == 0) {
+            Err(VerifyError::Malformed)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.decoded.is_empty()
+    }
+
+    pub fn as_slice(&self) -> &[Vec<u8>] {
+        &self.decoded
+    }
+}
+
+/// Decodes one signature; `None` when empty or not valid in `encoding`.
+pub(super) fn decode(encoding: Encoding, encoded: &str) -> Option<Vec<u8>> {
+    if encoded.is_empty() {
+        return None;
+    }
+    match encoding {
+        Encoding::Hex => hex::decode(encoded).ok(),
+        Encoding::Base64 => BASE64.decode(encoded).ok(),
+        Encoding::Base64url => BASE64URL.decode(encoded).ok(),
+    }
+}
+
+/// Parses one instance of a signature header into `found`. Returns the
+/// timestamp text under `ts_key` for [`Format::List`] (`Ok(None)` when absent
+/// or when `ts_key` is `None`). `Err(Malformed)` for a structurally broken list
+/// (an entry without `=`, an empty key, a repeated timestamp key), mirroring
+/// Stripe's libraries; an undecodable signature value is only counted.
+pub(super) fn signature_value<'h>(
+    format: Format<'_>,
+    ts_key: Option<&str>,
+    encoding: Encoding,
+    value: &'h str,
+    found: &mut Candidates,
+) -> Result<Option<&'h str>, VerifyError> {
+    match format {
+        Format::Bare => found.offer(value.trim(), encoding),
+        Format::Prefixed(prefix) => match value.trim().strip_prefix(prefix) {
+            Some(sig) => found.offer(sig, encoding),
+            None => found.reject(),
+        },
+        Format::Versioned(version) => {
+            for entry in value.split_ascii_whitespace() {
+                match entry.split_once(',') {
+                    Some((v, sig)) if v == version => found.offer(sig, encoding),
+                    Some(_) => found.skip(),
+                    None => found.reject(),
+                }
+            }
+        }
+        Format::List { sep, sig_key } => {
+            let mut ts = None;
+            for entry in key_values(value, sep) {
+                let (key, val) = entry?;
+                if Some(key) == ts_key {
+                    if ts.replace(val).is_some() {
+                        return Err(VerifyError::Malformed);
+                    }
+                } else if key == sig_key {
+                    found.offer(val, encoding);
+                } else {
+                    found.skip();
+                }
+            }
+            return Ok(ts);
+        }
+    }
+    Ok(None)
+}
+
+/// `key=value` entries separated by `sep`; whitespace around entries, keys and
+/// values is trimmed and empty entries are skipped. The value is everything
+/// after the first `=` (base64 padding stays in the value). An entry without
+/// `=` or with an empty key is `Err(Malformed)`.
+pub(super) fn key_values(
+    value: &str,
+    sep: char,
+) -> impl Iterator<Item = Result<(&str, &str), VerifyError>> {
+    value
+        .split(sep)
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|entry| match entry.split_once('=') {
+            Some((key, val)) if !key.trim().is_empty() => Ok((key.trim(), val.trim())),
+            _ => Err(VerifyError::Malformed),
+        })
+}
+
+/// The single value of a header that must not be ambiguous (timestamp, id):
+/// `Ok(None)` when absent; `Malformed` when not visible ASCII or when repeated
+/// with different values (which one would the signature cover?).
+pub(super) fn single_header<'h>(
+    headers: &'h HeaderMap,
+    name: &str,
+) -> Result<Option<&'h str>, VerifyError> {
+    let mut single: Option<&str> = None;
+    for value in headers.get_all(name) {
+        let text = value.to_str().map_err(|_| VerifyError::Malformed)?;
+        match single {
+            None => single = Some(text),
+            Some(seen) if seen != text => return Err(VerifyError::Malformed),
+            Some(_) => {}
+        }
+    }
+    Ok(single)
+}
+
+/// A timestamp as sent (`raw`, what the sender signed) and as unix seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Timestamp<'h> {
+    pub raw: &'h str,
+    pub unix: i64,
+}
+
+pub(super) fn timestamp(raw: &str, format: TsFormat) -> Result<Timestamp<'_>, VerifyError> {
+    let unix = match format {
+        TsFormat::UnixSeconds => unix_seconds(raw),
+        TsFormat::Rfc3339 => rfc3339_seconds(raw),
+    };
+    unix.map(|unix| Timestamp { raw, unix })
+        .ok_or(VerifyError::Malformed)
+}
+
+/// RFC 3339 UTC text as unix seconds (fraction dropped). `humantime`'s weak
+/// parser accepts some trailing junk after the seconds (`…:20Zjunk`), so the
+/// tail is checked first: an optional `.digits`, then `Z`, `+00:00` or nothing.
+fn rfc3339_seconds(raw: &str) -> Option<i64> {
+    let tail = raw.get(19..)?;
+    let tail = match tail.strip_prefix('.') {
+        Some(fraction) => fraction.trim_start_matches(|c: char| c.is_ascii_digit()),
+        None => tail,
+    };
+    if !matches!(tail, "" | "Z" | "+00:00") {
+        return None;
+    }
+    let time = humantime::parse_rfc3339_weak(raw).ok()?;
+    i64::try_from(time.duration_since(UNIX_EPOCH).ok()?.as_secs()).ok()
+}
+
+/// Unix seconds: ASCII digits only (no sign, no spaces), within `i64`.
+pub(super) fn unix_seconds(text: &str) -> Option<i64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// Linear's `webhookTimestamp` (milliseconds) when the body is a JSON object
+/// holding a number there; `None` otherwise (no check is then possible).
+pub(super) fn linear_body_timestamp_ms(body: &[u8]) -> Option<i128> {
+    #[derive(Deserialize)]
+    struct LinearBody {
+        #[serde(rename = "webhookTimestamp")]
+        webhook_timestamp: Option<serde_json::Number>,
+    }
+    let n = serde_json::from_slice::<LinearBody>(body)
+        .ok()?
+        .webhook_timestamp?;
+    n.as_i64()
+        .map(i128::from)
+        .or_else(|| n.as_u64().map(i128::from))
+        // Saturating float-to-int cast: a float from JSON is always finite.
+        .or_else(|| n.as_f64().map(|f| f as i128))
+}

@@ -1,0 +1,1318 @@
+//! Behaviour tests: negative cases per preset, round trips, custom validation,
+//! key derivation, and property tests that no input panics. Known-good
+//! provider vectors are in `vectors.rs`.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use proptest::prelude::*;
+
+use super::engine::{Format, TsFormat};
+use super::*;
+
+pub(super) const TOLERANCE: Duration = Duration::from_secs(300);
+const NOW: i64 = 1_700_000_000;
+const SECRET: &str = "s3cr3t-for-tests";
+const OTHER: &str = "an-0ther-secret";
+const BODY: &[u8] = br#"{"id":"evt_1","analysisId":"an_1","event_id":"e_1"}"#;
+const ID: &str = "msg_1";
+
+pub(super) fn at(secs: i64) -> SystemTime {
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs())
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+    }
+}
+
+/// A header map from pairs; repeated names become repeated instances.
+pub(super) fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in pairs {
+        map.append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    map
+}
+
+pub(super) fn verifier(scheme: Scheme, secrets: &[&str]) -> Verifier {
+    let secrets: Vec<&[u8]> = secrets.iter().map(|s| s.as_bytes()).collect();
+    Verifier::new(scheme, &secrets, TOLERANCE).unwrap()
+}
+
+pub(super) fn sign_map(
+    scheme: &Scheme,
+    secret: &str,
+    body: &[u8],
+    id: Option<&str>,
+    ts: i64,
+) -> HashMap<String, String> {
+    sign(scheme, secret.as_bytes(), body, id, ts)
+        .unwrap()
+        .into_iter()
+        .map(|(n, v)| (n.as_str().to_string(), v.to_str().unwrap().to_string()))
+        .collect()
+}
+
+fn preset(p: Preset) -> Scheme {
+    Scheme::Preset(p)
+}
+
+/// Signed headers for `scheme` at `ts` with the test secret and id.
+fn signed(scheme: &Scheme, secret: &str, ts: i64) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (n, v) in sign(scheme, secret.as_bytes(), BODY, Some(ID), ts).unwrap() {
+        map.append(n, v);
+    }
+    map
+}
+
+fn sig_header(scheme: &Scheme) -> &'static str {
+    match scheme {
+        Scheme::Preset(p) => presets::spec(*p).header,
+        Scheme::Custom(_) => "x-custom-sig",
+    }
+}
+
+fn verify(
+    scheme: &Scheme,
+    map: &HeaderMap,
+    body: &[u8],
+    now: i64,
+) -> Result<Verified, VerifyError> {
+    verifier(scheme.clone(), &[SECRET]).verify(map, body, at(now))
+}
+
+fn set(map: &mut HeaderMap, name: &str, value: &str) {
+    map.insert(
+        HeaderName::from_bytes(name.as_bytes()).unwrap(),
+        HeaderValue::from_str(value).unwrap(),
+    );
+}
+
+fn customs() -> Vec<Custom> {
+    let base = Custom {
+        header: "X-Custom-Sig".into(),
+        prefix: None,
+        encoding: Encoding::Hex,
+        algorithm: Algorithm::Sha256,
+        signed_content: "{body}".into(),
+        id_header: None,
+        timestamp_header: None,
+    };
+    vec![
+        base.clone(),
+        Custom {
+            prefix: Some("sha1=".into()),
+            algorithm: Algorithm::Sha1,
+            ..base.clone()
+        },
+        Custom {
+            encoding: Encoding::Base64,
+            algorithm: Algorithm::Sha512,
+            signed_content: "{timestamp}.{body}".into(),
+            timestamp_header: Some("X-Custom-Ts".into()),
+            ..base.clone()
+        },
+        Custom {
+            prefix: Some("v1=".into()),
+            encoding: Encoding::Base64url,
+            signed_content: "{id}:{timestamp}:{body}".into(),
+            id_header: Some("X-Custom-Id".into()),
+            timestamp_header: Some("X-Custom-Ts".into()),
+            ..base.clone()
+        },
+        // The timestamp header is checked even though it is not signed.
+        Custom {
+            id_header: Some("x-custom-id".into()),
+            timestamp_header: Some("x-custom-ts".into()),
+            ..base
+        },
+    ]
+}
+
+fn all_schemes() -> Vec<Scheme> {
+    Preset::ALL
+        .iter()
+        .map(|p| preset(*p))
+        .chain(customs().into_iter().map(|c| Scheme::Custom(Box::new(c))))
+        .collect()
+}
+
+// ---------------------------------------------------------------- presets
+
+#[test]
+fn preset_names_match_serde_and_from_str() {
+    assert_eq!(Preset::ALL.len(), 16);
+    for p in Preset::ALL {
+        let json = serde_json::to_string(p).unwrap();
+        assert_eq!(json, format!("\"{}\"", p.name()));
+        assert_eq!(serde_json::from_str::<Preset>(&json).unwrap(), *p);
+        assert_eq!(p.name().parse::<Preset>(), Ok(*p));
+        assert_eq!(Scheme::Preset(*p).name(), p.name());
+    }
+    let names: std::collections::HashSet<_> = Preset::ALL.iter().map(|p| p.name()).collect();
+    assert_eq!(names.len(), 16);
+    let err = "github2".parse::<Preset>().unwrap_err();
+    assert!(err.contains("github2"), "{err}");
+    for p in Preset::ALL {
+        assert!(err.contains(p.name()), "{err} lacks {}", p.name());
+    }
+}
+
+#[test]
+fn default_event_ids() {
+    use EventIdSource::{BodyPointer, Header};
+    let expect = [
+        (Preset::Sigsentry, Some(BodyPointer("/analysisId"))),
+        (Preset::Statussentry, Some(BodyPointer("/id"))),
+        (Preset::Sentry, Some(Header("request-id"))),
+        (Preset::StandardWebhooks, Some(Header("webhook-id"))),
+        (Preset::Svix, Some(Header("svix-id"))),
+        (Preset::Stripe, Some(BodyPointer("/id"))),
+        (Preset::Github, Some(Header("x-github-delivery"))),
+        (Preset::Slack, None),
+        (Preset::Shopify, Some(Header("x-shopify-webhook-id"))),
+        (Preset::Pagerduty, None),
+        (Preset::Linear, Some(Header("linear-delivery"))),
+        (Preset::Paddle, Some(BodyPointer("/event_id"))),
+        (Preset::Zoom, None),
+        (Preset::Intercom, None),
+        (Preset::Twitch, Some(Header("twitch-eventsub-message-id"))),
+        (Preset::Gitlab, Some(Header("x-gitlab-event-uuid"))),
+    ];
+    for (p, want) in expect {
+        assert_eq!(p.default_event_id(), want, "{}", p.name());
+    }
+}
+
+#[test]
+fn uses_timestamp() {
+    let timed = [
+        Preset::Statussentry,
+        Preset::Sentry,
+        Preset::StandardWebhooks,
+        Preset::Svix,
+        Preset::Stripe,
+        Preset::Slack,
+        Preset::Paddle,
+        Preset::Zoom,
+        Preset::Twitch,
+    ];
+    for p in Preset::ALL {
+        assert_eq!(
+            preset(*p).uses_timestamp(),
+            timed.contains(p),
+            "{}",
+            p.name()
+        );
+    }
+    let c = customs();
+    assert!(!Scheme::Custom(Box::new(c[0].clone())).uses_timestamp());
+    assert!(Scheme::Custom(Box::new(c[2].clone())).uses_timestamp());
+    assert_eq!(Scheme::Custom(Box::new(c[0].clone())).name(), "custom");
+}
+
+// ---------------------------------------------------------------- keys
+
+#[test]
+fn key_derivation() {
+    let sw = preset(Preset::StandardWebhooks);
+    assert_eq!(Key::derive(&sw, b"").unwrap_err(), KeyError::Empty);
+    assert_eq!(Key::derive(&sw, b"whsec_").unwrap_err(), KeyError::Empty);
+    assert_eq!(
+        Key::derive(&sw, b"whsec_not base64!").unwrap_err(),
+        KeyError::BadBase64
+    );
+    assert_eq!(Key::derive(&sw, b"whsec_aGVsbG8=").unwrap().0, b"hello");
+    // Padding is optional.
+    assert_eq!(
+        Key::derive(&preset(Preset::Svix), b"whsec_aGVsbG8")
+            .unwrap()
+            .0,
+        b"hello"
+    );
+    // Without the prefix the bytes are the key.
+    assert_eq!(Key::derive(&sw, b"aGVsbG8=").unwrap().0, b"aGVsbG8=");
+    // Stripe's whsec_ secrets are used verbatim (and so is everyone else's).
+    for p in Preset::ALL
+        .iter()
+        .filter(|p| !matches!(p, Preset::StandardWebhooks | Preset::Svix))
+    {
+        assert_eq!(
+            Key::derive(&preset(*p), b"whsec_aGVsbG8=").unwrap().0,
+            b"whsec_aGVsbG8="
+        );
+    }
+    assert_eq!(
+        format!("{:?}", Key::derive(&sw, b"topsecret").unwrap()),
+        "[redacted]"
+    );
+    let v = verifier(preset(Preset::Github), &["topsecret"]);
+    assert!(!format!("{v:?}").contains("topsecret"));
+}
+
+#[test]
+fn verifier_new_rejects_empty_and_bad_secrets() {
+    let sw = preset(Preset::StandardWebhooks);
+    assert_eq!(
+        Verifier::new(sw.clone(), &[], TOLERANCE).unwrap_err(),
+        KeyError::Empty
+    );
+    assert_eq!(
+        Verifier::new(sw.clone(), &[b"ok", b""], TOLERANCE).unwrap_err(),
+        KeyError::Empty
+    );
+    assert_eq!(
+        Verifier::new(sw, &[b"whsec_%%%"], TOLERANCE).unwrap_err(),
+        KeyError::BadBase64
+    );
+    assert_eq!(
+        sign(&preset(Preset::Github), b"", b"x", None, 0),
+        Err(SignError::Key(KeyError::Empty))
+    );
+}
+
+// ---------------------------------------------------------------- round trips
+
+#[test]
+fn round_trip_every_scheme() {
+    for scheme in all_schemes() {
+        let map = signed(&scheme, SECRET, NOW);
+        let v = verify(&scheme, &map, BODY, NOW).unwrap_or_else(|e| panic!("{scheme:?}: {e:?}"));
+        assert_eq!(v.key_index, 0);
+        let want_ts = scheme.uses_timestamp().then_some(NOW);
+        assert_eq!(v.timestamp, want_ts, "{scheme:?}");
+    }
+}
+
+#[test]
+fn round_trip_binary_body_and_edges_of_tolerance() {
+    let body = [0u8, 0xff, b'.', b'\n', 0x80];
+    for scheme in all_schemes() {
+        let mut map = HeaderMap::new();
+        for (n, v) in sign(&scheme, SECRET.as_bytes(), &body, Some(ID), NOW).unwrap() {
+            map.append(n, v);
+        }
+        for now in [NOW - 300, NOW + 300] {
+            assert!(
+                verify(&scheme, &map, &body, now).is_ok(),
+                "{scheme:?} at {now}"
+            );
+        }
+    }
+}
+
+#[test]
+fn sign_emits_expected_header_names() {
+    let names = |scheme: Scheme, id: Option<&str>| -> Vec<String> {
+        let mut names: Vec<String> = sign(&scheme, b"k", b"{}", id, NOW)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n.as_str().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        names(preset(Preset::StandardWebhooks), Some("m")),
+        ["webhook-id", "webhook-signature", "webhook-timestamp"]
+    );
+    assert_eq!(
+        names(preset(Preset::Svix), Some("m")),
+        ["svix-id", "svix-signature", "svix-timestamp"]
+    );
+    assert_eq!(
+        names(preset(Preset::Sentry), Some("m")),
+        [
+            "request-id",
+            "sentry-hook-signature",
+            "sentry-hook-timestamp"
+        ]
+    );
+    assert_eq!(
+        names(preset(Preset::Sentry), None),
+        ["sentry-hook-signature", "sentry-hook-timestamp"]
+    );
+    assert_eq!(
+        names(preset(Preset::Github), Some("m")),
+        ["x-github-delivery", "x-hub-signature-256"]
+    );
+    assert_eq!(names(preset(Preset::Github), None), ["x-hub-signature-256"]);
+    assert_eq!(
+        names(preset(Preset::Slack), Some("m")),
+        ["x-slack-request-timestamp", "x-slack-signature"]
+    );
+    assert_eq!(
+        names(preset(Preset::Twitch), Some("m")),
+        [
+            "twitch-eventsub-message-id",
+            "twitch-eventsub-message-signature",
+            "twitch-eventsub-message-timestamp"
+        ]
+    );
+    assert_eq!(
+        names(preset(Preset::Stripe), Some("m")),
+        ["stripe-signature"]
+    );
+    assert_eq!(names(preset(Preset::Paddle), None), ["paddle-signature"]);
+    assert_eq!(
+        names(preset(Preset::Gitlab), Some("m")),
+        ["x-gitlab-event-uuid", "x-gitlab-token"]
+    );
+    assert_eq!(
+        names(Scheme::Custom(Box::new(customs()[3].clone())), Some("m")),
+        ["x-custom-id", "x-custom-sig", "x-custom-ts"]
+    );
+    let gitlab = sign_map(&preset(Preset::Gitlab), "tok en", b"", None, 0);
+    assert_eq!(gitlab["x-gitlab-token"], "tok en");
+    let twitch = sign_map(&preset(Preset::Twitch), "k", b"", Some("m"), 1_573_899_072);
+    assert_eq!(
+        twitch["twitch-eventsub-message-timestamp"],
+        "2019-11-16T10:11:12Z"
+    );
+}
+
+#[test]
+fn sign_requires_id_when_the_content_signs_it() {
+    for p in [Preset::StandardWebhooks, Preset::Svix, Preset::Twitch] {
+        assert_eq!(
+            sign(&preset(p), b"k", b"", None, NOW),
+            Err(SignError::IdRequired(p.name()))
+        );
+    }
+    let custom = Scheme::Custom(Box::new(customs()[3].clone()));
+    assert_eq!(
+        sign(&custom, b"k", b"", None, NOW),
+        Err(SignError::IdRequired("custom"))
+    );
+    // Custom with an id header but no {id} in the content: id is optional.
+    assert!(sign(
+        &Scheme::Custom(Box::new(customs()[4].clone())),
+        b"k",
+        b"",
+        None,
+        NOW
+    )
+    .is_ok());
+}
+
+#[test]
+fn sign_never_panics_on_odd_inputs() {
+    for scheme in all_schemes() {
+        for ts in [i64::MIN, -1, 0, i64::MAX] {
+            let _ = sign(&scheme, b"k", b"", Some("m"), ts);
+        }
+        assert!(matches!(
+            sign(&scheme, b"k", b"", Some("bad\nid"), NOW),
+            Err(SignError::Invalid(_)) | Ok(_)
+        ));
+    }
+    // An id that cannot be a header value is an error, not a panic.
+    assert!(matches!(
+        sign(
+            &preset(Preset::StandardWebhooks),
+            b"k",
+            b"",
+            Some("a\nb"),
+            NOW
+        ),
+        Err(SignError::Invalid(_))
+    ));
+    // The error never echoes the GitLab secret.
+    let err = sign(&preset(Preset::Gitlab), b"sec\nret", b"", None, NOW).unwrap_err();
+    assert!(!err.to_string().contains("sec"), "{err}");
+    // Twitch timestamps outside 1970..=9999 are clamped.
+    let t = sign_map(&preset(Preset::Twitch), "k", b"", Some("m"), -5);
+    assert_eq!(
+        t["twitch-eventsub-message-timestamp"],
+        "1970-01-01T00:00:00Z"
+    );
+    let t = sign_map(&preset(Preset::Twitch), "k", b"", Some("m"), i64::MAX);
+    assert_eq!(
+        t["twitch-eventsub-message-timestamp"],
+        "9999-12-31T23:59:59Z"
+    );
+}
+
+// ---------------------------------------------------------------- negatives (every scheme)
+
+#[test]
+fn tampered_body_is_mismatch() {
+    // GitLab's token does not cover the body.
+    for scheme in all_schemes()
+        .into_iter()
+        .filter(|s| *s != preset(Preset::Gitlab))
+    {
+        let map = signed(&scheme, SECRET, NOW);
+        let mut body = BODY.to_vec();
+        body[2] ^= 1;
+        assert_eq!(
+            verify(&scheme, &map, &body, NOW),
+            Err(VerifyError::Mismatch),
+            "{scheme:?}"
+        );
+    }
+}
+
+#[test]
+fn wrong_secret_is_mismatch() {
+    for scheme in all_schemes() {
+        let map = signed(&scheme, OTHER, NOW);
+        assert_eq!(
+            verify(&scheme, &map, BODY, NOW),
+            Err(VerifyError::Mismatch),
+            "{scheme:?}"
+        );
+    }
+}
+
+#[test]
+fn missing_signature_header_is_missing() {
+    for scheme in all_schemes() {
+        let mut map = signed(&scheme, SECRET, NOW);
+        map.remove(sig_header(&scheme));
+        assert_eq!(
+            verify(&scheme, &map, BODY, NOW),
+            Err(VerifyError::Missing),
+            "{scheme:?}"
+        );
+        // Missing wins over everything else, even with no other header.
+        assert_eq!(
+            verify(&scheme, &HeaderMap::new(), BODY, NOW),
+            Err(VerifyError::Missing)
+        );
+    }
+}
+
+#[test]
+fn stale_and_future_timestamps_are_rejected() {
+    for scheme in all_schemes().into_iter().filter(Scheme::uses_timestamp) {
+        for ts in [NOW - 301, NOW + 301, 0, i64::MAX] {
+            let map = signed(&scheme, SECRET, ts);
+            assert_eq!(
+                verify(&scheme, &map, BODY, NOW),
+                Err(VerifyError::TimestampOutOfTolerance),
+                "{scheme:?} at {ts}"
+            );
+        }
+    }
+}
+
+#[test]
+fn garbage_signature_is_malformed() {
+    for scheme in all_schemes() {
+        if scheme == preset(Preset::Gitlab) {
+            continue; // any non-empty token is well-formed
+        }
+        let mut map = signed(&scheme, SECRET, NOW);
+        set(&mut map, sig_header(&scheme), "!!not a signature!!");
+        assert_eq!(
+            verify(&scheme, &map, BODY, NOW),
+            Err(VerifyError::Malformed),
+            "{scheme:?}"
+        );
+    }
+}
+
+#[test]
+fn non_ascii_signature_header_is_malformed() {
+    for scheme in all_schemes() {
+        if scheme == preset(Preset::Gitlab) {
+            continue; // compared as raw bytes, see gitlab_token below
+        }
+        let mut map = signed(&scheme, SECRET, NOW);
+        map.insert(
+            HeaderName::from_bytes(sig_header(&scheme).as_bytes()).unwrap(),
+            HeaderValue::from_bytes(b"sha256=\xff\xfe").unwrap(),
+        );
+        assert_eq!(
+            verify(&scheme, &map, BODY, NOW),
+            Err(VerifyError::Malformed),
+            "{scheme:?}"
+        );
+    }
+}
+
+#[test]
+fn truncated_signature_is_rejected() {
+    for scheme in all_schemes() {
+        let map = signed(&scheme, SECRET, NOW);
+        let name = sig_header(&scheme);
+        let full = map[name].to_str().unwrap().to_string();
+        for keep in [full.len() / 2, full.len() - 3] {
+            let mut map = map.clone();
+            set(&mut map, name, &full[..keep]);
+            let got = verify(&scheme, &map, BODY, NOW);
+            assert!(
+                matches!(got, Err(VerifyError::Malformed | VerifyError::Mismatch)),
+                "{scheme:?} {keep}: {got:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn decoy_instances_and_rotation() {
+    for scheme in all_schemes() {
+        // A well-formed decoy instance (signed with another secret) before the
+        // real one: every instance is checked.
+        let decoy = signed(&scheme, OTHER, NOW);
+        let mut map = signed(&scheme, SECRET, NOW);
+        let name = HeaderName::from_bytes(sig_header(&scheme).as_bytes()).unwrap();
+        let real = map.remove(&name).unwrap();
+        map.append(name.clone(), decoy[&name].clone());
+        map.append(name, real);
+        assert!(verify(&scheme, &map, BODY, NOW).is_ok(), "{scheme:?}");
+
+        // Rotation: the second configured secret matches.
+        let map = signed(&scheme, SECRET, NOW);
+        let v = verifier(scheme.clone(), &[OTHER, SECRET])
+            .verify(&map, BODY, at(NOW))
+            .unwrap();
+        assert_eq!(v.key_index, 1, "{scheme:?}");
+        let v = verifier(scheme.clone(), &[SECRET, SECRET])
+            .verify(&map, BODY, at(NOW))
+            .unwrap();
+        assert_eq!(v.key_index, 0, "first matching key wins");
+    }
+}
+
+#[test]
+fn candidate_cap_bounds_the_work() {
+    let scheme = preset(Preset::Github);
+    let decoy = format!("sha256={}", "ab".repeat(32));
+    let good = signed(&scheme, SECRET, NOW)["x-hub-signature-256"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    for (decoys, ok) in [
+        (MAX_CANDIDATES - 1, true),
+        (MAX_CANDIDATES, false),
+        (100, false),
+    ] {
+        let mut pairs = vec![("x-hub-signature-256", decoy.as_str()); decoys];
+        pairs.push(("x-hub-signature-256", &good));
+        let got = verify(&scheme, &headers(&pairs), BODY, NOW);
+        assert_eq!(got.is_ok(), ok, "{decoys} decoys: {got:?}");
+    }
+    // The same holds inside one header.
+    let scheme = preset(Preset::StandardWebhooks);
+    let map = signed(&scheme, SECRET, NOW);
+    let good = map["webhook-signature"].to_str().unwrap().to_string();
+    let many = format!("{} {good}", vec!["v1,AAAA"; 40].join(" "));
+    let mut capped = map.clone();
+    set(&mut capped, "webhook-signature", &many);
+    assert_eq!(
+        verify(&scheme, &capped, BODY, NOW),
+        Err(VerifyError::Mismatch)
+    );
+}
+
+#[test]
+fn error_precedence() {
+    let scheme = preset(Preset::Slack);
+    // Missing beats a missing timestamp.
+    assert_eq!(
+        verify(&scheme, &HeaderMap::new(), BODY, NOW),
+        Err(VerifyError::Missing)
+    );
+    // Malformed beats a stale timestamp.
+    let mut map = signed(&scheme, SECRET, NOW - 1000);
+    set(&mut map, "x-slack-signature", "v0=zz");
+    assert_eq!(
+        verify(&scheme, &map, BODY, NOW),
+        Err(VerifyError::Malformed)
+    );
+    // A stale timestamp beats a wrong signature (checked before the MAC).
+    let map = signed(&scheme, OTHER, NOW - 1000);
+    assert_eq!(
+        verify(&scheme, &map, BODY, NOW),
+        Err(VerifyError::TimestampOutOfTolerance)
+    );
+    // A missing timestamp header is Malformed.
+    let mut map = signed(&scheme, SECRET, NOW);
+    map.remove("x-slack-request-timestamp");
+    assert_eq!(
+        verify(&scheme, &map, BODY, NOW),
+        Err(VerifyError::Malformed)
+    );
+}
+
+#[test]
+fn timestamp_headers_must_be_plain_unix_seconds() {
+    for scheme in all_schemes().into_iter().filter(Scheme::uses_timestamp) {
+        let ts_header = match &scheme {
+            Scheme::Preset(p) => match presets::spec(*p).timestamp {
+                Some(engine::TsSource::Header(name, TsFormat::UnixSeconds)) => name.to_string(),
+                _ => continue,
+            },
+            Scheme::Custom(c) => c.timestamp_header.clone().unwrap().to_ascii_lowercase(),
+        };
+        for bad in [
+            "",
+            "abc",
+            "-5",
+            "+1700000000",
+            "1700000000.5",
+            " 1700000000",
+            "99999999999999999999",
+        ] {
+            let mut map = signed(&scheme, SECRET, NOW);
+            set(&mut map, &ts_header, bad);
+            assert_eq!(
+                verify(&scheme, &map, BODY, NOW),
+                Err(VerifyError::Malformed),
+                "{scheme:?} {bad:?}"
+            );
+        }
+        // A second instance with another value is ambiguous.
+        let mut map = signed(&scheme, SECRET, NOW);
+        map.append(
+            HeaderName::from_bytes(ts_header.as_bytes()).unwrap(),
+            HeaderValue::from_static("1700000001"),
+        );
+        assert_eq!(
+            verify(&scheme, &map, BODY, NOW),
+            Err(VerifyError::Malformed),
+            "{scheme:?}"
+        );
+        // The same value twice is harmless.
+        let mut map = signed(&scheme, SECRET, NOW);
+        map.append(
+            HeaderName::from_bytes(ts_header.as_bytes()).unwrap(),
+            HeaderValue::from_static("1700000000"),
+        );
+        assert!(verify(&scheme, &map, BODY, NOW).is_ok(), "{scheme:?}");
+    }
+}
+
+#[test]
+fn huge_timestamps_never_overflow() {
+    let scheme = preset(Preset::Slack);
+    let mut map = signed(&scheme, SECRET, NOW);
+    set(&mut map, "x-slack-request-timestamp", &i64::MAX.to_string());
+    assert_eq!(
+        verify(&scheme, &map, BODY, NOW),
+        Err(VerifyError::TimestampOutOfTolerance)
+    );
+    let v = Verifier::new(scheme.clone(), &[SECRET.as_bytes()], Duration::MAX).unwrap();
+    let map = signed(&scheme, SECRET, i64::MAX);
+    assert!(v.verify(&map, BODY, at(NOW)).is_ok());
+    assert!(v.verify(&map, BODY, at(-NOW)).is_ok());
+    let map = signed(&scheme, SECRET, 0);
+    assert!(v
+        .verify(
+            &map,
+            BODY,
+            SystemTime::UNIX_EPOCH - Duration::from_secs(u32::MAX.into())
+        )
+        .is_ok());
+}
+
+// ---------------------------------------------------------------- per-format specifics
+
+#[test]
+fn standard_webhooks_versions_and_ids() {
+    let scheme = preset(Preset::StandardWebhooks);
+    let map = signed(&scheme, SECRET, NOW);
+    let good = map["webhook-signature"].to_str().unwrap().to_string();
+    let with = |value: &str| {
+        let mut m = map.clone();
+        set(&mut m, "webhook-signature", value);
+        verify(&scheme, &m, BODY, NOW)
+    };
+    // Unknown versions (asymmetric v1a, future v2) are skipped.
+    assert!(with(&format!("v1a,AAAA v2,BBBB {good}")).is_ok());
+    assert!(with(&format!("v1,Zm9v   {good}  ")).is_ok());
+    assert_eq!(with("v1a,AAAA v2,BBBB"), Err(VerifyError::Mismatch));
+    // A v1 entry that is not base64, alone, is Malformed; next to a good one it
+    // is only skipped.
+    assert_eq!(with("v1,***"), Err(VerifyError::Malformed));
+    assert!(with(&format!("v1,*** {good}")).is_ok());
+    assert_eq!(with("v1,"), Err(VerifyError::Malformed));
+    assert_eq!(with("   "), Err(VerifyError::Malformed));
+    assert_eq!(with("nocomma"), Err(VerifyError::Malformed));
+    // Decoded but the wrong length: Mismatch.
+    assert_eq!(with("v1,AAAA"), Err(VerifyError::Mismatch));
+    // The id is signed: missing is Malformed, changed is Mismatch.
+    let mut m = map.clone();
+    m.remove("webhook-id");
+    assert_eq!(verify(&scheme, &m, BODY, NOW), Err(VerifyError::Malformed));
+    let mut m = map.clone();
+    set(&mut m, "webhook-id", "msg_2");
+    assert_eq!(verify(&scheme, &m, BODY, NOW), Err(VerifyError::Mismatch));
+}
+
+#[test]
+fn stripe_style_lists() {
+    for (p, ts_key, sep, sig_key) in [
+        (Preset::Stripe, "t", ",", "v1"),
+        (Preset::Statussentry, "t", ",", "v1"),
+        (Preset::Paddle, "ts", ";", "h1"),
+    ] {
+        let scheme = preset(p);
+        let name = sig_header(&scheme);
+        let good_value = signed(&scheme, SECRET, NOW)[name]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let good_sig = good_value.rsplit_once('=').unwrap().1.to_string();
+        let decoy = "ab".repeat(32);
+        let with = |value: String| verify(&scheme, &headers(&[(name, &value)]), BODY, NOW);
+        let t = format!("{ts_key}={NOW}");
+        let s = |sig: &str| format!("{sig_key}={sig}");
+
+        // Several signatures, one valid, among decoys and unknown keys; any order.
+        assert!(with(
+            [
+                s(&decoy),
+                "v0=abcd".into(),
+                s(&good_sig),
+                t.clone(),
+                "x=1".into()
+            ]
+            .join(sep)
+        )
+        .is_ok());
+        assert!(with(format!("{t}{sep} {}{sep}{}", s(&decoy), s(&good_sig))).is_ok());
+        // Only unknown versions: Mismatch. No signature entry at all: Malformed.
+        assert_eq!(
+            with(format!("{t}{sep}v0={good_sig}")),
+            Err(VerifyError::Mismatch),
+            "{p:?}"
+        );
+        assert_eq!(with(t.clone()), Err(VerifyError::Malformed), "{p:?}");
+        // Missing, empty, negative, non-numeric or repeated timestamp: Malformed.
+        assert_eq!(with(s(&good_sig)), Err(VerifyError::Malformed));
+        for bad in ["", "-1", "abc", "1e9", "99999999999999999999"] {
+            assert_eq!(
+                with(format!("{ts_key}={bad}{sep}{}", s(&good_sig))),
+                Err(VerifyError::Malformed)
+            );
+        }
+        assert_eq!(
+            with(format!("{t}{sep}{t}{sep}{}", s(&good_sig))),
+            Err(VerifyError::Malformed)
+        );
+        // Structurally broken: Malformed, like stripe-go's ErrInvalidHeader.
+        assert_eq!(with(format!("v1{sep}{t}")), Err(VerifyError::Malformed));
+        assert_eq!(
+            with(format!("{t}{sep}={good_sig}")),
+            Err(VerifyError::Malformed)
+        );
+        // Bad hex alone is Malformed; next to a good one, skipped.
+        assert_eq!(
+            with(format!("{t}{sep}{}", s("xyz"))),
+            Err(VerifyError::Malformed)
+        );
+        assert!(with(format!("{t}{sep}{}{sep}{}", s("xyz"), s(&good_sig))).is_ok());
+        // Uppercase hex is accepted.
+        assert!(with(format!("{t}{sep}{}", s(&good_sig.to_uppercase()))).is_ok());
+        // Two instances must agree on the timestamp.
+        let other_t = format!("{ts_key}={}{sep}{}", NOW + 1, s(&decoy));
+        let pairs = [(name, good_value.as_str()), (name, other_t.as_str())];
+        assert_eq!(
+            verify(&scheme, &headers(&pairs), BODY, NOW),
+            Err(VerifyError::Malformed)
+        );
+    }
+}
+
+#[test]
+fn pagerduty_list_with_spaces() {
+    let scheme = preset(Preset::Pagerduty);
+    let good = signed(&scheme, SECRET, NOW)["x-pagerduty-signature"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let value = format!("v1={} , {good} ,v2=abcd", "cd".repeat(32));
+    assert!(verify(
+        &scheme,
+        &headers(&[("x-pagerduty-signature", &value)]),
+        BODY,
+        NOW
+    )
+    .is_ok());
+    let value = format!("v2={}", &good[3..]);
+    assert_eq!(
+        verify(
+            &scheme,
+            &headers(&[("x-pagerduty-signature", &value)]),
+            BODY,
+            NOW
+        ),
+        Err(VerifyError::Mismatch)
+    );
+}
+
+#[test]
+fn prefixed_headers_need_their_prefix() {
+    for (p, prefix) in [
+        (Preset::Github, "sha256="),
+        (Preset::Sigsentry, "sha256="),
+        (Preset::Intercom, "sha1="),
+        (Preset::Slack, "v0="),
+        (Preset::Zoom, "v0="),
+        (Preset::Twitch, "sha256="),
+    ] {
+        let scheme = preset(p);
+        let name = sig_header(&scheme);
+        let map = signed(&scheme, SECRET, NOW);
+        let good = map[name].to_str().unwrap().to_string();
+        let bare = good.strip_prefix(prefix).unwrap();
+        for bad in [
+            bare.to_string(),
+            format!("sha512={bare}"),
+            format!("{}{bare}", prefix.to_uppercase()),
+        ] {
+            let mut m = map.clone();
+            set(&mut m, name, &bad);
+            assert_eq!(
+                verify(&scheme, &m, BODY, NOW),
+                Err(VerifyError::Malformed),
+                "{p:?} {bad}"
+            );
+        }
+        // A bad-prefix instance next to a good one is skipped.
+        let mut m = map.clone();
+        m.append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(bare).unwrap(),
+        );
+        assert!(verify(&scheme, &m, BODY, NOW).is_ok(), "{p:?}");
+    }
+}
+
+#[test]
+fn twitch_timestamps_are_rfc3339() {
+    let scheme = preset(Preset::Twitch);
+    let map = signed(&scheme, SECRET, NOW);
+    for bad in [
+        "1700000000",
+        "2023-13-14T22:13:20Z",
+        "yesterday",
+        "2023-11-14T22:13:20Zjunk",
+        "2023-11-14T22:13:20.5x",
+        "2023-11-14T22:13:20+01:00",
+        "1969-12-31T23:59:59Z",
+        "2023-11-14 22:13:20+00:00junk",
+    ] {
+        let mut m = map.clone();
+        set(&mut m, "twitch-eventsub-message-timestamp", bad);
+        assert_eq!(
+            verify(&scheme, &m, BODY, NOW),
+            Err(VerifyError::Malformed),
+            "{bad}"
+        );
+    }
+    let mut m = map.clone();
+    m.remove("twitch-eventsub-message-id");
+    assert_eq!(verify(&scheme, &m, BODY, NOW), Err(VerifyError::Malformed));
+    let mut m = map.clone();
+    m.append(
+        "twitch-eventsub-message-id",
+        HeaderValue::from_static("msg_2"),
+    );
+    assert_eq!(verify(&scheme, &m, BODY, NOW), Err(VerifyError::Malformed));
+}
+
+#[test]
+fn shopify_base64_padding_is_optional() {
+    let scheme = preset(Preset::Shopify);
+    let map = signed(&scheme, SECRET, NOW);
+    let good = map["x-shopify-hmac-sha256"].to_str().unwrap().to_string();
+    assert!(good.ends_with('='));
+    let mut m = map.clone();
+    set(&mut m, "x-shopify-hmac-sha256", good.trim_end_matches('='));
+    assert!(verify(&scheme, &m, BODY, NOW).is_ok());
+    set(&mut m, "x-shopify-hmac-sha256", "not base64!");
+    assert_eq!(verify(&scheme, &m, BODY, NOW), Err(VerifyError::Malformed));
+}
+
+#[test]
+fn sentry_timestamp_is_required() {
+    let scheme = preset(Preset::Sentry);
+    let mut map = signed(&scheme, SECRET, NOW);
+    map.remove("sentry-hook-timestamp");
+    assert_eq!(
+        verify(&scheme, &map, BODY, NOW),
+        Err(VerifyError::Malformed)
+    );
+}
+
+#[test]
+fn gitlab_token() {
+    let scheme = preset(Preset::Gitlab);
+    let with = |value: &[u8]| {
+        let mut map = HeaderMap::new();
+        map.insert("x-gitlab-token", HeaderValue::from_bytes(value).unwrap());
+        verifier(scheme.clone(), &[OTHER, SECRET]).verify(&map, b"anything", at(NOW))
+    };
+    assert_eq!(with(SECRET.as_bytes()).unwrap().key_index, 1);
+    assert_eq!(with(b"s3cr3t-for-test"), Err(VerifyError::Mismatch));
+    assert_eq!(with(b"s3cr3t-for-tests "), Err(VerifyError::Mismatch)); // http trims nothing
+    assert_eq!(with(b"\xff"), Err(VerifyError::Mismatch));
+    assert_eq!(with(b""), Err(VerifyError::Malformed));
+}
+
+#[test]
+fn linear_body_timestamp() {
+    let scheme = preset(Preset::Linear);
+    let check = |body: &[u8]| {
+        let map = signed_body(&scheme, body);
+        verify(&scheme, &map, body, NOW)
+    };
+    let ms = NOW * 1000;
+    assert_eq!(
+        check(format!(r#"{{"webhookTimestamp":{ms}}}"#).as_bytes())
+            .unwrap()
+            .timestamp,
+        Some(NOW)
+    );
+    for stale in [ms - 301_000, ms + 301_000, 0, -1, i64::MAX] {
+        assert_eq!(
+            check(format!(r#"{{"a":[1],"webhookTimestamp":{stale}}}"#).as_bytes()),
+            Err(VerifyError::TimestampOutOfTolerance),
+            "{stale}"
+        );
+    }
+    assert_eq!(
+        check(b"{\"webhookTimestamp\":1e300}"),
+        Err(VerifyError::TimestampOutOfTolerance)
+    );
+    assert_eq!(
+        check(b"{\"webhookTimestamp\":184467440737095516150}"),
+        Err(VerifyError::TimestampOutOfTolerance)
+    );
+    // No usable timestamp: accepted on the signature alone.
+    for body in [
+        &b"not json"[..],
+        b"{}",
+        b"[1,2]",
+        b"{\"webhookTimestamp\":\"1700000000000\"}",
+    ] {
+        assert_eq!(check(body).unwrap().timestamp, None);
+    }
+    // A forged stale body fails on the signature first.
+    let map = signed_body(&scheme, b"{}");
+    assert_eq!(
+        verify(&scheme, &map, b"{\"webhookTimestamp\":0}", NOW),
+        Err(VerifyError::Mismatch)
+    );
+}
+
+fn signed_body(scheme: &Scheme, body: &[u8]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (n, v) in sign(scheme, SECRET.as_bytes(), body, Some(ID), NOW).unwrap() {
+        map.append(n, v);
+    }
+    map
+}
+
+// ---------------------------------------------------------------- custom
+
+fn custom_base() -> Custom {
+    customs()[0].clone()
+}
+
+#[test]
+fn custom_validate_errors_name_the_field() {
+    let cases: Vec<(Custom, &str)> = vec![
+        (
+            Custom {
+                header: String::new(),
+                ..custom_base()
+            },
+            "header: must not be empty",
+        ),
+        (
+            Custom {
+                header: "bad header".into(),
+                ..custom_base()
+            },
+            "header:",
+        ),
+        (
+            Custom {
+                header: "x-sig\n".into(),
+                ..custom_base()
+            },
+            "header:",
+        ),
+        (
+            Custom {
+                id_header: Some("a b".into()),
+                ..custom_base()
+            },
+            "id_header:",
+        ),
+        (
+            Custom {
+                id_header: Some(String::new()),
+                ..custom_base()
+            },
+            "id_header: must not be empty",
+        ),
+        (
+            Custom {
+                timestamp_header: Some("t(s)".into()),
+                ..custom_base()
+            },
+            "timestamp_header:",
+        ),
+        (
+            Custom {
+                prefix: Some("sha256=\n".into()),
+                ..custom_base()
+            },
+            "prefix:",
+        ),
+        (
+            Custom {
+                prefix: Some(" v1=".into()),
+                ..custom_base()
+            },
+            "prefix:",
+        ),
+        (
+            Custom {
+                signed_content: "{foo}.{body}".into(),
+                ..custom_base()
+            },
+            "signed_content: unknown placeholder {foo}",
+        ),
+        (
+            Custom {
+                signed_content: "{body".into(),
+                ..custom_base()
+            },
+            "signed_content: unclosed {",
+        ),
+        (
+            Custom {
+                signed_content: "{timestamp}".into(),
+                ..custom_base()
+            },
+            "signed_content: must contain {body}",
+        ),
+        (
+            Custom {
+                signed_content: String::new(),
+                ..custom_base()
+            },
+            "signed_content: must contain {body}",
+        ),
+        (
+            Custom {
+                signed_content: "{timestamp}.{body}".into(),
+                ..custom_base()
+            },
+            "signed_content: {timestamp} needs timestamp_header",
+        ),
+        (
+            Custom {
+                signed_content: "{id}.{body}".into(),
+                ..custom_base()
+            },
+            "signed_content: {id} needs id_header",
+        ),
+    ];
+    for (custom, want) in cases {
+        let err = custom.validate().unwrap_err();
+        assert!(err.starts_with(want), "{err:?} should start with {want:?}");
+        // An invalid custom scheme never verifies and never signs.
+        let scheme = Scheme::Custom(Box::new(custom));
+        assert!(matches!(
+            sign(&scheme, b"k", b"", Some("i"), NOW),
+            Err(SignError::Invalid(_))
+        ));
+        let map = headers(&[("x-custom-sig", "00")]);
+        assert!(verify(&scheme, &map, b"", NOW).is_err());
+    }
+    for custom in customs() {
+        assert_eq!(custom.validate(), Ok(()));
+    }
+    // Literal text and a lone `}` are fine; so is an empty prefix.
+    let ok = Custom {
+        signed_content: "v0:}{body}:end".into(),
+        prefix: Some(String::new()),
+        ..custom_base()
+    };
+    assert_eq!(ok.validate(), Ok(()));
+}
+
+#[test]
+fn custom_deserialises_with_defaults_and_denies_unknown_fields() {
+    let c: Custom = serde_json::from_str(r#"{"header":"X-Sig"}"#).unwrap();
+    assert_eq!(c.signed_content, "{body}");
+    assert_eq!(
+        (c.encoding, c.algorithm),
+        (Encoding::Hex, Algorithm::Sha256)
+    );
+    let c: Custom =
+        serde_json::from_str(r#"{"header":"X-Sig","encoding":"base64url","algorithm":"sha512"}"#)
+            .unwrap();
+    assert_eq!(
+        (c.encoding, c.algorithm),
+        (Encoding::Base64url, Algorithm::Sha512)
+    );
+    assert!(serde_json::from_str::<Custom>(r#"{"header":"X-Sig","secret":"x"}"#).is_err());
+}
+
+#[test]
+fn custom_template_literals_are_signed() {
+    let custom = Custom {
+        signed_content: "v0:}{body}".into(),
+        ..custom_base()
+    };
+    let scheme = Scheme::Custom(Box::new(custom));
+    let map = signed(&scheme, SECRET, NOW);
+    let expected = hex::encode(crypto::mac(
+        Algorithm::Sha256,
+        SECRET.as_bytes(),
+        &[&b"v0:}"[..], BODY],
+    ));
+    assert_eq!(map["x-custom-sig"].to_str().unwrap(), expected);
+    assert!(verify(&scheme, &map, BODY, NOW).is_ok());
+}
+
+#[test]
+fn custom_header_names_are_case_insensitive() {
+    // Configured mixed-case; sent lower-case by `sign`, looked up case-insensitively.
+    let custom = customs()[3].clone();
+    let scheme = Scheme::Custom(Box::new(custom));
+    let map = signed(&scheme, SECRET, NOW);
+    assert!(map.contains_key("x-custom-sig"));
+    assert!(verify(&scheme, &map, BODY, NOW).is_ok());
+    let mut m = map.clone();
+    m.remove("x-custom-id");
+    assert_eq!(verify(&scheme, &m, BODY, NOW), Err(VerifyError::Malformed));
+}
+
+// ---------------------------------------------------------------- properties
+
+fn any_scheme() -> impl Strategy<Value = Scheme> {
+    proptest::sample::select(all_schemes())
+}
+
+/// Every header name any scheme reads.
+fn header_names() -> Vec<&'static str> {
+    let mut names = vec!["x-custom-sig", "x-custom-id", "x-custom-ts"];
+    for p in Preset::ALL {
+        let spec = presets::spec(*p);
+        names.push(spec.header);
+        names.extend(spec.id_header);
+        if let Some(engine::TsSource::Header(name, _)) = spec.timestamp {
+            names.push(name);
+        }
+    }
+    names
+}
+
+proptest! {
+    #[test]
+    fn verify_never_panics_on_arbitrary_headers(
+        scheme in any_scheme(),
+        values in proptest::collection::vec(
+            (proptest::sample::select(header_names()), proptest::collection::vec(any::<u8>(), 0..120)),
+            0..6,
+        ),
+        body in proptest::collection::vec(any::<u8>(), 0..64),
+        now in any::<i64>(),
+        tolerance in any::<u64>(),
+    ) {
+        let mut map = HeaderMap::new();
+        for (name, bytes) in values {
+            if let Ok(value) = HeaderValue::from_bytes(&bytes) {
+                map.append(HeaderName::from_static(name), value);
+            }
+        }
+        let v = Verifier::new(scheme, &[b"k".as_slice(), b"whsec_aGVsbG8="], Duration::from_secs(tolerance)).unwrap();
+        let _ = v.verify(&map, &body, at(now));
+    }
+
+    #[test]
+    fn verify_never_panics_on_mutated_valid_headers(
+        scheme in any_scheme(),
+        ts in any::<i64>(),
+        body in proptest::collection::vec(any::<u8>(), 0..64),
+        cut in any::<proptest::sample::Index>(),
+        junk in "[ -~]{0,12}",
+    ) {
+        let Ok(signed) = sign(&scheme, b"k", &body, Some("id"), ts) else { return Ok(()) };
+        let mut map = HeaderMap::new();
+        for (n, v) in &signed {
+            map.append(n.clone(), v.clone());
+        }
+        let v = Verifier::new(scheme.clone(), &[b"k".as_slice()], Duration::from_secs(300)).unwrap();
+        // Unmodified: verifies at its own (possibly clamped) timestamp.
+        let own = match &scheme {
+            Scheme::Preset(Preset::Twitch) => ts.clamp(0, 253_402_300_799),
+            _ => ts,
+        };
+        let ok = v.verify(&map, &body, at(own));
+        prop_assert!(ok.is_ok() || matches!(ok, Err(VerifyError::Malformed)) && ts < 0, "{:?}", ok);
+        // Splice junk into the signature header at an arbitrary point.
+        let (name, value) = &signed[0];
+        let text = value.to_str().unwrap();
+        let at_char = cut.index(text.len() + 1);
+        let mutated = format!("{}{junk}{}", &text[..at_char], &text[at_char..]);
+        if let Ok(value) = HeaderValue::from_str(&mutated) {
+            map.insert(name.clone(), value);
+            let _ = v.verify(&map, &body, at(own));
+        }
+    }
+
+    #[test]
+    fn header_parsers_never_panic(text in any::<String>(), sep in proptest::sample::select(vec![',', ';', ' '])) {
+        let formats = [
+            Format::Bare,
+            Format::Prefixed("sha256="),
+            Format::Versioned("v1"),
+            Format::List { sep, sig_key: "v1" },
+        ];
+        for format in formats {
+            for encoding in [Encoding::Hex, Encoding::Base64, Encoding::Base64url] {
+                let mut found = parse::Candidates::default();
+                let _ = parse::signature_value(format, Some("t"), encoding, &text, &mut found);
+                prop_assert!(found.as_slice().len() <= MAX_CANDIDATES);
+                prop_assert!(found.as_slice().iter().map(Vec::len).sum::<usize>() <= text.len());
+            }
+        }
+        let _ = parse::key_values(&text, sep).count();
+        let _ = parse::unix_seconds(&text);
+        let _ = parse::timestamp(&text, TsFormat::UnixSeconds);
+        let _ = parse::timestamp(&text, TsFormat::Rfc3339);
+        let _ = parse::linear_body_timestamp_ms(text.as_bytes());
+        let _ = text.parse::<Preset>();
+        let custom = Custom { signed_content: text.clone(), prefix: Some(text.clone()), ..custom_base() };
+        let _ = custom.validate();
+        let custom = Custom { header: text, ..custom_base() };
+        let _ = custom.validate();
+    }
+
+    #[test]
+    fn round_trip_arbitrary_inputs(
+        scheme in any_scheme(),
+        body in proptest::collection::vec(any::<u8>(), 0..256),
+        id in "[A-Za-z0-9_.-]{1,24}",
+        ts in 0i64..=4_000_000_000,
+        secret in proptest::collection::vec(any::<u8>(), 1..48),
+    ) {
+        // GitLab's token must itself be a valid header value.
+        prop_assume!(scheme != Scheme::Preset(Preset::Gitlab) || HeaderValue::from_bytes(&secret).is_ok());
+        prop_assume!(Key::derive(&scheme, &secret).is_ok());
+        let mut map = HeaderMap::new();
+        for (n, v) in sign(&scheme, &secret, &body, Some(&id), ts).unwrap() {
+            map.append(n, v);
+        }
+        let v = Verifier::new(scheme, &[b"other".as_slice(), &secret], Duration::from_secs(1)).unwrap();
+        let got = v.verify(&map, &body, at(ts));
+        // The only way "other" can match is if it equals the secret.
+        prop_assert!(got.is_ok(), "{:?}", got);
+    }
+}
