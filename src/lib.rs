@@ -7,7 +7,8 @@
 //! - [`server`] listener plumbing (accept, hyper, limits, timeouts);
 //! - [`inbound`] the receiver's hot path (route, limit, verify, ack/proxy);
 //! - [`delivery`] the one engine that reaches HTTP targets;
-//! - [`admin`] the admin listener (`/healthz`, `/readyz`, admin API).
+//! - [`admin`] the admin listener (`/healthz`, `/readyz`, `/metrics`, admin API);
+//! - [`store`] durable state (SQLite); [`metrics`] the Prometheus registry.
 //!
 //! [`run`] takes already-bound listeners, so tests bind `127.0.0.1:0` and
 //! read the ports before starting.
@@ -19,6 +20,7 @@ pub mod config;
 pub mod delivery;
 pub mod error;
 pub mod inbound;
+pub mod metrics;
 pub mod server;
 pub mod shutdown;
 pub mod signature;
@@ -89,10 +91,15 @@ impl Default for RunOptions {
 }
 
 /// Opens the configured store.
-pub fn open_store(config: &Config) -> Result<store::Store, RunError> {
+pub fn open_store(
+    config: &Config,
+    on_commit: Option<store::CommitObserver>,
+) -> Result<store::Store, RunError> {
     match config.store.kind {
         config::StoreKind::Sqlite => {
-            store::Store::open_sqlite(store::SqliteOptions::new(&config.store.path))
+            let mut opts = store::SqliteOptions::new(&config.store.path);
+            opts.on_commit = on_commit;
+            store::Store::open_sqlite(opts)
                 .map_err(|e| RunError::Store(format!("{}: {e}", config.store.path.display())))
         }
         config::StoreKind::Postgres => Err(RunError::Config(
@@ -114,9 +121,10 @@ pub async fn run(
     opts: RunOptions,
 ) -> Result<(), RunError> {
     let client = delivery::client::HttpClient::new();
+    let metrics = Arc::new(metrics::Metrics::new());
     let needs_store = config.routes.iter().any(|r| r.mode == config::Mode::Queue);
     let store = if needs_store {
-        Some(open_store(&config)?)
+        Some(open_store(&config, Some(metrics.commit_observer()))?)
     } else {
         None
     };
@@ -128,6 +136,7 @@ pub async fn run(
             opts.clock.clone(),
             store.clone(),
             wake.clone(),
+            metrics.clone(),
         )
         .map_err(RunError::Config)?,
     );
@@ -173,6 +182,7 @@ pub async fn run(
         admin_token,
         store.clone(),
         opts.clock.clone(),
+        metrics.clone(),
     ));
     let admin = tokio::spawn(server::serve(
         listeners.admin,
@@ -205,6 +215,7 @@ pub async fn run(
             opts.clock.clone(),
             wake,
             config.delivery.poll_interval.0,
+            metrics.clone(),
         ));
         background.push(tokio::spawn(engine.run(shutdown.clone(), grace)));
         background.push(tokio::spawn(purge_loop(

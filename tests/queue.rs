@@ -421,3 +421,42 @@ async fn admin_api_requires_the_token_when_configured() {
     );
     hg.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_count_requests_failures_attempts_and_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start().await;
+    up.push(Reply::status(503));
+    let hg = Hookgate::start(&config(dir.path(), &up.url("/app"), "")).await;
+    deliver(&hg, "anl_m1").await;
+    deliver(&hg, "anl_m1").await; // duplicate
+    let bad = vec![("x-sigsentry-signature".to_string(), "sha256=00".to_string())];
+    post(&hg.url("/hooks/sigsentry"), &bad, analysis("anl_m2")).await;
+    up.wait_for(2, Duration::from_secs(10)).await;
+    let text = eventually(10, "attempts counted", || {
+        let hg = &hg;
+        async move {
+            let a = send("GET", &hg.admin_url("/metrics"), &[], "").await;
+            let t = String::from_utf8(a.body.to_vec()).unwrap();
+            t.contains(
+                r#"hookgate_forward_attempts_total{result="success",route="/hooks/sigsentry"} 1"#,
+            )
+            .then_some(t)
+        }
+    })
+    .await;
+    for want in [
+        r#"hookgate_requests_total{outcome="accepted",route="/hooks/sigsentry"} 1"#,
+        r#"hookgate_requests_total{outcome="duplicate",route="/hooks/sigsentry"} 1"#,
+        r#"hookgate_requests_total{outcome="signature_mismatch",route="/hooks/sigsentry"} 1"#,
+        r#"hookgate_verification_failures_total{reason="signature_mismatch",route="/hooks/sigsentry"} 1"#,
+        r#"hookgate_duplicates_total{route="/hooks/sigsentry"} 1"#,
+        r#"hookgate_forward_attempts_total{result="retry",route="/hooks/sigsentry"} 1"#,
+        r#"hookgate_ack_duration_seconds_count{route="/hooks/sigsentry"} 2"#,
+        r#"hookgate_queue_jobs{route="/hooks/sigsentry",state="dead"} 0"#,
+        "hookgate_store_commit_batch_size_count",
+    ] {
+        assert!(text.contains(want), "missing {want} in:\n{text}");
+    }
+    hg.stop().await;
+}

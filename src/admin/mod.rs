@@ -1,5 +1,5 @@
 //! The admin listener: `/healthz` (the process is alive), `/readyz` (it
-//! should receive traffic), and the admin API over the queue: per-route
+//! should receive traffic), `/metrics` (Prometheus), and the admin API over the queue: per-route
 //! stats, dead letters (list, show with attempts, replay one or all of a
 //! route, delete).
 //!
@@ -20,6 +20,7 @@ use subtle::ConstantTimeEq;
 use crate::config::Secret;
 use crate::delivery::engine::now_ms;
 use crate::error::{self, ApiError, Body};
+use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::store::{JobFilter, JobState, JobSummary, Store, StoreError};
 use crate::Clock;
@@ -29,6 +30,7 @@ pub struct Admin {
     token: Option<Secret>,
     store: Option<Store>,
     clock: Clock,
+    metrics: Arc<Metrics>,
 }
 
 fn ok(v: Value) -> Result<Response<Body>, ApiError> {
@@ -48,13 +50,50 @@ impl Admin {
         token: Option<Secret>,
         store: Option<Store>,
         clock: Clock,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Admin {
             shutdown,
             token,
             store,
             clock,
+            metrics,
         }
+    }
+
+    /// `/metrics`: queue gauges are sampled from the store at scrape time.
+    async fn render_metrics(&self) -> Result<Response<Body>, ApiError> {
+        if let Some(store) = &self.store {
+            match store.stats(now_ms(&self.clock)).await {
+                Ok(stats) => {
+                    self.metrics.queue_jobs.reset();
+                    self.metrics.queue_oldest_seconds.reset();
+                    for s in stats {
+                        let q = s.queue.as_str();
+                        let set = |state: &str, v: u64| {
+                            self.metrics
+                                .queue_jobs
+                                .with_label_values(&[q, state])
+                                .set(i64::try_from(v).unwrap_or(i64::MAX))
+                        };
+                        set("pending", s.pending);
+                        set("in_flight", s.inflight);
+                        set("dead", s.dead);
+                        self.metrics
+                            .queue_oldest_seconds
+                            .with_label_values(&[q])
+                            .set(s.oldest_pending_age_ms.unwrap_or(0) as f64 / 1000.0);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "metrics: cannot read queue stats"),
+            }
+        }
+        let mut r = Response::new(error::full(self.metrics.render()));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        Ok(r)
     }
 
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
@@ -70,7 +109,8 @@ impl Admin {
         match (&method, path.as_str()) {
             (&Method::GET, "/healthz") => return ok(json!({"status": "ok"})),
             (&Method::GET, "/readyz") => return self.readyz().await,
-            (_, "/healthz") | (_, "/readyz") => {
+            (&Method::GET, "/metrics") => return self.render_metrics().await,
+            (_, "/healthz") | (_, "/readyz") | (_, "/metrics") => {
                 return Err(ApiError::MethodNotAllowed {
                     allow: "GET".into(),
                 })

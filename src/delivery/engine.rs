@@ -25,6 +25,7 @@ use crate::delivery::client::{HttpClient, SendError};
 use crate::delivery::forward::{upstream_request, Target};
 use crate::delivery::job::StoredRequest;
 use crate::delivery::policy::{parse_retry_after, Outcome, RetryPolicy};
+use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::store::{Attempt, ClaimedJob, Next, Store};
 use crate::Clock;
@@ -54,6 +55,7 @@ pub struct Engine {
     clock: Clock,
     wake: Arc<Notify>,
     poll_interval: Duration,
+    metrics: Arc<Metrics>,
 }
 
 /// Milliseconds since the Unix epoch by `clock`.
@@ -72,6 +74,7 @@ impl Engine {
         clock: Clock,
         wake: Arc<Notify>,
         poll_interval: Duration,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Engine {
             store,
@@ -81,6 +84,7 @@ impl Engine {
             clock,
             wake,
             poll_interval,
+            metrics,
         }
     }
 
@@ -199,6 +203,14 @@ impl Engine {
                 "attempt failed, dead-lettered"
             ),
         }
+        self.metrics
+            .forward_attempts
+            .with_label_values(&[&q.name, label])
+            .inc();
+        self.metrics
+            .forward_seconds
+            .with_label_values(&[&q.name])
+            .observe(started.elapsed().as_secs_f64());
         let attempt = Attempt {
             started_at,
             duration_ms,

@@ -27,6 +27,7 @@ use crate::config::{Config, Mode};
 use crate::delivery::client::{HttpClient, SendError};
 use crate::delivery::forward::{strip_hop_by_hop, upstream_request};
 use crate::error::{ApiError, Body};
+use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::Clock;
 
@@ -45,6 +46,7 @@ pub struct Inbound {
     clock: Clock,
     store: Option<Store>,
     wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
 }
 
 impl Inbound {
@@ -54,6 +56,7 @@ impl Inbound {
         clock: Clock,
         store: Option<Store>,
         wake: Arc<Notify>,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, String> {
         let mut routes = config
             .routes
@@ -62,7 +65,7 @@ impl Inbound {
             .map(|(i, r)| Route::from_config(r, config).map_err(|e| format!("routes[{i}].{e}")))
             .collect::<Result<Vec<_>, _>>()?;
         // Longest prefix first, so `/hooks/a/b` wins over `/hooks/a`.
-        routes.sort_by(|a, b| b.path.len().cmp(&a.path.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
         Ok(Inbound {
             routes,
             client,
@@ -70,6 +73,7 @@ impl Inbound {
             clock,
             store,
             wake,
+            metrics,
         })
     }
 
@@ -89,24 +93,53 @@ impl Inbound {
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<Body> {
+        let started = std::time::Instant::now();
         let path = req.uri().path().to_owned();
-        match self.handle_inner(req, peer).await {
-            Ok(r) => r,
-            Err(e) => {
-                if !matches!(e, ApiError::NotFound) {
-                    tracing::warn!(path = %path, peer = %peer.ip(), code = e.code(), "request refused");
+        let Some(route) = self.find(&path) else {
+            self.metrics
+                .requests
+                .with_label_values(&["none", "not_found"])
+                .inc();
+            return ApiError::NotFound.into_response();
+        };
+        let label = route.path.as_str();
+        match self.handle_route(route, req, peer).await {
+            Ok((outcome, r)) => {
+                self.metrics
+                    .requests
+                    .with_label_values(&[label, outcome])
+                    .inc();
+                if route.mode == Mode::Queue {
+                    self.metrics
+                        .ack_seconds
+                        .with_label_values(&[label])
+                        .observe(started.elapsed().as_secs_f64());
                 }
+                r
+            }
+            Err(e) => {
+                self.metrics
+                    .requests
+                    .with_label_values(&[label, e.code()])
+                    .inc();
+                if let ApiError::Signature(v) = &e {
+                    self.metrics
+                        .verify_failures
+                        .with_label_values(&[label, v.code()])
+                        .inc();
+                }
+                tracing::warn!(route = %label, path = %path, peer = %peer.ip(), code = e.code(), "request refused");
                 e.into_response()
             }
         }
     }
 
-    async fn handle_inner(
+    async fn handle_route(
         &self,
+        route: &Route,
         req: Request<Incoming>,
         peer: SocketAddr,
-    ) -> Result<Response<Body>, ApiError> {
-        let route = self.find(req.uri().path()).ok_or(ApiError::NotFound)?;
+    ) -> Result<(&'static str, Response<Body>), ApiError> {
         if !route.methods.contains(req.method()) {
             return Err(ApiError::MethodNotAllowed {
                 allow: route.allow.clone(),
@@ -123,7 +156,7 @@ impl Inbound {
             .verifier
             .verify(&parts.headers, &body, (self.clock)())?;
         match route.mode {
-            Mode::Passthrough => self.passthrough(route, parts, body, peer).await,
+            Mode::Passthrough => Ok(("proxied", self.passthrough(route, parts, body, peer).await?)),
             Mode::Queue => self.enqueue(route, parts, body).await,
         }
     }

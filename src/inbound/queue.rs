@@ -68,7 +68,7 @@ impl Inbound {
         route: &Route,
         parts: http::request::Parts,
         body: Bytes,
-    ) -> Result<Response<Body>, ApiError> {
+    ) -> Result<(&'static str, Response<Body>), ApiError> {
         let event_id = event_id(route, &parts.headers, &body)?;
         let store = self.store.as_ref().ok_or(ApiError::Unavailable {
             retry_after_secs: 5,
@@ -101,15 +101,27 @@ impl Inbound {
         match store.enqueue(job, dedup, Some(route.queue_limit)).await {
             Ok(Enqueued::Accepted) => {
                 self.wake.notify_one();
-                Ok(json(
-                    route.ack_status,
-                    &serde_json::json!({"status": "accepted", "id": id}),
+                Ok((
+                    "accepted",
+                    json(
+                        route.ack_status,
+                        &serde_json::json!({"status": "accepted", "id": id}),
+                    ),
                 ))
             }
-            Ok(Enqueued::Duplicate { first_id }) => Ok(json(
-                StatusCode::OK,
-                &serde_json::json!({"status": "duplicate", "id": first_id}),
-            )),
+            Ok(Enqueued::Duplicate { first_id }) => {
+                self.metrics
+                    .duplicates
+                    .with_label_values(&[&route.path])
+                    .inc();
+                Ok((
+                    "duplicate",
+                    json(
+                        StatusCode::OK,
+                        &serde_json::json!({"status": "duplicate", "id": first_id}),
+                    ),
+                ))
+            }
             Ok(Enqueued::QueueFull) => {
                 tracing::warn!(route = %route.path, limit = route.queue_limit, "queue full, refusing");
                 Err(ApiError::Unavailable {

@@ -114,6 +114,19 @@ pub struct SqliteOptions {
     pub channel_capacity: usize,
     /// Period of the passive WAL checkpoint.
     pub checkpoint_interval: Duration,
+    /// Called after every successful commit with the number of requests it
+    /// served and how long the transaction took (metrics hook).
+    pub on_commit: Option<CommitObserver>,
+}
+
+/// A callback told of every commit: `(requests in the batch, duration)`.
+#[derive(Clone)]
+pub struct CommitObserver(pub Arc<dyn Fn(usize, Duration) + Send + Sync>);
+
+impl std::fmt::Debug for CommitObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CommitObserver")
+    }
 }
 
 impl SqliteOptions {
@@ -124,6 +137,7 @@ impl SqliteOptions {
             batch_max: 512,
             channel_capacity: 4096,
             checkpoint_interval: Duration::from_secs(1),
+            on_commit: None,
         }
     }
 }

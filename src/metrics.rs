@@ -1,0 +1,163 @@
+//! Prometheus metrics: one registry per running instance (not the global
+//! default, so several instances in one test process do not collide) and
+//! the handles every module records into.
+//!
+//! Names follow Prometheus conventions (`_total` counters, `_seconds`
+//! histograms, base units). Label values come from closed sets (route
+//! paths from the configuration, error codes, outcomes), never from request
+//! content, so cardinality is bounded by the configuration.
+
+use prometheus::{
+    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    /// Requests on the public listener by route and outcome (`accepted`,
+    /// `duplicate`, `proxied`, or the error code).
+    pub requests: IntCounterVec,
+    /// Signature verification failures by route and reason.
+    pub verify_failures: IntCounterVec,
+    /// Duplicate deliveries answered without enqueueing.
+    pub duplicates: IntCounterVec,
+    /// Time from the request head to the acknowledgement (queue mode).
+    pub ack_seconds: HistogramVec,
+    /// Jobs by route and state (`pending`, `in_flight`, `dead`), sampled at scrape.
+    pub queue_jobs: IntGaugeVec,
+    /// Age of the oldest pending job by route, sampled at scrape.
+    pub queue_oldest_seconds: prometheus::GaugeVec,
+    /// Forward attempts by route and result (`success`, `retry`, `dead`).
+    pub forward_attempts: IntCounterVec,
+    /// Duration of forward attempts by route.
+    pub forward_seconds: HistogramVec,
+    /// Store commit duration (one commit serves a batch of requests).
+    pub commit_seconds: prometheus::Histogram,
+    /// Requests served per store commit.
+    pub commit_batch: prometheus::Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let latency = exponential_buckets(0.0005, 2.0, 16).expect("valid buckets");
+        let m = Metrics {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "hookgate_requests_total",
+                    "Requests on the public listener by route and outcome.",
+                ),
+                &["route", "outcome"],
+            )
+            .unwrap(),
+            verify_failures: IntCounterVec::new(
+                Opts::new(
+                    "hookgate_verification_failures_total",
+                    "Signature verification failures by route and reason.",
+                ),
+                &["route", "reason"],
+            )
+            .unwrap(),
+            duplicates: IntCounterVec::new(
+                Opts::new(
+                    "hookgate_duplicates_total",
+                    "Duplicate deliveries answered without enqueueing.",
+                ),
+                &["route"],
+            )
+            .unwrap(),
+            ack_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "hookgate_ack_duration_seconds",
+                    "Time from request head to acknowledgement in queue mode.",
+                )
+                .buckets(latency.clone()),
+                &["route"],
+            )
+            .unwrap(),
+            queue_jobs: IntGaugeVec::new(
+                Opts::new("hookgate_queue_jobs", "Jobs by route and state."),
+                &["route", "state"],
+            )
+            .unwrap(),
+            queue_oldest_seconds: prometheus::GaugeVec::new(
+                Opts::new(
+                    "hookgate_queue_oldest_pending_age_seconds",
+                    "Age of the oldest pending job by route.",
+                ),
+                &["route"],
+            )
+            .unwrap(),
+            forward_attempts: IntCounterVec::new(
+                Opts::new(
+                    "hookgate_forward_attempts_total",
+                    "Forward attempts by route and result.",
+                ),
+                &["route", "result"],
+            )
+            .unwrap(),
+            forward_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "hookgate_forward_duration_seconds",
+                    "Duration of forward attempts by route.",
+                )
+                .buckets(latency.clone()),
+                &["route"],
+            )
+            .unwrap(),
+            commit_seconds: prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "hookgate_store_commit_duration_seconds",
+                    "Duration of store commits.",
+                )
+                .buckets(latency),
+            )
+            .unwrap(),
+            commit_batch: prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "hookgate_store_commit_batch_size",
+                    "Write requests served per store commit.",
+                )
+                .buckets(exponential_buckets(1.0, 2.0, 11).expect("valid buckets")),
+            )
+            .unwrap(),
+            registry,
+        };
+        let r = &m.registry;
+        r.register(Box::new(m.requests.clone())).unwrap();
+        r.register(Box::new(m.verify_failures.clone())).unwrap();
+        r.register(Box::new(m.duplicates.clone())).unwrap();
+        r.register(Box::new(m.ack_seconds.clone())).unwrap();
+        r.register(Box::new(m.queue_jobs.clone())).unwrap();
+        r.register(Box::new(m.queue_oldest_seconds.clone()))
+            .unwrap();
+        r.register(Box::new(m.forward_attempts.clone())).unwrap();
+        r.register(Box::new(m.forward_seconds.clone())).unwrap();
+        r.register(Box::new(m.commit_seconds.clone())).unwrap();
+        r.register(Box::new(m.commit_batch.clone())).unwrap();
+        m
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for valid metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+
+    /// A commit observer for the store.
+    pub fn commit_observer(self: &std::sync::Arc<Self>) -> crate::store::CommitObserver {
+        let m = self.clone();
+        crate::store::CommitObserver(std::sync::Arc::new(move |batch, took| {
+            m.commit_batch.observe(batch as f64);
+            m.commit_seconds.observe(took.as_secs_f64());
+        }))
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
