@@ -184,10 +184,13 @@ pub async fn run(
         opts.clock.clone(),
         metrics.clone(),
     ));
+    // The admin listener outlives the drain: probes see 503 and metrics stay
+    // scrapeable until the public side and the workers have finished.
+    let admin_shutdown = Shutdown::new();
     let admin = tokio::spawn(server::serve(
         listeners.admin,
-        serve_opts,
-        shutdown.clone(),
+        serve_opts.clone(),
+        admin_shutdown.clone(),
         move |req, _peer| admin_state.clone().handle(req),
     ));
 
@@ -227,10 +230,11 @@ pub async fn run(
     }
 
     let _ = public.await;
-    let _ = admin.await;
     for t in background {
         let _ = t.await;
     }
+    admin_shutdown.trigger();
+    let _ = admin.await;
     if let Some(store) = store {
         store.shutdown().await;
     }

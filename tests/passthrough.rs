@@ -344,11 +344,40 @@ async fn upstream_timeout_is_504() {
 }
 
 #[tokio::test]
-async fn readiness_turns_false_on_shutdown() {
-    let (_up, hg) = setup("").await;
-    let a = send("GET", &hg.admin_url("/readyz"), &[], "").await;
-    assert_eq!(a.status, 200);
-    let a = send("GET", &hg.admin_url("/healthz"), &[], "").await;
-    assert_eq!(a.status, 200);
-    hg.stop().await;
+async fn readiness_turns_false_while_in_flight_requests_drain() {
+    let (up, hg) = setup("").await;
+    assert_eq!(
+        send("GET", &hg.admin_url("/readyz"), &[], "").await.status,
+        200
+    );
+    assert_eq!(
+        send("GET", &hg.admin_url("/healthz"), &[], "").await.status,
+        200
+    );
+    up.push(Reply {
+        status: 200,
+        body: "slow but fine",
+        headers: vec![],
+        delay: Duration::from_millis(800),
+    });
+    let body = analysis("anl_drain");
+    let headers = sign("sigsentry", SECRET, &body, None, now());
+    let url = hg.url("/hooks/sigsentry");
+    let in_flight = tokio::spawn(async move { post(&url, &headers, body).await });
+    up.wait_for(1, Duration::from_secs(10)).await;
+    hg.shutdown.trigger();
+    // While the request drains, the admin listener still answers: not ready.
+    let r = send("GET", &hg.admin_url("/readyz"), &[], "").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["status"], "shutting_down");
+    // The in-flight request completes normally.
+    let a = in_flight.await.unwrap();
+    assert_eq!((a.status, &a.body[..]), (200, &b"slow but fine"[..]));
+    // New connections to the public listener are refused.
+    assert!(TcpStream::connect(hg.public).await.is_err());
+    tokio::time::timeout(Duration::from_secs(10), hg.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }

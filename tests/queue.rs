@@ -460,3 +460,28 @@ async fn metrics_count_requests_failures_attempts_and_commits() {
     }
     hg.stop().await;
 }
+
+#[tokio::test]
+async fn upstream_concurrency_limit_is_respected() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start().await;
+    up.set_default(Reply {
+        status: 200,
+        body: "",
+        headers: vec![],
+        delay: Duration::from_millis(200),
+    });
+    let toml = config(dir.path(), &up.url("/app"), "")
+        .replace("timeout = \"2s\"", "timeout = \"2s\"\nconcurrency = 2");
+    let hg = Hookgate::start(&toml).await;
+    for i in 0..8 {
+        assert_eq!(deliver(&hg, &format!("anl_c{i}")).await.status, 202);
+    }
+    up.wait_for(8, Duration::from_secs(20)).await;
+    assert_eq!(
+        up.peak_in_flight(),
+        2,
+        "two at a time, and both slots were used"
+    );
+    hg.stop().await;
+}

@@ -54,6 +54,8 @@ struct UpstreamState {
     script: Mutex<VecDeque<Reply>>,
     default: Mutex<Option<Reply>>,
     notify: Notify,
+    in_flight: std::sync::atomic::AtomicUsize,
+    peak_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 /// A real HTTP/1.1 server on 127.0.0.1:0.
@@ -79,6 +81,9 @@ impl Upstream {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let st = st.clone();
                         async move {
+                            use std::sync::atomic::Ordering::SeqCst;
+                            let now_in = st.in_flight.fetch_add(1, SeqCst) + 1;
+                            st.peak_in_flight.fetch_max(now_in, SeqCst);
                             let (parts, body) = req.into_parts();
                             let body = body
                                 .collect()
@@ -107,6 +112,7 @@ impl Upstream {
                             if !reply.delay.is_zero() {
                                 tokio::time::sleep(reply.delay).await;
                             }
+                            st.in_flight.fetch_sub(1, SeqCst);
                             let mut r =
                                 Response::new(Full::new(Bytes::from_static(reply.body.as_bytes())));
                             *r.status_mut() = StatusCode::from_u16(reply.status).unwrap();
@@ -136,6 +142,13 @@ impl Upstream {
 
     pub fn set_default(&self, reply: Reply) {
         *self.state.default.lock().unwrap() = Some(reply);
+    }
+
+    /// The most requests the upstream was handling at the same time.
+    pub fn peak_in_flight(&self) -> usize {
+        self.state
+            .peak_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn received(&self) -> Vec<Received> {
