@@ -224,12 +224,7 @@ async fn acknowledged_requests_survive_sigkill() {
     let want: HashSet<String> = acked.iter().map(|(_, id)| id.clone()).collect();
     let end = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let got: HashSet<String> = up
-            .received()
-            .iter()
-            .filter_map(|r| r.headers.get("x-hookgate-delivery-id"))
-            .map(|v| v.to_str().unwrap().to_string())
-            .collect();
+        let got = up.delivery_ids();
         let missing: Vec<_> = want.difference(&got).collect();
         if missing.is_empty() {
             break;
@@ -279,12 +274,7 @@ async fn acknowledged_requests_survive_sigkill() {
     }
     let end = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let got: HashSet<String> = up
-            .received()
-            .iter()
-            .filter_map(|r| r.headers.get("x-hookgate-delivery-id"))
-            .map(|v| v.to_str().unwrap().to_string())
-            .collect();
+        let got = up.delivery_ids();
         let missing = expect_delivered.difference(&got).count();
         if missing == 0 {
             break;

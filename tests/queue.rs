@@ -339,12 +339,7 @@ async fn queue_limit_refuses_with_503_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     // An upstream that never answers in time keeps the first job in flight.
     let up = Upstream::start().await;
-    up.set_default(Reply {
-        status: 200,
-        body: "",
-        headers: vec![],
-        delay: Duration::from_secs(30),
-    });
+    up.set_default(Reply::delayed(Duration::from_secs(30)));
     let hg = Hookgate::start(&config(dir.path(), &up.url("/app"), "queue_limit = 1")).await;
     assert_eq!(deliver(&hg, "anl_l1").await.status, 202);
     let a = deliver(&hg, "anl_l2").await;
@@ -465,12 +460,7 @@ async fn metrics_count_requests_failures_attempts_and_commits() {
 async fn upstream_concurrency_limit_is_respected() {
     let dir = tempfile::tempdir().unwrap();
     let up = Upstream::start().await;
-    up.set_default(Reply {
-        status: 200,
-        body: "",
-        headers: vec![],
-        delay: Duration::from_millis(200),
-    });
+    up.set_default(Reply::delayed(Duration::from_millis(200)));
     let toml = config(dir.path(), &up.url("/app"), "")
         .replace("timeout = \"2s\"", "timeout = \"2s\"\nconcurrency = 2");
     let hg = Hookgate::start(&toml).await;

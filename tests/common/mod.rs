@@ -38,6 +38,14 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// A 200 with an empty body, sent after `delay`.
+    pub fn delayed(delay: Duration) -> Reply {
+        Reply {
+            delay,
+            ..Reply::status(200)
+        }
+    }
+
     pub fn status(status: u16) -> Reply {
         Reply {
             status,
@@ -149,6 +157,15 @@ impl Upstream {
         self.state
             .peak_in_flight
             .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The distinct `X-Hookgate-Delivery-Id`s received so far.
+    pub fn delivery_ids(&self) -> std::collections::HashSet<String> {
+        self.received()
+            .iter()
+            .filter_map(|r| r.headers.get("x-hookgate-delivery-id"))
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
     }
 
     pub fn received(&self) -> Vec<Received> {
