@@ -58,6 +58,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// How long open connections may take to finish after SIGTERM.
     pub shutdown_grace: Dur,
+    /// How long a queue-mode request waits for its commit before it is
+    /// answered 503 (a stalled disk must not hang senders).
+    pub store_timeout: Dur,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -529,6 +532,9 @@ impl Config {
         }
         if self.server.header_timeout.0.is_zero() {
             errs.push("server.header_timeout: must be greater than zero".into());
+        }
+        if self.server.store_timeout.0.is_zero() {
+            errs.push("server.store_timeout: must be greater than zero".into());
         }
         if self.server.body_timeout.0.is_zero() {
             errs.push("server.body_timeout: must be greater than zero".into());

@@ -381,3 +381,22 @@ async fn readiness_turns_false_while_in_flight_requests_drain() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn idle_connections_are_closed() {
+    let (_up, hg) = setup("").await;
+    // Connects and never sends a byte: must not hold a connection slot forever.
+    let mut s = TcpStream::connect(hg.public).await.unwrap();
+    let mut buf = [0u8; 256];
+    let r = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(r.is_ok(), "an idle connection must be closed by the header timeout");
+    hg.stop().await;
+}

@@ -98,7 +98,16 @@ impl Inbound {
             created_at: now,
             next_at: now,
         };
-        match store.enqueue(job, dedup, Some(route.queue_limit)).await {
+        // If the deadline passes, the write may still commit later; the
+        // sender's retry is then answered as a duplicate of it: no loss, no
+        // double delivery.
+        let outcome = tokio::time::timeout(
+            self.store_timeout,
+            store.enqueue(job, dedup, Some(route.queue_limit)),
+        )
+        .await
+        .unwrap_or_else(|_| Err(store::StoreError::Unavailable("commit deadline passed".into())));
+        match outcome {
             Ok(Enqueued::Accepted) => {
                 self.wake.notify_one();
                 Ok((
