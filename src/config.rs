@@ -61,6 +61,59 @@ pub struct ServerConfig {
     /// How long a queue-mode request waits for its commit before it is
     /// answered 503 (a stalled disk must not hang senders).
     pub store_timeout: Dur,
+    /// Serve the public listener over TLS.
+    #[serde(default)]
+    pub tls: Option<ServerTlsConfig>,
+}
+
+/// TLS of the public listener. The files are re-read when their content
+/// changes (cert-manager and Kubernetes Secret rotation), no restart needed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    #[serde(default = "default_reload_interval")]
+    pub reload_interval: Dur,
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout: Dur,
+}
+
+fn default_reload_interval() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+fn default_handshake_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+
+/// TLS towards an `https://` upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// Extra CA bundle (PEM) to trust.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Trust the Mozilla root set too (default true; false = only `ca_file`).
+    #[serde(default = "default_true")]
+    pub webpki_roots: bool,
+    /// mTLS: client certificate chain and key presented to the upstream.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+}
+
+impl UpstreamTlsConfig {
+    pub fn options(&self) -> crate::delivery::tls::ClientTlsOptions {
+        crate::delivery::tls::ClientTlsOptions {
+            ca_file: self.ca_file.clone(),
+            webpki_roots: self.webpki_roots,
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -282,6 +335,8 @@ pub struct UpstreamConfig {
     /// the upstream URL's path (default true).
     #[serde(default = "default_true")]
     pub strip_prefix: bool,
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsConfig>,
 }
 
 fn default_upstream_timeout() -> Dur {
@@ -539,6 +594,17 @@ impl Config {
         if self.server.body_timeout.0.is_zero() {
             errs.push("server.body_timeout: must be greater than zero".into());
         }
+        if let Some(t) = &self.server.tls {
+            if let Err(e) = crate::server::tls::ReloadingCert::load(&t.cert, &t.key) {
+                errs.push(format!("server.tls: {e}"));
+            }
+            if t.reload_interval.0.is_zero() {
+                errs.push("server.tls.reload_interval: must be greater than zero".into());
+            }
+            if t.handshake_timeout.0.is_zero() {
+                errs.push("server.tls.handshake_timeout: must be greater than zero".into());
+            }
+        }
         if self.server.listen == self.admin.listen && self.server.listen.port() != 0 {
             errs.push("admin.listen: must differ from server.listen".into());
         }
@@ -616,6 +682,11 @@ impl Config {
                     }
                 }
                 Err(e) => errs.push(format!("{at}.upstream.url: {e}")),
+            }
+            if let Some(t) = &r.upstream.tls {
+                if let Err(e) = crate::delivery::tls::client_config(&t.options()) {
+                    errs.push(format!("{at}.upstream.tls: {e}"));
+                }
             }
             if r.upstream.timeout.0.is_zero() {
                 errs.push(format!("{at}.upstream.timeout: must be greater than zero"));

@@ -157,22 +157,49 @@ pub async fn run(
     }
     tracing::info!(
         public = %public_addr,
+        tls = config.server.tls.is_some(),
         admin = %admin_addr,
         store = %store.as_ref().map_or_else(|| "none (passthrough only)".to_string(), |_| format!("sqlite {}", config.store.path.display())),
         "hookgate listening"
     );
 
     let grace = config.server.shutdown_grace.0;
+    let public_tls = match &config.server.tls {
+        None => None,
+        Some(t) => {
+            let cert = server::tls::ReloadingCert::load(&t.cert, &t.key)
+                .map_err(|e| RunError::Config(format!("server.tls: {e}")))?;
+            let stop = shutdown.clone();
+            tokio::spawn(
+                cert.clone()
+                    .watch(t.reload_interval.0, async move { stop.wait().await }),
+            );
+            Some((
+                tokio_rustls::TlsAcceptor::from(cert.server_config()),
+                t.handshake_timeout.0,
+            ))
+        }
+    };
     let serve_opts = server::ServeOptions {
         max_connections: config.server.max_connections,
         header_timeout: config.server.header_timeout.0,
         grace,
+        tls: None,
+        handshake_timeout: std::time::Duration::from_secs(10),
+    };
+    let public_opts = match public_tls {
+        None => serve_opts.clone(),
+        Some((acceptor, handshake_timeout)) => server::ServeOptions {
+            tls: Some(acceptor),
+            handshake_timeout,
+            ..serve_opts.clone()
+        },
     };
     let public = {
         let inbound = inbound.clone();
         tokio::spawn(server::serve(
             listeners.public,
-            serve_opts.clone(),
+            public_opts,
             shutdown.clone(),
             move |req, peer| inbound.clone().handle(req, peer),
         ))
@@ -208,12 +235,12 @@ pub async fn run(
                     concurrency: r.concurrency.clone(),
                     policy: r.retry.clone(),
                     verified_header: r.verified_header.clone(),
+                    client: r.client.clone(),
                 })
             })
             .collect();
         let engine = Arc::new(delivery::engine::Engine::new(
             store.clone(),
-            client,
             queues,
             opts.clock.clone(),
             wake,

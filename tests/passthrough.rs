@@ -397,6 +397,9 @@ async fn idle_connections_are_closed() {
         }
     })
     .await;
-    assert!(r.is_ok(), "an idle connection must be closed by the header timeout");
+    assert!(
+        r.is_ok(),
+        "an idle connection must be closed by the header timeout"
+    );
     hg.stop().await;
 }

@@ -1,5 +1,5 @@
 //! The outbound HTTP client: hyper-util's pooled client over rustls
-//! (webpki roots), HTTP/1.1, redirects never followed (hyper does not
+//! (webpki roots and/or a CA bundle, optional client certificate), HTTP/1.1, redirects never followed (hyper does not
 //! follow them; a 3xx is just an answer).
 
 use std::time::Duration;
@@ -10,6 +10,8 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
+
+use crate::delivery::tls::{client_config, ClientTlsOptions, TlsError};
 
 /// Why a request did not produce a response.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -28,20 +30,27 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
+    /// A client trusting the Mozilla roots, without a client certificate.
     pub fn new() -> Self {
+        Self::with_tls(&ClientTlsOptions::default()).expect("the default TLS options are valid")
+    }
+
+    /// A client with the given trust and client identity.
+    pub fn with_tls(opts: &ClientTlsOptions) -> Result<Self, TlsError> {
+        let tls = client_config(opts)?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_secs(10)));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
         let inner = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(https);
-        HttpClient { inner }
+        Ok(HttpClient { inner })
     }
 
     /// Sends `req`, waiting at most `timeout` for the response head.

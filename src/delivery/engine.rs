@@ -45,11 +45,11 @@ pub struct QueueTarget {
     pub concurrency: Arc<Semaphore>,
     pub policy: RetryPolicy,
     pub verified_header: HeaderValue,
+    pub client: HttpClient,
 }
 
 pub struct Engine {
     store: Store,
-    client: HttpClient,
     queues: Vec<Arc<QueueTarget>>,
     owner: String,
     clock: Clock,
@@ -69,7 +69,6 @@ pub fn now_ms(clock: &Clock) -> i64 {
 impl Engine {
     pub fn new(
         store: Store,
-        client: HttpClient,
         queues: Vec<Arc<QueueTarget>>,
         clock: Clock,
         wake: Arc<Notify>,
@@ -78,7 +77,6 @@ impl Engine {
     ) -> Self {
         Engine {
             store,
-            client,
             queues,
             owner: format!("hookgate-{}", uuid::Uuid::now_v7().simple()),
             clock,
@@ -273,7 +271,7 @@ impl Engine {
             }
         };
         let deadline = tokio::time::Instant::now() + q.timeout;
-        let resp = match self.client.send(request, q.timeout).await {
+        let resp = match q.client.send(request, q.timeout).await {
             Ok(r) => r,
             Err(e) => return (Err(AttemptError::Send(e)), None),
         };

@@ -10,3 +10,4 @@ pub mod engine;
 pub mod forward;
 pub mod job;
 pub mod policy;
+pub mod tls;

@@ -116,12 +116,11 @@ pub fn client_config(opts: &ClientTlsOptions) -> Result<ClientConfig, TlsError> 
         (None, None) => None,
     };
     let roots = root_store(opts)?;
-    let builder = ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("the ring provider supports the default TLS versions")
-    .with_root_certificates(roots);
+    let builder =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("the ring provider supports the default TLS versions")
+            .with_root_certificates(roots);
     let Some((cert_path, key_path)) = identity else {
         return Ok(builder.with_no_client_auth());
     };
@@ -272,7 +271,9 @@ mod tests {
         fn issue(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String) {
             let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
             let mut params = CertificateParams::new(names).unwrap();
-            params.distinguished_name.push(DnType::CommonName, "test leaf");
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "test leaf");
             params.extended_key_usages = vec![usage];
             let key = KeyPair::generate().unwrap();
             let cert = params.signed_by(&key, &self.issuer).unwrap();
@@ -299,8 +300,8 @@ mod tests {
     }
 
     /// A one-shot echo server for `localhost`; with `client_ca`, it requires
-    /// a client certificate issued by that CA. Reports the server-side
-    /// handshake result.
+    /// a client certificate issued by that CA. The task's result is the
+    /// server-side handshake result.
     async fn echo_server(
         server_ca: &TestCa,
         client_ca: Option<&TestCa>,
@@ -334,7 +335,7 @@ mod tests {
             let (tcp, _) = listener.accept().await?;
             let tls = acceptor.accept(tcp).await?;
             let (mut rd, mut wr) = tokio::io::split(tls);
-            tokio::io::copy(&mut rd, &mut wr).await?;
+            let _ = tokio::io::copy(&mut rd, &mut wr).await;
             Ok(())
         });
         (addr, server)
@@ -345,7 +346,9 @@ mod tests {
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
         let exchange = async {
-            let mut tls = connector.connect(name, TcpStream::connect(addr).await?).await?;
+            let mut tls = connector
+                .connect(name, TcpStream::connect(addr).await?)
+                .await?;
             tls.write_all(b"ping").await?;
             let mut buf = [0u8; 4];
             tls.read_exact(&mut buf).await?;
@@ -401,9 +404,11 @@ mod tests {
 
         let anonymous = only_ca(dir.path().join("ca.pem"));
         let (addr, server) = echo_server(&ca, Some(&ca)).await;
-        assert!(echo(client_config(&anonymous).unwrap(), addr).await.is_err());
+        assert!(echo(client_config(&anonymous).unwrap(), addr)
+            .await
+            .is_err());
         let refused = server.await.unwrap().unwrap_err();
-        assert!(refused.to_string().contains("CertificateRequired"), "{refused}");
+        assert!(refused.to_string().contains("no certificates"), "{refused}");
     }
 
     #[test]
@@ -441,19 +446,28 @@ mod tests {
             format!("no certificate found in {}", show(&empty))
         );
         let msg = message(only_ca(missing.clone()));
-        assert!(msg.starts_with(&format!("cannot read {}", show(&missing))), "{msg}");
+        assert!(
+            msg.starts_with(&format!("cannot read {}", show(&missing))),
+            "{msg}"
+        );
 
         let mut opts = only_ca(ca_file.clone());
         opts.client_cert = Some(cert_file.clone());
         assert_eq!(
             message(opts.clone()),
-            format!("client certificate {} is configured without a client key", show(&cert_file))
+            format!(
+                "client certificate {} is configured without a client key",
+                show(&cert_file)
+            )
         );
         opts.client_cert = None;
         opts.client_key = Some(key_file.clone());
         assert_eq!(
             message(opts.clone()),
-            format!("client key {} is configured without a client certificate", show(&key_file))
+            format!(
+                "client key {} is configured without a client certificate",
+                show(&key_file)
+            )
         );
 
         opts.client_cert = Some(cert_file.clone());
@@ -476,7 +490,13 @@ mod tests {
         let truncated = write(&dir, "truncated.key", &key[..key.len() / 2]);
         opts.client_key = Some(truncated.clone());
         let msg = message(opts);
-        assert!(msg.starts_with(&format!("malformed PEM in {}", show(&truncated))), "{msg}");
-        assert!(!msg.contains(key.lines().nth(1).unwrap()), "key material: {msg}");
+        assert!(
+            msg.starts_with(&format!("malformed PEM in {}", show(&truncated))),
+            "{msg}"
+        );
+        assert!(
+            !msg.contains(key.lines().nth(1).unwrap()),
+            "key material: {msg}"
+        );
     }
 }

@@ -41,7 +41,7 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 /// The receiver: every route, and what they share.
 pub struct Inbound {
     routes: Vec<Route>,
-    client: HttpClient,
+    forwarded_proto: HeaderValue,
     body_timeout: Duration,
     store_timeout: Duration,
     clock: Clock,
@@ -63,13 +63,20 @@ impl Inbound {
             .routes
             .iter()
             .enumerate()
-            .map(|(i, r)| Route::from_config(r, config).map_err(|e| format!("routes[{i}].{e}")))
+            .map(|(i, r)| {
+                Route::from_config(r, config, &client).map_err(|e| format!("routes[{i}].{e}"))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         // Longest prefix first, so `/hooks/a/b` wins over `/hooks/a`.
         routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
+        let forwarded_proto = HeaderValue::from_static(if config.server.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        });
         Ok(Inbound {
             routes,
-            client,
+            forwarded_proto,
             body_timeout: config.server.body_timeout.0,
             store_timeout: config.server.store_timeout.0,
             clock,
@@ -194,12 +201,12 @@ impl Inbound {
                 HeaderValue::from_str(&peer.ip().to_string())
                     .expect("an IP is a valid header value"),
             ),
-            (X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http")),
+            (X_FORWARDED_PROTO.clone(), self.forwarded_proto.clone()),
         ];
         let req = upstream_request(parts.method, uri, &parts.headers, body, &extra)
             .map_err(|_| ApiError::BadRequest("request cannot be forwarded"))?;
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let resp = self.client.send(req, remaining).await.map_err(|e| {
+        let resp = route.client.send(req, remaining).await.map_err(|e| {
             tracing::warn!(route = %route.path, delivery_id = %id, error = %e, "upstream failed");
             match e {
                 SendError::Timeout => ApiError::UpstreamTimeout,

@@ -106,7 +106,11 @@ impl Inbound {
             store.enqueue(job, dedup, Some(route.queue_limit)),
         )
         .await
-        .unwrap_or_else(|_| Err(store::StoreError::Unavailable("commit deadline passed".into())));
+        .unwrap_or_else(|_| {
+            Err(store::StoreError::Unavailable(
+                "commit deadline passed".into(),
+            ))
+        });
         match outcome {
             Ok(Enqueued::Accepted) => {
                 self.wake.notify_one();

@@ -8,6 +8,7 @@ use http::{HeaderValue, Method, StatusCode};
 use tokio::sync::Semaphore;
 
 use crate::config::{Config, DedupKey, Mode, RouteConfig};
+use crate::delivery::client::HttpClient;
 use crate::delivery::forward::Target;
 use crate::signature::Verifier;
 
@@ -28,11 +29,24 @@ pub struct Route {
     pub concurrency: Arc<Semaphore>,
     pub queue_limit: u64,
     pub retry: crate::delivery::policy::RetryPolicy,
+    /// The client reaching this route's upstream (its own when the route
+    /// has upstream TLS settings, the shared one otherwise).
+    pub client: HttpClient,
 }
 
 impl Route {
     /// Errors are prefixed with the key they concern (the caller adds `routes[i].`).
-    pub fn from_config(r: &RouteConfig, config: &Config) -> Result<Route, String> {
+    pub fn from_config(
+        r: &RouteConfig,
+        config: &Config,
+        shared: &HttpClient,
+    ) -> Result<Route, String> {
+        let client = match &r.upstream.tls {
+            None => shared.clone(),
+            Some(t) => {
+                HttpClient::with_tls(&t.options()).map_err(|e| format!("upstream.tls: {e}"))?
+            }
+        };
         let scheme = r.scheme()?;
         let secrets = r
             .secrets
@@ -83,6 +97,7 @@ impl Route {
             concurrency: Arc::new(Semaphore::new(r.upstream.concurrency)),
             queue_limit: r.queue_limit,
             retry: r.retry.policy(),
+            client,
         })
     }
 

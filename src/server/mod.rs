@@ -4,8 +4,12 @@
 //! Owns no routing and no business logic: it calls a handler per request.
 //! Invariants: at most `max_connections` connections are served at once
 //! (further ones wait in the kernel backlog); a client that does not finish
-//! its request head within `header_timeout` is disconnected; on shutdown the
+//! its TLS handshake within `handshake_timeout` or its request head within
+//! `header_timeout` is disconnected (the handshake runs in the connection's
+//! own task, so a slow client never blocks accepting); on shutdown the
 //! listener closes at once and open connections get `grace` to finish.
+
+pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -24,12 +28,15 @@ use tokio::sync::Semaphore;
 use crate::error::Body;
 use crate::shutdown::Shutdown;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServeOptions {
     pub max_connections: usize,
     pub header_timeout: Duration,
     /// How long open connections may take to finish after shutdown starts.
     pub grace: Duration,
+    /// Serve TLS with this acceptor (plain HTTP when `None`).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub handshake_timeout: Duration,
 }
 
 /// Serves `handler` on `listener` until `shutdown` fires, then drains.
@@ -66,14 +73,36 @@ where
             let fut = h(req, peer);
             async move { Ok::<_, Infallible>(fut.await) }
         });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(opts.header_timeout)
-            .serve_connection(TokioIo::new(stream), svc);
-        let conn = graceful.watch(conn);
+        let builder = {
+            let mut b = http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(opts.header_timeout);
+            b
+        };
+        let watcher = graceful.watcher();
+        let tls = opts.tls.clone();
+        let handshake_timeout = opts.handshake_timeout;
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = conn.await {
+            let result = match tls {
+                None => {
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), svc))
+                        .await
+                }
+                Some(acceptor) => match tls::accept(&acceptor, stream, handshake_timeout).await {
+                    Ok(s) => {
+                        watcher
+                            .watch(builder.serve_connection(TokioIo::new(s), svc))
+                            .await
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });

@@ -435,7 +435,9 @@ Jcdqipi6Io4VmyOsKWyQDMA2
             let mut params =
                 CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
                     .unwrap();
-            params.distinguished_name.push(DnType::CommonName, "localhost");
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "localhost");
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
             params.signed_by(key, &self.issuer).unwrap().pem()
         }
@@ -498,6 +500,9 @@ Jcdqipi6Io4VmyOsKWyQDMA2
         .with_root_certificates(roots)
         .with_no_client_auth();
         config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+        // Every connection does a full handshake, so it shows the
+        // certificate served now (a resumed session reports the old one).
+        config.resumption = rustls::client::Resumption::disabled();
         TlsConnector::from(Arc::new(config))
     }
 
@@ -730,8 +735,8 @@ Jcdqipi6Io4VmyOsKWyQDMA2
         let connector = client(&root);
 
         let ec = KeyPair::generate().unwrap();
-        let rsa = KeyPair::from_pkcs8_pem_and_sign_algo(TEST_RSA_PKCS8, &rcgen::PKCS_RSA_SHA256)
-            .unwrap();
+        let rsa =
+            KeyPair::from_pkcs8_pem_and_sign_algo(TEST_RSA_PKCS8, &rcgen::PKCS_RSA_SHA256).unwrap();
         let cases = [
             ("PKCS#8 EC", root.server_cert(&ec), ec.serialize_pem()),
             (
@@ -772,14 +777,23 @@ Jcdqipi6Io4VmyOsKWyQDMA2
 
         let missing = files.dir.path().join("missing.crt");
         let msg = message(ReloadingCert::load(&missing, &files.key));
-        assert!(msg.starts_with(&format!("cannot read {}", missing.display())), "{msg}");
+        assert!(
+            msg.starts_with(&format!("cannot read {}", missing.display())),
+            "{msg}"
+        );
 
         std::fs::write(&files.cert, "").unwrap();
-        assert_eq!(message(files.load()), format!("no certificate found in {cert}"));
+        assert_eq!(
+            message(files.load()),
+            format!("no certificate found in {cert}")
+        );
 
         std::fs::write(&files.cert, &a.cert).unwrap();
         std::fs::write(&files.key, &a.cert).unwrap();
-        assert_eq!(message(files.load()), format!("no private key found in {key}"));
+        assert_eq!(
+            message(files.load()),
+            format!("no private key found in {key}")
+        );
 
         let truncated = &a.key[..a.key.len() / 2];
         std::fs::write(&files.key, truncated).unwrap();
@@ -795,10 +809,16 @@ Jcdqipi6Io4VmyOsKWyQDMA2
         );
 
         std::fs::write(&files.key, &a.key).unwrap();
-        std::fs::write(&files.cert, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
-            .unwrap();
+        std::fs::write(
+            &files.cert,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
         let msg = message(files.load());
-        assert!(msg.starts_with(&format!("invalid certificate in {cert}")), "{msg}");
+        assert!(
+            msg.starts_with(&format!("invalid certificate in {cert}")),
+            "{msg}"
+        );
     }
 
     // --- test-only key encoding helpers ---
