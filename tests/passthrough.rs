@@ -230,6 +230,29 @@ async fn oversized_body_is_413_announced_or_streamed() {
     hg.stop().await;
 }
 
+#[tokio::test]
+async fn announced_oversized_body_is_refused_before_it_is_sent() {
+    let (up, hg) = setup("").await;
+    // Only the head (and a few body bytes) of a request announcing one byte
+    // over the limit: the rest never comes. A server that waited for the body
+    // would answer 408 after body_timeout (500 ms), or nothing.
+    let big = vec![b'a'; 64 * 1024 + 1];
+    let h = sign("sigsentry", SECRET, &big, None, now());
+    let mut s = TcpStream::connect(hg.public).await.unwrap();
+    let head = format!(
+        "POST /hooks/sigsentry HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n{}: {}\r\n\r\naaaaaaaa",
+        big.len(),
+        h[0].0,
+        h[0].1
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let resp = read_response(&mut s, Duration::from_secs(5)).await;
+    assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
+    assert!(resp.contains("payload_too_large"), "{resp}");
+    assert!(up.received().is_empty());
+    hg.stop().await;
+}
+
 /// Reads what the server sends until it closes, or until `deadline`.
 async fn read_response(s: &mut TcpStream, deadline: Duration) -> String {
     let mut buf = Vec::new();

@@ -341,17 +341,53 @@ async fn queue_limit_refuses_with_503_and_writes_nothing() {
     let up = Upstream::start().await;
     up.set_default(Reply::delayed(Duration::from_secs(30)));
     let hg = Hookgate::start(&config(dir.path(), &up.url("/app"), "queue_limit = 1")).await;
-    assert_eq!(deliver(&hg, "anl_l1").await.status, 202);
+    let first = deliver(&hg, "anl_l1").await;
+    assert_eq!(first.status, 202);
+    let first_id = first.json()["id"].as_str().unwrap().to_string();
     let a = deliver(&hg, "anl_l2").await;
     assert_eq!((a.status, a.code().as_str()), (503, "unavailable"));
     assert!(a.headers.get("retry-after").is_some());
+    let retry_after: u64 = a.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .expect("Retry-After is delay-seconds");
+    assert!(retry_after > 0, "Retry-After: {retry_after}");
     let q = admin_get(&hg, "/admin/queues").await;
     let total =
         q["queues"][0]["pending"].as_u64().unwrap() + q["queues"][0]["in_flight"].as_u64().unwrap();
     assert_eq!(total, 1, "the refused request was not written: {q}");
-    // Not recorded as seen either: once there is room it is accepted.
-    hg.shutdown.trigger();
-    let _ = tokio::time::timeout(Duration::from_secs(30), hg.task).await;
+
+    // Not recorded as seen either: once there is room it is accepted, not
+    // answered as a duplicate. Make room by dropping the first job.
+    up.set_default(Reply::status(200));
+    let r = send(
+        "DELETE",
+        &hg.admin_url(&format!("/admin/jobs/{first_id}")),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let again = deliver(&hg, "anl_l2").await;
+    assert_eq!(again.status, 202, "{:?}", again.body);
+    assert_eq!(again.json()["status"], "accepted");
+    let second_id = again.json()["id"].as_str().unwrap().to_string();
+    assert_ne!(second_id, first_id);
+    // ...and it is the one delivered (the first job is gone).
+    let got = eventually(10, "anl_l2 delivered", || {
+        let up = &up;
+        async move {
+            let got = up.received();
+            got.iter()
+                .any(|r| r.body == analysis("anl_l2"))
+                .then_some(got)
+        }
+    })
+    .await;
+    let r = got.iter().find(|r| r.body == analysis("anl_l2")).unwrap();
+    assert_eq!(r.headers["x-hookgate-delivery-id"], second_id.as_str());
+    hg.stop().await;
 }
 
 #[tokio::test]
@@ -473,5 +509,335 @@ async fn upstream_concurrency_limit_is_respected() {
         2,
         "two at a time, and both slots were used"
     );
+    hg.stop().await;
+}
+
+#[tokio::test]
+async fn retry_after_from_the_upstream_sets_the_next_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start().await;
+    // Every attempt fails with Retry-After: 2 s. The route's own delay is
+    // 1 s (no jitter), so the clamp [1 s, 2 s] keeps 2 s: honoured, the next
+    // attempt is 2 s after the failure; ignored, it would be 1 s after.
+    up.set_default(Reply {
+        status: 503,
+        body: "busy",
+        headers: vec![("retry-after", "2")],
+        delay: Duration::ZERO,
+    });
+    let toml = config(dir.path(), &up.url("/app"), "")
+        .replace("initial = \"50ms\"", "initial = \"1s\"")
+        .replace("max_delay = \"200ms\"", "max_delay = \"1s\"");
+    let hg = Hookgate::start(&toml).await;
+    let id = deliver(&hg, "anl_ra").await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The job as stored after a failed attempt (whichever the poll sees
+    // first), without waiting for the retry.
+    let detail = eventually(10, "a failed attempt recorded", || {
+        let hg = &hg;
+        let id = id.clone();
+        async move {
+            let d = admin_get(hg, &format!("/admin/jobs/{id}")).await;
+            let n = d["attempt_log"].as_array().map_or(0, |l| l.len());
+            (d["state"] == "pending" && n >= 1 && d["attempts"] == n).then_some(d)
+        }
+    })
+    .await;
+    let last = detail["attempt_log"].as_array().unwrap().last().unwrap();
+    assert_eq!(last["http_status"], 503);
+    assert_eq!(last["outcome"], "retry");
+    let failed_at = last["started_at"].as_i64().unwrap() + last["duration_ms"].as_i64().unwrap();
+    let delay = detail["next_at"].as_i64().unwrap() - failed_at;
+    assert!(
+        (1900..=2300).contains(&delay),
+        "next attempt {delay} ms after the failure, want ~2000 (Retry-After), not ~1000: {detail}"
+    );
+    hg.stop().await;
+}
+
+/// Writes a job into the route's SQLite file the way the receiver does
+/// (queue = route path, kind, payload), before hookgate runs on that file.
+/// Returns the open store so the caller can act as another worker.
+async fn seed_job(dir: &Path, kind: &str, event: &str) -> (hookgate::store::Store, String) {
+    use hookgate::delivery::job::StoredRequest;
+    use hookgate::store::{Enqueued, NewJob, SqliteOptions, Store};
+    let store = Store::open_sqlite(SqliteOptions::new(dir.join("hookgate.db"))).unwrap();
+    let body = analysis(event);
+    let mut headers = http::HeaderMap::new();
+    for (k, v) in sign("sigsentry", SECRET, &body, None, now()) {
+        headers.insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    headers.insert("content-type", "application/json".parse().unwrap());
+    let payload = StoredRequest {
+        method: http::Method::POST,
+        path_and_query: "/hooks/sigsentry/seeded".into(),
+        headers,
+        body: body.into(),
+    }
+    .encode();
+    let id = hookgate::new_id();
+    let at = now_ms();
+    let job = NewJob {
+        id: id.clone(),
+        queue: "/hooks/sigsentry".into(),
+        kind: kind.into(),
+        payload,
+        created_at: at,
+        next_at: at,
+    };
+    assert_eq!(
+        store.enqueue(job, None, None).await.unwrap(),
+        Enqueued::Accepted
+    );
+    (store, id)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[tokio::test]
+async fn a_dead_workers_lease_expires_and_the_job_is_delivered_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, id) = seed_job(
+        dir.path(),
+        hookgate::delivery::job::KIND_FORWARD,
+        "anl_lease",
+    )
+    .await;
+    // A worker claims it with a 2 s lease, then dies without recording
+    // anything.
+    const LEASE_MS: i64 = 2000;
+    let claimed_at = tokio::time::Instant::now();
+    let jobs = store
+        .claim(
+            Some("/hooks/sigsentry"),
+            now_ms(),
+            1,
+            LEASE_MS,
+            "dead-worker",
+        )
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].id, id);
+    store.shutdown().await;
+    drop(store);
+
+    // hookgate on the same file, upstream healthy: the job comes back only
+    // once the dead worker's lease has run out.
+    let up = Upstream::start().await;
+    let hg = Hookgate::start(&config(dir.path(), &up.url("/app"), "")).await;
+    let state = job_state(&hg, &id).await;
+    if claimed_at.elapsed() < Duration::from_millis(LEASE_MS as u64 - 200) {
+        assert_eq!(state, "inflight", "still leased by the dead worker");
+    }
+    let got = up.wait_for(1, Duration::from_secs(10)).await;
+    let waited = claimed_at.elapsed();
+    assert!(
+        waited >= Duration::from_millis(LEASE_MS as u64 - 50),
+        "delivered {waited:?} after the claim, inside the other worker's lease"
+    );
+    let r = &got[0];
+    assert_eq!(r.headers["x-hookgate-delivery-id"], id.as_str());
+    assert_eq!(r.headers["x-hookgate-attempt"], "1");
+    assert_eq!(r.uri, "/app/seeded");
+    assert_eq!(r.body, analysis("anl_lease"));
+    let detail = eventually(10, "job done", || {
+        let hg = &hg;
+        let id = id.clone();
+        async move {
+            let d = admin_get(hg, &format!("/admin/jobs/{id}")).await;
+            (d["state"] == "done").then_some(d)
+        }
+    })
+    .await;
+    let log = detail["attempt_log"].as_array().unwrap();
+    assert_eq!(log.len(), 1, "{detail}");
+    assert_eq!(log[0]["attempt"], 1);
+    assert_eq!(log[0]["http_status"], 200);
+    assert_eq!(log[0]["outcome"], "success");
+    assert_eq!(up.received().len(), 1);
+    hg.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_of_unknown_kind_is_dead_lettered_without_a_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, id) = seed_job(dir.path(), "from-the-future", "anl_kind").await;
+    store.shutdown().await;
+    drop(store);
+    let up = Upstream::start().await;
+    let hg = Hookgate::start(&config(dir.path(), &up.url("/app"), "")).await;
+    let detail = eventually(10, "job dead", || {
+        let hg = &hg;
+        let id = id.clone();
+        async move {
+            let d = admin_get(hg, &format!("/admin/jobs/{id}")).await;
+            (d["state"] == "dead").then_some(d)
+        }
+    })
+    .await;
+    assert_eq!(detail["kind"], "from-the-future");
+    let err = detail["last_error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("unknown job kind \"from-the-future\""),
+        "{detail}"
+    );
+    assert_eq!(detail["attempt_log"][0]["outcome"], "dead");
+    assert!(up.received().is_empty(), "nothing was sent upstream");
+    hg.stop().await;
+}
+
+/// `config` plus a second queue-mode route deduplicating on a header.
+fn config_with_header_route(store: &Path, upstream: &str) -> String {
+    config(store, upstream, "")
+        + &format!(
+            r#"
+[[routes]]
+path = "/hooks/by-header"
+scheme = "sigsentry"
+secrets = [{{ value = "{SECRET}" }}]
+dedup = {{ key = "header:x-event-id", window = "24h" }}
+[routes.upstream]
+url = "{upstream}"
+timeout = "2s"
+"#
+        )
+}
+
+async fn post_signed(hg: &Hookgate, path: &str, body: &[u8], extra: &[(&str, &str)]) -> Answer {
+    let mut h = sign("sigsentry", SECRET, body, None, now());
+    h.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    post(&hg.url(path), &h, body.to_vec()).await
+}
+
+#[tokio::test]
+async fn header_dedup_key_answers_duplicates_with_the_first_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start().await;
+    let hg = Hookgate::start(&config_with_header_route(dir.path(), &up.url("/app"))).await;
+    let path = "/hooks/by-header";
+    // The key is the header: the bodies differ (and are not even JSON).
+    let first = post_signed(&hg, path, b"first body", &[("x-event-id", "evt_1")]).await;
+    assert_eq!(first.status, 202, "{:?}", first.body);
+    assert_eq!(first.json()["status"], "accepted");
+    let second = post_signed(&hg, path, b"second body", &[("x-event-id", "evt_1")]).await;
+    assert_eq!(second.status, 200, "{:?}", second.body);
+    assert_eq!(second.json()["status"], "duplicate");
+    assert_eq!(second.json()["id"], first.json()["id"]);
+    // Another header value is another event, even with the first body.
+    let third = post_signed(&hg, path, b"first body", &[("x-event-id", "evt_2")]).await;
+    assert_eq!(third.status, 202, "{:?}", third.body);
+    assert_ne!(third.json()["id"], first.json()["id"]);
+    // An explicit dedup table makes the key required.
+    let a = post_signed(&hg, path, b"no id", &[]).await;
+    assert_eq!((a.status, a.code().as_str()), (400, "dedup_key_missing"));
+    // Over 1 KiB is refused.
+    let long = "e".repeat(1025);
+    let a = post_signed(&hg, path, b"long id", &[("x-event-id", &long)]).await;
+    assert_eq!((a.status, a.code().as_str()), (400, "dedup_key_invalid"));
+
+    let got = up.wait_for(2, Duration::from_secs(10)).await;
+    let mut bodies: Vec<_> = got.iter().map(|r| r.body.clone()).collect();
+    bodies.sort();
+    assert_eq!(bodies, [&b"first body"[..], &b"first body"[..]]);
+    let ids = up.delivery_ids();
+    assert!(ids.contains(first.json()["id"].as_str().unwrap()));
+    assert!(ids.contains(third.json()["id"].as_str().unwrap()));
+    hg.stop().await;
+}
+
+#[tokio::test]
+async fn body_dedup_key_must_be_a_short_string_or_a_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start().await;
+    let hg = Hookgate::start(&config(dir.path(), &up.url("/app"), "")).await;
+    let path = "/hooks/sigsentry";
+    let long = "a".repeat(1025);
+    for body in [
+        r#"{"analysisId":{"nested":"anl_1"}}"#.to_string(),
+        r#"{"analysisId":["anl_1"]}"#.to_string(),
+        r#"{"analysisId":true}"#.to_string(),
+        format!(r#"{{"analysisId":"{long}"}}"#),
+    ] {
+        let a = post_signed(&hg, path, body.as_bytes(), &[]).await;
+        assert_eq!(
+            (a.status, a.code().as_str()),
+            (400, "dedup_key_invalid"),
+            "{body}"
+        );
+    }
+    let q = admin_get(&hg, "/admin/queues").await;
+    assert_eq!(
+        q["queues"].as_array().unwrap().len(),
+        0,
+        "nothing written: {q}"
+    );
+    // The limits' other side: exactly 1 KiB, and a number, are ids.
+    let kib = format!(r#"{{"analysisId":"{}"}}"#, "a".repeat(1024));
+    let a = post_signed(&hg, path, kib.as_bytes(), &[]).await;
+    assert_eq!(a.status, 202, "{:?}", a.body);
+    let a = post_signed(&hg, path, br#"{"analysisId":42}"#, &[]).await;
+    assert_eq!(a.status, 202, "{:?}", a.body);
+    let a = post_signed(&hg, path, br#"{"analysisId": 42 , "x":1}"#, &[]).await;
+    assert_eq!(
+        (a.status, a.json()["status"].as_str()),
+        (200, Some("duplicate")),
+        "the number 42 is the same id however it is spelled"
+    );
+    up.wait_for(2, Duration::from_secs(10)).await;
+    hg.stop().await;
+}
+
+#[tokio::test]
+async fn bad_signatures_are_refused_in_queue_mode_without_queuing() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start().await;
+    let hg = Hookgate::start(&config(dir.path(), &up.url("/app"), "")).await;
+    let body = analysis("anl_sig");
+    let a = post(&hg.url("/hooks/sigsentry"), &[], body.clone()).await;
+    assert_eq!((a.status, a.code().as_str()), (401, "signature_missing"));
+    // Signed with another secret.
+    let wrong = sign("sigsentry", "not-the-secret", &body, None, now());
+    let a = post(&hg.url("/hooks/sigsentry"), &wrong, body.clone()).await;
+    assert_eq!((a.status, a.code().as_str()), (401, "signature_mismatch"));
+    // Signed correctly, but the body was changed afterwards.
+    let good = sign("sigsentry", SECRET, &body, None, now());
+    let a = post(&hg.url("/hooks/sigsentry"), &good, analysis("anl_sig2")).await;
+    assert_eq!((a.status, a.code().as_str()), (401, "signature_mismatch"));
+
+    let q = admin_get(&hg, "/admin/queues").await;
+    let queued: u64 = q["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["route"] == "/hooks/sigsentry")
+        .map(|r| {
+            r["pending"].as_u64().unwrap()
+                + r["in_flight"].as_u64().unwrap()
+                + r["dead"].as_u64().unwrap()
+                + r["delivered"].as_u64().unwrap()
+        })
+        .sum();
+    assert_eq!(queued, 0, "nothing queued for the route: {q}");
+    let jobs = admin_get(&hg, "/admin/jobs?route=%2Fhooks%2Fsigsentry").await;
+    assert_eq!(jobs["items"].as_array().unwrap().len(), 0, "{jobs}");
+
+    // Refusals recorded no event id: the same event, signed, is accepted.
+    let a = post(&hg.url("/hooks/sigsentry"), &good, body.clone()).await;
+    assert_eq!(a.status, 202, "{:?}", a.body);
+    assert_eq!(a.json()["status"], "accepted");
+    let got = up.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, body);
     hg.stop().await;
 }

@@ -9,6 +9,10 @@
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
+/// `kind` of a job enqueued by the receiver (queue mode): its payload is a
+/// [`StoredRequest`] to forward to the route's upstream.
+pub const KIND_FORWARD: &str = "forward";
+
 const VERSION: u8 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

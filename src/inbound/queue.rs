@@ -10,7 +10,7 @@ use http::{HeaderMap, Response, StatusCode};
 
 use crate::config::DedupKey;
 use crate::delivery::engine::now_ms;
-use crate::delivery::job::StoredRequest;
+use crate::delivery::job::{StoredRequest, KIND_FORWARD};
 use crate::error::{json, ApiError, Body};
 use crate::inbound::{Inbound, Route};
 use crate::store::{self, Enqueued, NewJob};
@@ -93,7 +93,7 @@ impl Inbound {
         let job = NewJob {
             id: id.clone(),
             queue: route.path.clone(),
-            kind: "forward".to_string(),
+            kind: KIND_FORWARD.to_string(),
             payload,
             created_at: now,
             next_at: now,
