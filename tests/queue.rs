@@ -841,3 +841,68 @@ async fn bad_signatures_are_refused_in_queue_mode_without_queuing() {
     assert_eq!(got[0].body, body);
     hg.stop().await;
 }
+
+/// The engine holds at most 2 x concurrency claimed jobs (in flight plus a
+/// buffer waiting for a permit); a buffered job that has not started when
+/// hookgate stops is released, so it is claimable at once after a restart
+/// instead of waiting out its lease.
+#[tokio::test]
+async fn buffered_jobs_are_bounded_and_released_at_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start().await;
+    up.set_default(Reply::delayed(Duration::from_millis(1500)));
+    let toml = config(dir.path(), &up.url("/app"), "")
+        .replace("timeout = \"2s\"", "timeout = \"2s\"\nconcurrency = 1");
+    let hg = Hookgate::start(&toml).await;
+    for i in 0..4 {
+        assert_eq!(deliver(&hg, &format!("anl_b{i}")).await.status, 202);
+    }
+    up.wait_for(1, Duration::from_secs(10)).await;
+    // One attempt in flight and one job buffered behind it: two held, the
+    // other two still pending.
+    let held = eventually(10, "two jobs held", || {
+        let hg = &hg;
+        async move {
+            let jobs = admin_get(hg, "/admin/jobs?state=inflight").await;
+            let n = jobs["items"].as_array().map_or(0, |j| j.len());
+            (n == 2).then_some(jobs)
+        }
+    })
+    .await;
+    let held_ids: Vec<String> = held["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_string())
+        .collect();
+    let pending = admin_get(&hg, "/admin/jobs?state=pending").await;
+    assert_eq!(pending["items"].as_array().unwrap().len(), 2, "{pending}");
+    assert_eq!(up.received().len(), 1, "only one attempt at a time");
+
+    // Stop while the first attempt runs: it finishes within the grace
+    // period; the buffered one is released without an attempt.
+    hg.stop().await;
+    let store = hookgate::store::Store::open_sqlite(hookgate::store::SqliteOptions::new(
+        dir.path().join("hookgate.db"),
+    ))
+    .unwrap();
+    let mut states = Vec::new();
+    for id in &held_ids {
+        let d = store.get_job(id).await.unwrap().unwrap();
+        states.push((
+            d.summary.state,
+            d.summary.lease_owner.clone(),
+            d.attempts.len(),
+        ));
+    }
+    states.sort();
+    assert_eq!(
+        states,
+        vec![
+            (hookgate::store::JobState::Pending, None, 0),
+            (hookgate::store::JobState::Done, None, 1),
+        ],
+        "the attempted job is done, the buffered one pending with no lease"
+    );
+    store.shutdown().await;
+}

@@ -5,8 +5,13 @@
 //! - a job is only attempted while this process holds its lease, and the
 //!   lease outlives the attempt (timeout x 2 + 5 s), so two replicas never
 //!   attempt the same job at once unless one of them died;
-//! - at most `concurrency` attempts per queue (upstream) run at once: a
-//!   queue is only asked for as many jobs as it has free permits;
+//! - at most `concurrency` attempts per queue (upstream) run at once;
+//! - a queue holds at most `2 x concurrency` claimed jobs: the ones in flight
+//!   and a buffer of as many waiting for a permit (FIFO), so a worker that
+//!   frees a permit starts the next job at once instead of waiting for a
+//!   claim (one store commit) first, and claims come in batches. A buffered
+//!   job waits for at most one round of attempts (<= timeout) and its own
+//!   attempt takes <= timeout, so it still finishes inside its lease;
 //! - every attempt is recorded before the next one can be claimed;
 //! - on shutdown no new job is claimed and running attempts get the grace
 //!   period to finish; a job whose attempt did not finish keeps its lease
@@ -48,9 +53,19 @@ pub struct QueueTarget {
     pub client: HttpClient,
 }
 
+/// A queue as the claim loop sees it: its target and the permits for the
+/// jobs it holds (in flight + buffered).
+struct Lane {
+    q: Arc<QueueTarget>,
+    held: Arc<Semaphore>,
+    /// `2 x concurrency`: the size of `held`.
+    held_max: usize,
+    concurrency: usize,
+}
+
 pub struct Engine {
     store: Store,
-    queues: Vec<Arc<QueueTarget>>,
+    lanes: Vec<Lane>,
     owner: String,
     clock: Clock,
     wake: Arc<Notify>,
@@ -75,9 +90,23 @@ impl Engine {
         poll_interval: Duration,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let lanes = queues
+            .into_iter()
+            .map(|q| {
+                // Nothing is in flight yet: the free permits are the limit.
+                let concurrency = q.concurrency.available_permits().max(1);
+                let held_max = concurrency.saturating_mul(2);
+                Lane {
+                    q,
+                    held: Arc::new(Semaphore::new(held_max)),
+                    held_max,
+                    concurrency,
+                }
+            })
+            .collect();
         Engine {
             store,
-            queues,
+            lanes,
             owner: format!("hookgate-{}", uuid::Uuid::now_v7().simple()),
             clock,
             wake,
@@ -92,9 +121,16 @@ impl Engine {
         let mut tasks = JoinSet::new();
         while !shutdown.is_triggered() {
             let mut claimed = 0usize;
-            for q in &self.queues {
-                let free = q.concurrency.available_permits().min(256);
-                if free == 0 {
+            for lane in &self.lanes {
+                let q = &lane.q;
+                let free = lane.held.available_permits();
+                let in_flight =
+                    lane.concurrency - q.concurrency.available_permits().min(lane.concurrency);
+                let buffered = (lane.held_max - free).saturating_sub(in_flight);
+                // Claim in batches: while the buffer still feeds the workers,
+                // wait until half the capacity is free (one commit for many
+                // jobs); when it runs dry, take whatever is free.
+                if free == 0 || (buffered > 0 && free < lane.concurrency) {
                     continue;
                 }
                 let lease = (q.timeout * 2 + Duration::from_secs(5)).as_millis() as i64;
@@ -107,14 +143,18 @@ impl Engine {
                     Ok(jobs) => {
                         for job in jobs {
                             claimed += 1;
-                            let permit = match q.concurrency.clone().try_acquire_owned() {
-                                Ok(p) => p,
-                                Err(_) => match q.concurrency.clone().acquire_owned().await {
-                                    Ok(p) => p,
-                                    Err(_) => return,
-                                },
+                            // Only this loop takes `held` permits, and it
+                            // claimed no more than were free.
+                            let Ok(held) = lane.held.clone().try_acquire_owned() else {
+                                tracing::error!(queue = %q.name, "held permits out of step; job returns when its lease expires");
+                                break;
                             };
-                            tasks.spawn(self.clone().attempt(q.clone(), job, permit));
+                            tasks.spawn(self.clone().run_job(
+                                q.clone(),
+                                job,
+                                held,
+                                shutdown.clone(),
+                            ));
                         }
                     }
                     Err(e) => {
@@ -140,6 +180,36 @@ impl Engine {
             );
             tasks.abort_all();
         }
+    }
+
+    /// Waits (in FIFO order) for an attempt permit, then attempts the job.
+    /// A job still waiting at shutdown is released, not attempted: it is
+    /// claimable again at once, by this process after a restart or by
+    /// another replica.
+    async fn run_job(
+        self: Arc<Self>,
+        q: Arc<QueueTarget>,
+        job: ClaimedJob,
+        held: OwnedSemaphorePermit,
+        shutdown: Shutdown,
+    ) {
+        let permit = tokio::select! {
+            biased;
+            _ = shutdown.wait() => None,
+            p = q.concurrency.clone().acquire_owned() => p.ok(),
+        };
+        match permit {
+            Some(permit) if !shutdown.is_triggered() => self.clone().attempt(q, job, permit).await,
+            _ => {
+                if let Err(e) = self.store.release(&job.id, &self.owner).await {
+                    tracing::warn!(id = %job.id, error = %e, "cannot release a job at shutdown; it returns when its lease expires");
+                }
+            }
+        }
+        // Both permits are free before the claim loop is woken, so it sees
+        // the room it is woken for.
+        drop(held);
+        self.wake.notify_one();
     }
 
     async fn attempt(
@@ -224,7 +294,6 @@ impl Engine {
                 tracing::error!(id = %job.id, error = %e, "cannot record attempt; job returns when its lease expires")
             }
         }
-        self.wake.notify_one();
     }
 
     /// Sends one attempt; returns the status and the (capped) response body.
