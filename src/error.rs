@@ -10,8 +10,11 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full};
 
 use crate::signature::VerifyError;
 
+/// The error of a response body (an upstream's body in passthrough can fail).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The response body type of every hookgate listener.
-pub type Body = BoxBody<Bytes, hyper::Error>;
+pub type Body = BoxBody<Bytes, BoxError>;
 
 /// A body from bytes.
 pub fn full(b: impl Into<Bytes>) -> Body {

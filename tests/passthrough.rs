@@ -426,3 +426,62 @@ async fn idle_connections_are_closed() {
     );
     hg.stop().await;
 }
+
+/// An upstream that sends its response head and then stalls mid-body cannot
+/// hold the sender's connection: at `upstream.timeout` hookgate closes it
+/// (the response stays incomplete, so the sender retries).
+#[tokio::test]
+async fn upstream_stalling_mid_body_is_cut_off_at_the_timeout() {
+    let stall = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stall_addr = stall.local_addr().unwrap();
+    let upstream = tokio::spawn(async move {
+        let (mut conn, _) = stall.accept().await.unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let _ = conn.read(&mut buf).await;
+        conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")
+            .await
+            .unwrap();
+        // Hold the connection open far longer than the route's timeout.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(conn);
+    });
+    let hg = Hookgate::start(&format!(
+        r#"
+[[routes]]
+path = "/hooks/sigsentry"
+scheme = "sigsentry"
+secrets = [{{ value = "{SECRET}" }}]
+mode = "passthrough"
+[routes.upstream]
+url = "http://{stall_addr}/app"
+timeout = "1s"
+"#
+    ))
+    .await;
+
+    let body = analysis("anl_stall");
+    let mut head = format!(
+        "POST /hooks/sigsentry HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in sign("sigsentry", SECRET, &body, None, now()) {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut conn = TcpStream::connect(hg.public).await.unwrap();
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&body).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut got)).await;
+    assert!(
+        read.is_ok(),
+        "hookgate kept the connection open after the upstream timeout"
+    );
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("partial"), "the body is cut short: {text}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    upstream.abort();
+    hg.stop().await;
+}

@@ -12,21 +12,24 @@
 pub mod queue;
 pub mod route;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{header, Request, Response};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
 use tokio::sync::Notify;
 
 use crate::config::{Config, Mode};
 use crate::delivery::client::{HttpClient, SendError};
 use crate::delivery::forward::{strip_hop_by_hop, upstream_request};
-use crate::error::{ApiError, Body};
+use crate::error::{ApiError, Body, BoxError};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::Clock;
@@ -215,7 +218,51 @@ impl Inbound {
         })?;
         let (mut head, body) = resp.into_parts();
         strip_hop_by_hop(&mut head.headers);
+        let body = DeadlineBody {
+            inner: body,
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+        };
         Ok(Response::from_parts(head, body.boxed()))
+    }
+}
+
+/// The upstream's response body in passthrough, cut off at the route's
+/// deadline (`upstream.timeout` from the start of the proxy): an upstream
+/// that sends its head and then stalls cannot hold the sender's connection
+/// open. Past the deadline the body fails, and hyper closes the connection
+/// mid-response, which the sender sees as a failed delivery and retries.
+struct DeadlineBody {
+    inner: Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream did not send its response body within upstream.timeout")]
+struct BodyDeadlineElapsed;
+
+impl hyper::body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|r| r.map_err(BoxError::from)));
+        }
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyDeadlineElapsed)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
