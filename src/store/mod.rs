@@ -34,7 +34,11 @@
 //!   `wal_autocheckpoint=0`; a separate background thread with its own
 //!   connection runs passive WAL checkpoints periodically (and when the writer
 //!   nudges it after many writes), plus a final truncating checkpoint at
-//!   shutdown.
+//!   shutdown. A writer that never pauses would starve passive checkpoints
+//!   (the WAL only starts over once a checkpoint has caught up), so past
+//!   `wal_restart_bytes` the checkpointer runs one RESTART checkpoint, which
+//!   holds new commits off while it copies the last frames: the WAL stays
+//!   bounded under sustained load.
 //! - **Reads never block the writer or the runtime.** `list_jobs`, `get_job`,
 //!   `get_payload`, `stats` and `ping` use a small pool of read connections on
 //!   `tokio::task::spawn_blocking`; WAL lets them run concurrently with the
@@ -114,6 +118,12 @@ pub struct SqliteOptions {
     pub channel_capacity: usize,
     /// Period of the passive WAL checkpoint.
     pub checkpoint_interval: Duration,
+    /// When the WAL has grown past this many bytes, the checkpointer runs a
+    /// RESTART checkpoint (it briefly holds off the writer) so the next
+    /// commit writes the WAL from its start again. Without it, a writer that
+    /// never pauses starves the passive checkpoints and the WAL grows
+    /// without bound.
+    pub wal_restart_bytes: u64,
     /// Called after every successful commit with the number of requests it
     /// served and how long the transaction took (metrics hook).
     pub on_commit: Option<CommitObserver>,
@@ -137,6 +147,7 @@ impl SqliteOptions {
             batch_max: 512,
             channel_capacity: 4096,
             checkpoint_interval: Duration::from_secs(1),
+            wal_restart_bytes: 64 * 1024 * 1024,
             on_commit: None,
         }
     }
