@@ -9,12 +9,12 @@
 #   WARMUP     seconds of warm-up load before each point      (2)
 #   RATE       open-loop rate, requests/s                 (10000)
 #   CONNS      load generator connections                    (64)
-#   BACKLOG    jobs queued for the drain/backlog measurement (50000; each
-#              enqueue currently costs O(pending) in the store, so 200k+
-#              takes many minutes to build)
+#   BACKLOG    jobs queued for the drain/backlog measurement (1000000:
+#              ~1-2 min to fill and ~2 min to drain here, ~1.5 GB of disk
+#              under /tmp; BACKLOG=50000 for a quick run)
 #   SKIP_BUILD=1  do not run cargo build (use existing target/release)
 #
-# What it does, in one run (~5 min with the defaults, plus the build):
+# What it does, in one run (~8 min with the defaults, plus the build):
 #   build release binaries (hookgate, examples bare_hyper + loadgen), install
 #   nginx if missing, then for each target: start it, warm up, run loadgen at
 #   max load (closed loop, CONNS keep-alive connections) and at a fixed RATE
@@ -46,7 +46,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 RATE=${RATE:-10000}
 CONNS=${CONNS:-64}
-BACKLOG=${BACKLOG:-50000}
+BACKLOG=${BACKLOG:-1000000}
 SERVER_CPU=0
 LOAD_CPU=1
 

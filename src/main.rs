@@ -1,6 +1,8 @@
 //! The `hookgate` command line: parse, load configuration, initialise
 //! logging, call into the library. Nothing else lives here.
 
+#![forbid(unsafe_code)]
+
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;

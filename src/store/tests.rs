@@ -842,11 +842,11 @@ async fn migrations_are_recorded_and_newer_schema_is_refused() {
     assert!(err.to_string().contains("newer"), "{err}");
 }
 
-/// `queue_active` (migration 2, kept by triggers) must equal the count of
-/// pending + inflight jobs per queue after any mix of operations, including
+/// `queue_counts` (migration 2, kept by triggers) must equal the count of
+/// jobs per queue and state after any mix of operations, including
 /// requests whose savepoint is rolled back inside a committed batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queue_active_counter_matches_the_rows_under_random_operations() {
+async fn queue_counts_match_the_rows_under_random_operations() {
     let dir = TempDir::new().unwrap();
     let path = db_path(&dir);
     let store = open_at(&path);
@@ -916,7 +916,7 @@ async fn queue_active_counter_matches_the_rows_under_random_operations() {
             _ => {}
         }
         if step % 50 == 49 {
-            assert_queue_active_consistent(&path);
+            assert_queue_counts_consistent(&path);
         }
     }
     // A request that fails inside a batch rolls back its own trigger writes:
@@ -928,30 +928,60 @@ async fn queue_active_counter_matches_the_rows_under_random_operations() {
         a.is_ok() != b.is_ok(),
         "exactly one of two equal ids is accepted"
     );
-    assert_queue_active_consistent(&path);
+    assert_queue_counts_consistent(&path);
+    // `stats` (counters + the partial index) says what a full scan says.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let mut scanned = conn
+        .prepare(
+            "SELECT queue,
+                    SUM(state = 'pending'), SUM(state = 'inflight'),
+                    SUM(state = 'dead'), SUM(state = 'done'),
+                    MIN(CASE WHEN state = 'pending' THEN created_at END)
+             FROM jobs GROUP BY queue ORDER BY queue",
+        )
+        .unwrap()
+        .query_map([], |r| {
+            Ok(QueueStats {
+                queue: r.get(0)?,
+                pending: r.get::<_, i64>(1)? as u64,
+                inflight: r.get::<_, i64>(2)? as u64,
+                dead: r.get::<_, i64>(3)? as u64,
+                done: r.get::<_, i64>(4)? as u64,
+                oldest_pending_age_ms: r.get::<_, Option<i64>>(5)?.map(|t| (now + 7 - t).max(0)),
+            })
+        })
+        .unwrap()
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .unwrap();
+    scanned.retain(|q| q.pending + q.inflight + q.dead + q.done > 0);
+    assert!(
+        scanned.iter().any(|q| q.pending > 0 && q.done > 0),
+        "the operations left pending and done jobs: {scanned:?}"
+    );
+    assert_eq!(store.stats(now + 7).await.unwrap(), scanned);
     store.shutdown().await;
 }
 
-fn assert_queue_active_consistent(path: &Path) {
+fn assert_queue_counts_consistent(path: &Path) {
     let conn = rusqlite::Connection::open(path).expect("raw open");
     let mismatches: i64 = conn
         .query_row(
             "SELECT COUNT(*) FROM (
-                 SELECT queue, COUNT(*) AS n FROM jobs
-                 WHERE state IN ('pending', 'inflight') GROUP BY queue) AS real
-             FULL OUTER JOIN queue_active AS kept ON kept.queue = real.queue
+                 SELECT queue, state, COUNT(*) AS n FROM jobs GROUP BY queue, state) AS real
+             FULL OUTER JOIN queue_counts AS kept
+                 ON kept.queue = real.queue AND kept.state = real.state
              WHERE COALESCE(kept.n, 0) <> COALESCE(real.n, 0)",
             [],
             |r| r.get(0),
         )
         .expect("compare counters");
-    assert_eq!(mismatches, 0, "queue_active disagrees with the jobs table");
+    assert_eq!(mismatches, 0, "queue_counts disagrees with the jobs table");
 }
 
-/// A database written by schema 1 (no `queue_active`) is upgraded with the
-/// counter backfilled from the rows already there.
+/// A database written by schema 1 (no `queue_counts`) is upgraded with the
+/// counters backfilled from the rows already there.
 #[tokio::test]
-async fn migration_2_backfills_the_active_counter() {
+async fn migration_2_backfills_the_counters() {
     let dir = TempDir::new().unwrap();
     let path = db_path(&dir);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -970,9 +1000,12 @@ async fn migration_2_backfills_the_active_counter() {
         .unwrap();
     }
     let store = open_at(&path);
-    assert_queue_active_consistent(&path);
+    assert_queue_counts_consistent(&path);
     assert_eq!(
-        raw_count(&path, "SELECT n FROM queue_active WHERE queue = 'q1'"),
+        raw_count(
+            &path,
+            "SELECT SUM(n) FROM queue_counts WHERE queue = 'q1' AND state IN ('pending', 'inflight')"
+        ),
         2
     );
     // The limit now counts the two active jobs of q1.
