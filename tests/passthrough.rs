@@ -44,6 +44,23 @@ url = "{up_status}"
     )
 }
 
+/// A config with one passthrough SigSentry route to `url`; `upstream_extra`
+/// goes into its `[routes.upstream]` table.
+fn one_route_to(url: &str, upstream_extra: &str) -> String {
+    format!(
+        r#"
+[[routes]]
+path = "/hooks/sigsentry"
+scheme = "sigsentry"
+secrets = [{{ value = "{SECRET}" }}]
+mode = "passthrough"
+[routes.upstream]
+url = "{url}"
+{upstream_extra}
+"#
+    )
+}
+
 async fn setup(extra: &str) -> (Upstream, Hookgate) {
     let up = Upstream::start().await;
     let hg = Hookgate::start(&config(&up, extra)).await;
@@ -323,17 +340,7 @@ async fn upstream_unreachable_is_502() {
     let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead_addr = dead.local_addr().unwrap();
     drop(dead);
-    let toml = format!(
-        r#"
-[[routes]]
-path = "/hooks/sigsentry"
-scheme = "sigsentry"
-secrets = [{{ value = "{SECRET}" }}]
-mode = "passthrough"
-[routes.upstream]
-url = "http://{dead_addr}/x"
-"#
-    );
+    let toml = one_route_to(&format!("http://{dead_addr}/x"), "");
     let hg = Hookgate::start(&toml).await;
     let body = analysis("anl_502");
     let a = post(
@@ -445,17 +452,9 @@ async fn upstream_stalling_mid_body_is_cut_off_at_the_timeout() {
         tokio::time::sleep(Duration::from_secs(30)).await;
         drop(conn);
     });
-    let hg = Hookgate::start(&format!(
-        r#"
-[[routes]]
-path = "/hooks/sigsentry"
-scheme = "sigsentry"
-secrets = [{{ value = "{SECRET}" }}]
-mode = "passthrough"
-[routes.upstream]
-url = "http://{stall_addr}/app"
-timeout = "1s"
-"#
+    let hg = Hookgate::start(&one_route_to(
+        &format!("http://{stall_addr}/app"),
+        "timeout = \"1s\"",
     ))
     .await;
 
