@@ -906,3 +906,57 @@ async fn buffered_jobs_are_bounded_and_released_at_shutdown() {
     );
     store.shutdown().await;
 }
+
+/// While the store cannot commit (here: another process holds the database's
+/// write lock), requests are answered 503 with `Retry-After` after
+/// `server.store_timeout`, never 2xx; once the store is back, the sender's
+/// retry is accepted or recognised as the late commit's duplicate, and the
+/// event reaches the upstream exactly once.
+#[tokio::test]
+async fn store_that_cannot_commit_answers_503_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start().await;
+    let toml = format!(
+        "[server]\nstore_timeout = \"1s\"\n{}",
+        config(dir.path(), &up.url("/app"), "")
+    );
+    let hg = Hookgate::start(&toml).await;
+    // The store is up: warm it with one event.
+    assert_eq!(deliver(&hg, "anl_before").await.status, 202);
+    up.wait_for(1, Duration::from_secs(10)).await;
+
+    let lock = rusqlite::Connection::open(dir.path().join("hookgate.db")).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let a = deliver(&hg, "anl_locked").await;
+    assert_eq!(
+        (a.status, a.code().as_str()),
+        (503, "unavailable"),
+        "{:?}",
+        a.body
+    );
+    let retry_after: u64 = a.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry_after > 0);
+    lock.execute_batch("ROLLBACK").unwrap();
+    drop(lock);
+
+    // The sender retries: accepted, or the duplicate of the commit that
+    // landed after the 503.
+    let b = deliver(&hg, "anl_locked").await;
+    assert!(
+        matches!(
+            (b.status, b.json()["status"].as_str()),
+            (202, Some("accepted")) | (200, Some("duplicate"))
+        ),
+        "{} {:?}",
+        b.status,
+        b.body
+    );
+    let got = up.wait_for(2, Duration::from_secs(10)).await;
+    let bodies: Vec<_> = got
+        .iter()
+        .filter(|r| r.body == analysis("anl_locked"))
+        .collect();
+    assert_eq!(bodies.len(), 1, "delivered exactly once");
+    hg.stop().await;
+    assert_eq!(up.received().len(), 2);
+}
