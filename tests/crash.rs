@@ -23,6 +23,8 @@ const CLIENTS: usize = 8;
 struct Proc {
     child: Child,
     public: SocketAddr,
+    /// Every line the process wrote to stderr, once it has exited.
+    logs: std::thread::JoinHandle<Vec<String>>,
 }
 
 /// Starts the binary and reads its JSON startup line for the bound ports.
@@ -36,10 +38,11 @@ fn spawn(config: &Path) -> Proc {
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    let logs = std::thread::spawn(move || {
         let mut tx = Some(tx);
+        let mut lines = Vec::new();
         for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { return };
+            let Ok(line) = line else { break };
             if let Some(t) = &tx {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
                     if v["fields"]["message"] == "hookgate listening" {
@@ -50,12 +53,18 @@ fn spawn(config: &Path) -> Proc {
                 }
             }
             // Keep draining so the child never blocks on a full pipe.
+            lines.push(line);
         }
+        lines
     });
     let public = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("hookgate printed its listening line");
-    Proc { child, public }
+    Proc {
+        child,
+        public,
+        logs,
+    }
 }
 
 fn write_config(dir: &Path, upstream: &str) -> std::path::PathBuf {
@@ -112,6 +121,15 @@ async fn sigterm_drains_and_a_restart_resumes_delivery() {
         assert_eq!(a.status, 202);
         ids.insert(a.json()["id"].as_str().unwrap().to_string());
     }
+    // A refused request: its warning must not carry the secret either.
+    let body = analysis("anl_forged");
+    let a = post(
+        &url,
+        &sign("sigsentry", "not-the-secret", &body, None, now()),
+        body,
+    )
+    .await;
+    assert_eq!(a.status, 401);
     let st = Command::new("kill")
         .args(["-TERM", &p.child.id().to_string()])
         .status()
@@ -129,6 +147,13 @@ async fn sigterm_drains_and_a_restart_resumes_delivery() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "clean exit after SIGTERM: {status:?}");
+    // The run logged the refusal and the failed attempts, and no line of it
+    // holds the route's secret.
+    let logs = p.logs.join().unwrap();
+    assert!(logs.iter().any(|l| l.contains("request refused")));
+    assert!(logs.iter().any(|l| l.contains("attempt failed")));
+    let leaked: Vec<&String> = logs.iter().filter(|l| l.contains(SECRET)).collect();
+    assert!(leaked.is_empty(), "secret in the logs: {leaked:?}");
 
     // Second run: the upstream is up; everything queued is delivered.
     let up = Upstream::start().await;
