@@ -80,6 +80,30 @@ async fn job_state(hg: &Hookgate, id: &str) -> String {
         .to_string()
 }
 
+/// Polls `GET /admin/jobs/<id>` until `ready` holds of it (10 s deadline)
+/// and answers that job detail.
+async fn job_until(
+    hg: &Hookgate,
+    id: &str,
+    what: &str,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let ready = &ready;
+    eventually(10, what, || async move {
+        let d = admin_get(hg, &format!("/admin/jobs/{id}")).await;
+        ready(&d).then_some(d)
+    })
+    .await
+}
+
+/// `config` with the route's upstream concurrency set to `n`.
+fn with_concurrency(toml: String, n: usize) -> String {
+    toml.replace(
+        "timeout = \"2s\"",
+        &format!("timeout = \"2s\"\nconcurrency = {n}"),
+    )
+}
+
 #[tokio::test]
 async fn accepted_request_is_acked_then_forwarded_byte_identical() {
     let dir = tempfile::tempdir().unwrap();
@@ -199,13 +223,8 @@ async fn transient_failures_are_retried_until_success() {
         .iter()
         .all(|r| r.headers["x-hookgate-delivery-id"] == id.as_str()));
     assert!(got.iter().all(|r| r.body == analysis("anl_retry")));
-    let detail = eventually(10, "three attempts recorded", || {
-        let hg = &hg;
-        let id = id.clone();
-        async move {
-            let d = admin_get(hg, &format!("/admin/jobs/{id}")).await;
-            (d["state"] == "done").then_some(d)
-        }
+    let detail = job_until(&hg, &id, "three attempts recorded", |d| {
+        d["state"] == "done"
     })
     .await;
     let log = detail["attempt_log"].as_array().unwrap();
@@ -255,12 +274,7 @@ async fn permanent_4xx_is_dead_lettered_at_once_and_replayable() {
     let got = up.wait_for(2, Duration::from_secs(10)).await;
     assert_eq!(got[1].headers["x-hookgate-attempt"], "2");
     assert_eq!(got[1].body, analysis("anl_dead"));
-    eventually(10, "replayed job done", || {
-        let hg = &hg;
-        let id = id.clone();
-        async move { (job_state(hg, &id).await == "done").then_some(()) }
-    })
-    .await;
+    job_until(&hg, &id, "replayed job done", |d| d["state"] == "done").await;
     // Replaying a job that is not dead is a conflict; an unknown one is 404.
     let r = send(
         "POST",
@@ -325,12 +339,7 @@ async fn exhausted_retries_are_dead_then_replay_all_and_delete() {
     .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["replayed"], 1);
-    eventually(10, "replayed job done", || {
-        let hg = &hg;
-        let b = b.clone();
-        async move { (job_state(hg, &b).await == "done").then_some(()) }
-    })
-    .await;
+    job_until(&hg, &b, "replayed job done", |d| d["state"] == "done").await;
     hg.stop().await;
 }
 
@@ -497,8 +506,7 @@ async fn upstream_concurrency_limit_is_respected() {
     let dir = tempfile::tempdir().unwrap();
     let up = Upstream::start().await;
     up.set_default(Reply::delayed(Duration::from_millis(200)));
-    let toml = config(dir.path(), &up.url("/app"), "")
-        .replace("timeout = \"2s\"", "timeout = \"2s\"\nconcurrency = 2");
+    let toml = with_concurrency(config(dir.path(), &up.url("/app"), ""), 2);
     let hg = Hookgate::start(&toml).await;
     for i in 0..8 {
         assert_eq!(deliver(&hg, &format!("anl_c{i}")).await.status, 202);
@@ -651,15 +659,7 @@ async fn a_dead_workers_lease_expires_and_the_job_is_delivered_then() {
     assert_eq!(r.headers["x-hookgate-attempt"], "1");
     assert_eq!(r.uri, "/app/seeded");
     assert_eq!(r.body, analysis("anl_lease"));
-    let detail = eventually(10, "job done", || {
-        let hg = &hg;
-        let id = id.clone();
-        async move {
-            let d = admin_get(hg, &format!("/admin/jobs/{id}")).await;
-            (d["state"] == "done").then_some(d)
-        }
-    })
-    .await;
+    let detail = job_until(&hg, &id, "job done", |d| d["state"] == "done").await;
     let log = detail["attempt_log"].as_array().unwrap();
     assert_eq!(log.len(), 1, "{detail}");
     assert_eq!(log[0]["attempt"], 1);
@@ -677,15 +677,7 @@ async fn a_job_of_unknown_kind_is_dead_lettered_without_a_request() {
     drop(store);
     let up = Upstream::start().await;
     let hg = Hookgate::start(&config(dir.path(), &up.url("/app"), "")).await;
-    let detail = eventually(10, "job dead", || {
-        let hg = &hg;
-        let id = id.clone();
-        async move {
-            let d = admin_get(hg, &format!("/admin/jobs/{id}")).await;
-            (d["state"] == "dead").then_some(d)
-        }
-    })
-    .await;
+    let detail = job_until(&hg, &id, "job dead", |d| d["state"] == "dead").await;
     assert_eq!(detail["kind"], "from-the-future");
     let err = detail["last_error"].as_str().unwrap_or_default();
     assert!(
@@ -851,8 +843,7 @@ async fn buffered_jobs_are_bounded_and_released_at_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     let up = Upstream::start().await;
     up.set_default(Reply::delayed(Duration::from_millis(1500)));
-    let toml = config(dir.path(), &up.url("/app"), "")
-        .replace("timeout = \"2s\"", "timeout = \"2s\"\nconcurrency = 1");
+    let toml = with_concurrency(config(dir.path(), &up.url("/app"), ""), 1);
     let hg = Hookgate::start(&toml).await;
     for i in 0..4 {
         assert_eq!(deliver(&hg, &format!("anl_b{i}")).await.status, 202);

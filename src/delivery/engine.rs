@@ -35,6 +35,10 @@ use crate::shutdown::Shutdown;
 use crate::store::{Attempt, ClaimedJob, Next, Store};
 use crate::Clock;
 
+/// Most jobs one claim takes (one write transaction), so a route with a
+/// large `concurrency` does not hold the store writer for long.
+const CLAIM_MAX: usize = 512;
+
 /// Stored response bodies are capped at this many bytes.
 pub const RESPONSE_BODY_CAP: usize = 16 * 1024;
 
@@ -137,7 +141,7 @@ impl Engine {
                 let now = now_ms(&self.clock);
                 match self
                     .store
-                    .claim(Some(&q.name), now, free, lease, &self.owner)
+                    .claim(Some(&q.name), now, free.min(CLAIM_MAX), lease, &self.owner)
                     .await
                 {
                     Ok(jobs) => {
