@@ -1,30 +1,31 @@
-//! Store benchmarks: durable enqueue throughput of the SQLite backend
-//! (`Store::open_sqlite` on a temp file, WAL, `synchronous=FULL`) at 1, 16
-//! and 128 concurrent enqueues, as the receiver issues them: ~1.2 KB payload
-//! (a stored 1 KiB webhook), a unique dedup key, and `max_pending` set to the
-//! default route `queue_limit` (1,000,000).
+//! Store benchmarks on real files in a temp dir (WAL, `synchronous=FULL`):
+//!
+//! - `enqueue/concurrency/{1,16,128}`: durable enqueues as the receiver
+//!   issues them (~1.2 KB payload, a unique dedup key, the default queue
+//!   limit), on a fresh store; the achieved group-commit batch is printed.
+//! - `lifecycle/64`: the whole life of a webhook as the store sees it, 64 at
+//!   a time: enqueue with a dedup key, claim, finish (delivered), on a store
+//!   that already holds `STORE_BENCH_KEYS` dedup keys (default 1,000,000;
+//!   the fill takes a while). After the group it prints, per lifecycle, the
+//!   bytes the process wrote to disk (`write_bytes` of `/proc/self/io`) and
+//!   its write syscalls (`syscw`: the store's threads are the only writers),
+//!   plus the process RSS and the time the reopen took to rebuild the dedup
+//!   index from those keys.
 //!
 //! ```text
 //! cargo bench --bench store
+//! STORE_BENCH_KEYS=10000000 cargo bench --bench store -- lifecycle
 //! ```
 //!
-//! Each level opens a fresh database, so the levels do not see each other's
-//! rows. After each level the achieved group-commit batch size
-//! (`Store::commit_stats`: requests / commits) is printed. The last group,
-//! `enqueue_backlog`, runs 128 concurrent enqueues on a queue that already
-//! holds a backlog of pending jobs, with and without `max_pending`, to show
-//! what the queue-limit check costs per enqueue as the backlog grows.
-//!
-//! Throughput is in enqueues per second (one "element" = one enqueue
-//! answered after its commit). Note that the figure depends on the fsync
-//! latency of the disk holding the temp dir (`TMPDIR`).
+//! Throughput is in enqueues (lifecycles) per second. The figures depend on
+//! the fsync latency of the disk holding the temp dir (`TMPDIR`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use hookgate::store::{DedupKey, NewJob, SqliteOptions, Store};
+use hookgate::store::{Attempt, DedupKey, Enqueued, NewJob, Next, Store, StoreOptions};
 
 const QUEUE: &str = "/hooks/sigsentry";
 const PAYLOAD_LEN: usize = 1200;
@@ -95,7 +96,72 @@ async fn enqueue_n(
 }
 
 fn open(dir: &tempfile::TempDir) -> Store {
-    Store::open_sqlite(SqliteOptions::new(dir.path().join("bench.db"))).expect("open store")
+    let mut opts = StoreOptions::sqlite(dir.path().join("bench.db"));
+    opts.dedup_max_keys = 20_000_000;
+    Store::open(opts).expect("open store")
+}
+
+/// `write_bytes` and `syscw` of this process.
+fn proc_io() -> (u64, u64) {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    let field = |name: &str| {
+        io.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("write_bytes:"), field("syscw:"))
+}
+
+fn rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+/// Runs `total` lifecycles (enqueue with dedup, claim, finish) with
+/// `concurrency` tasks; answers the elapsed time.
+async fn lifecycle_n(
+    store: &Store,
+    payload: &Arc<Vec<u8>>,
+    total: u64,
+    concurrency: usize,
+) -> Duration {
+    let left = Arc::new(AtomicU64::new(total));
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (store, payload, left) = (store.clone(), payload.clone(), left.clone());
+        tasks.spawn(async move {
+            while left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                let (j, d) = job(SEQ.fetch_add(1, Ordering::Relaxed), &payload);
+                let r = store.enqueue(j, Some(d), Some(ROUTE_QUEUE_LIMIT)).await;
+                assert!(matches!(r, Ok(Enqueued::Accepted)), "enqueue failed: {r:?}");
+                let now = now_ms();
+                for c in store.claim(QUEUE, now, 1, 30_000).await.expect("claim") {
+                    let a = Attempt {
+                        started_at: now,
+                        duration_ms: 1,
+                        outcome: "success".into(),
+                        http_status: Some(200),
+                        ..Attempt::default()
+                    };
+                    assert!(store.finish(&c.lease, a, Next::Done).await.expect("finish"));
+                }
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("lifecycle task");
+    }
+    start.elapsed()
 }
 
 fn bench(c: &mut Criterion) {
@@ -142,47 +208,61 @@ fn bench(c: &mut Criterion) {
     }
     g.finish();
 
-    // The same load on top of an existing backlog.
-    let backlog: u64 = std::env::var("STORE_BENCH_BACKLOG")
+    // Whole lifecycles on a store holding many dedup keys.
+    let keys: u64 = std::env::var("STORE_BENCH_KEYS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(50_000);
+        .unwrap_or(1_000_000);
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    let fill = rt.block_on(enqueue_n(&store, &payload, backlog, 512, None));
+    let fill = rt.block_on(lifecycle_n(&store, &payload, keys, 512));
     println!(
-        "enqueue_backlog: filled {backlog} pending jobs in {:.2} s ({:.0}/s)",
+        "lifecycle: filled {keys} dedup keys in {:.1} s ({:.0} lifecycles/s)",
         fill.as_secs_f64(),
-        backlog as f64 / fill.as_secs_f64()
+        keys as f64 / fill.as_secs_f64()
     );
-    let mut g = c.benchmark_group(format!("enqueue_backlog_{backlog}"));
+    rt.block_on(store.shutdown());
+    drop(store);
+    let reopened = Instant::now();
+    let store = open(&dir);
+    println!(
+        "lifecycle: reopen with {} dedup keys took {:.2} s; RSS {:.1} MB",
+        store.dedup_keys(),
+        reopened.elapsed().as_secs_f64(),
+        rss_mb()
+    );
+    let (bytes0, calls0) = proc_io();
+    let commits0 = store.commit_stats();
+    let done = Arc::new(AtomicU64::new(0));
+    let mut g = c.benchmark_group("lifecycle");
     g.throughput(Throughput::Elements(1));
     g.sample_size(10);
     g.warm_up_time(Duration::from_secs(1));
-    g.measurement_time(Duration::from_secs(4));
-    for (name, max_pending) in [
-        ("max_pending_1M", Some(ROUTE_QUEUE_LIMIT)),
-        ("max_pending_none", None),
-    ] {
-        g.bench_function(BenchmarkId::new(name, 128), |b| {
-            b.iter_custom(|iters| {
-                rt.block_on(enqueue_n(
-                    &store,
-                    &payload,
-                    iters,
-                    128.min(iters as usize).max(1),
-                    max_pending,
-                ))
-            })
-        });
-    }
+    g.measurement_time(Duration::from_secs(5));
+    g.bench_function(BenchmarkId::new("concurrency", 64), |b| {
+        b.iter_custom(|iters| {
+            done.fetch_add(iters, Ordering::Relaxed);
+            rt.block_on(lifecycle_n(
+                &store,
+                &payload,
+                iters,
+                64.min(iters as usize).max(1),
+            ))
+        })
+    });
     g.finish();
-    let s = store.commit_stats();
+    let (bytes1, calls1) = proc_io();
+    let n = done.load(Ordering::Relaxed).max(1);
+    let commits1 = store.commit_stats();
     println!(
-        "enqueue_backlog: {} requests in {} commits, achieved batch size {:.1}",
-        s.requests,
-        s.commits,
-        s.requests as f64 / s.commits.max(1) as f64
+        "lifecycle: {n} lifecycles: {:.0} bytes written and {:.2} write syscalls per lifecycle; \
+         {:.1} requests per commit; RSS {:.1} MB with {} dedup keys",
+        (bytes1 - bytes0) as f64 / n as f64,
+        (calls1 - calls0) as f64 / n as f64,
+        (commits1.requests - commits0.requests) as f64
+            / (commits1.commits - commits0.commits).max(1) as f64,
+        rss_mb(),
+        store.dedup_keys()
     );
     rt.block_on(store.shutdown());
 }

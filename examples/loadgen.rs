@@ -347,7 +347,7 @@ async fn worker(ctx: Arc<Ctx>, shared: Arc<Shared>, conn_no: usize) -> Stats {
         }
 
         let sent = Instant::now();
-        if !sender.as_ref().is_some_and(|s| !s.is_closed()) {
+        if sender.as_ref().is_none_or(|s| s.is_closed()) {
             match tokio::time::timeout(ctx.timeout, connect(ctx.addr)).await {
                 Ok(Ok(s)) => sender = Some(s),
                 _ => {

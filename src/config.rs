@@ -145,6 +145,10 @@ pub struct StoreConfig {
     /// How long delivered jobs (without their payload) and their attempts
     /// are kept for inspection.
     pub history_retention: Dur,
+    /// How long dead jobs (with their payload, for replay) are kept.
+    pub dead_retention: Dur,
+    /// How often expired dedup records and old jobs are purged.
+    pub purge_interval: Dur,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -274,6 +278,14 @@ pub struct DedupConfig {
     /// When true (default), a request without the key is refused with 400.
     #[serde(default = "default_true")]
     pub required: bool,
+    /// Most event ids remembered for this route; past it the oldest are
+    /// forgotten early (a warning and a metric), never an error.
+    #[serde(default = "default_max_keys")]
+    pub max_keys: u64,
+}
+
+fn default_max_keys() -> u64 {
+    crate::store::DEFAULT_DEDUP_MAX_KEYS
 }
 
 fn default_dedup_window() -> Dur {
@@ -625,6 +637,9 @@ impl Config {
                     .into(),
             ),
         }
+        if self.store.purge_interval.0.is_zero() {
+            errs.push("store.purge_interval: must be greater than zero".into());
+        }
         if self.delivery.poll_interval.0.is_zero() {
             errs.push("delivery.poll_interval: must be greater than zero".into());
         }
@@ -669,6 +684,9 @@ impl Config {
                 }
                 if d.window.0.is_zero() {
                     errs.push(format!("{at}.dedup.window: must be greater than zero"));
+                }
+                if d.max_keys == 0 {
+                    errs.push(format!("{at}.dedup.max_keys: must be greater than zero"));
                 }
             }
             match r.upstream.url.parse::<http::Uri>() {
@@ -781,6 +799,13 @@ impl RouteConfig {
             Ok(Scheme::Preset(p)) => DedupKey::from_event_id(p.default_event_id()),
             _ => DedupKey::None,
         }
+    }
+
+    /// Most event ids remembered for this route.
+    pub fn dedup_max_keys(&self) -> u64 {
+        self.dedup
+            .as_ref()
+            .map_or_else(default_max_keys, |d| d.max_keys)
     }
 
     pub fn dedup_window(&self) -> Duration {

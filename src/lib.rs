@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod error;
@@ -28,20 +29,13 @@ pub mod store;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::shutdown::Shutdown;
 
-/// The one clock of the process; tests inject their own.
-pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
-
-/// The wall clock.
-pub fn system_clock() -> Clock {
-    Arc::new(SystemTime::now)
-}
+pub use clock::{system_clock, Clock};
 
 /// A new time-ordered delivery id (UUIDv7).
 pub fn new_id() -> String {
@@ -90,16 +84,21 @@ impl Default for RunOptions {
     }
 }
 
-/// Opens the configured store.
+/// Opens the configured store, its metrics registered in `registry`.
 pub fn open_store(
     config: &Config,
-    on_commit: Option<store::CommitObserver>,
+    registry: Option<&prometheus::Registry>,
 ) -> Result<store::Store, RunError> {
     match config.store.kind {
         config::StoreKind::Sqlite => {
-            let mut opts = store::SqliteOptions::new(&config.store.path);
-            opts.on_commit = on_commit;
-            store::Store::open_sqlite(opts)
+            let mut opts = store::StoreOptions::sqlite(&config.store.path);
+            opts.registry = registry.cloned();
+            opts.dedup_max_keys_by_scope = config
+                .routes
+                .iter()
+                .map(|r| (r.path.clone(), r.dedup_max_keys()))
+                .collect();
+            store::Store::open(opts)
                 .map_err(|e| RunError::Store(format!("{}: {e}", config.store.path.display())))
         }
         config::StoreKind::Postgres => Err(RunError::Config(
@@ -124,7 +123,7 @@ pub async fn run(
     let metrics = Arc::new(metrics::Metrics::new());
     let needs_store = config.routes.iter().any(|r| r.mode == config::Mode::Queue);
     let store = if needs_store {
-        Some(open_store(&config, Some(metrics.commit_observer()))?)
+        Some(open_store(&config, Some(metrics.registry()))?)
     } else {
         None
     };
@@ -204,10 +203,20 @@ pub async fn run(
             move |req, peer| inbound.clone().handle(req, peer),
         ))
     };
+    let queue_names: Vec<String> = inbound
+        .routes()
+        .iter()
+        .filter(|r| r.mode == config::Mode::Queue)
+        .map(|r| r.path.clone())
+        .collect();
+    if let Some(store) = &store {
+        report_orphans(store, &queue_names, &opts.clock, &metrics).await;
+    }
     let admin_state = Arc::new(admin::Admin::new(
         shutdown.clone(),
         admin_token,
         store.clone(),
+        queue_names,
         opts.clock.clone(),
         metrics.clone(),
     ));
@@ -251,7 +260,7 @@ pub async fn run(
         background.push(tokio::spawn(purge_loop(
             store.clone(),
             opts.clock.clone(),
-            config.store.history_retention.0,
+            config.store.clone(),
             shutdown.clone(),
         )));
     }
@@ -269,18 +278,62 @@ pub async fn run(
     Ok(())
 }
 
-/// Removes expired dedup records and old delivery history, once a minute.
+/// Warns about (and counts) jobs of queues that no configured route serves:
+/// a route was removed or renamed. They wait until moved or deleted through
+/// the admin API (`POST /admin/queues/move`, `DELETE /admin/queues`).
+async fn report_orphans(
+    store: &store::Store,
+    queues: &[String],
+    clock: &Clock,
+    metrics: &metrics::Metrics,
+) {
+    let stats = match store.stats(clock::now_ms(clock)).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read queue stats at start");
+            return;
+        }
+    };
+    for s in stats {
+        let waiting = s.pending + s.inflight + s.dead;
+        if queues.contains(&s.queue) || waiting == 0 {
+            continue;
+        }
+        tracing::warn!(
+            queue = %s.queue,
+            pending = s.pending,
+            dead = s.dead,
+            "jobs of a queue no configured route serves (route removed or renamed?): move them \
+             with POST /admin/queues/move?from=..&to=.. or delete them with DELETE /admin/queues?route=.."
+        );
+        metrics
+            .orphaned_jobs
+            .with_label_values(&[&s.queue])
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+    }
+}
+
+/// Removes expired dedup records, old delivery history and old dead
+/// letters, every `store.purge_interval`, in small steps.
 async fn purge_loop(
     store: store::Store,
     clock: Clock,
-    retention: std::time::Duration,
+    cfg: config::StoreConfig,
     shutdown: Shutdown,
 ) {
+    let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     loop {
-        let now = delivery::engine::now_ms(&clock);
-        let before = now - retention.as_millis() as i64;
+        let now = clock::now_ms(&clock);
+        let policy = store::PurgePolicy {
+            now,
+            done_before: now.saturating_sub(ms(cfg.history_retention.0)),
+            dead_before: now.saturating_sub(ms(cfg.dead_retention.0)),
+        };
         loop {
-            match store.purge(now, before).await {
+            if shutdown.is_triggered() {
+                return;
+            }
+            match store.purge(policy).await {
                 Ok(p) if p.more => continue,
                 Ok(_) => break,
                 Err(e) => {
@@ -290,7 +343,7 @@ async fn purge_loop(
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+            _ = tokio::time::sleep(cfg.purge_interval.0) => {}
             _ = shutdown.wait() => return,
         }
     }

@@ -31,10 +31,9 @@ pub struct Metrics {
     pub forward_attempts: IntCounterVec,
     /// Duration of forward attempts by route.
     pub forward_seconds: HistogramVec,
-    /// Store commit duration (one commit serves a batch of requests).
-    pub commit_seconds: prometheus::Histogram,
-    /// Requests served per store commit.
-    pub commit_batch: prometheus::Histogram,
+    /// Jobs held by the store for a queue no configured route serves (a
+    /// route removed or renamed), by queue; set at start and at scrape.
+    pub orphaned_jobs: IntGaugeVec,
 }
 
 impl Metrics {
@@ -101,24 +100,16 @@ impl Metrics {
                     "hookgate_forward_duration_seconds",
                     "Duration of forward attempts by route.",
                 )
-                .buckets(latency.clone()),
+                .buckets(latency),
                 &["route"],
             )
             .unwrap(),
-            commit_seconds: prometheus::Histogram::with_opts(
-                HistogramOpts::new(
-                    "hookgate_store_commit_duration_seconds",
-                    "Duration of store commits.",
-                )
-                .buckets(latency),
-            )
-            .unwrap(),
-            commit_batch: prometheus::Histogram::with_opts(
-                HistogramOpts::new(
-                    "hookgate_store_commit_batch_size",
-                    "Write requests served per store commit.",
-                )
-                .buckets(exponential_buckets(1.0, 2.0, 11).expect("valid buckets")),
+            orphaned_jobs: IntGaugeVec::new(
+                Opts::new(
+                    "hookgate_queue_orphaned_jobs",
+                    "Pending and dead jobs of a queue that no configured route serves.",
+                ),
+                &["queue"],
             )
             .unwrap(),
             registry,
@@ -133,8 +124,7 @@ impl Metrics {
             .unwrap();
         r.register(Box::new(m.forward_attempts.clone())).unwrap();
         r.register(Box::new(m.forward_seconds.clone())).unwrap();
-        r.register(Box::new(m.commit_seconds.clone())).unwrap();
-        r.register(Box::new(m.commit_batch.clone())).unwrap();
+        r.register(Box::new(m.orphaned_jobs.clone())).unwrap();
         m
     }
 
@@ -146,13 +136,10 @@ impl Metrics {
         out
     }
 
-    /// A commit observer for the store.
-    pub fn commit_observer(self: &std::sync::Arc<Self>) -> crate::store::CommitObserver {
-        let m = self.clone();
-        crate::store::CommitObserver(std::sync::Arc::new(move |batch, took| {
-            m.commit_batch.observe(batch as f64);
-            m.commit_seconds.observe(took.as_secs_f64());
-        }))
+    /// The registry, for components that register their own metrics (the
+    /// store).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 }
 

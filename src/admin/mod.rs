@@ -17,8 +17,8 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
+use crate::clock::now_ms;
 use crate::config::Secret;
-use crate::delivery::engine::now_ms;
 use crate::error::{self, ApiError, Body};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -29,6 +29,9 @@ pub struct Admin {
     shutdown: Shutdown,
     token: Option<Secret>,
     store: Option<Store>,
+    /// Queues served by a configured queue-mode route; jobs of any other
+    /// queue are orphaned (their route was removed or renamed).
+    queues: Vec<String>,
     clock: Clock,
     metrics: Arc<Metrics>,
 }
@@ -38,6 +41,12 @@ fn ok(v: Value) -> Result<Response<Body>, ApiError> {
 }
 
 fn unavailable(e: StoreError) -> ApiError {
+    if let StoreError::Invalid(msg) = &e {
+        tracing::debug!(error = %msg, "admin: refused");
+        return ApiError::BadRequest(
+            "invalid request (e.g. an `after` cursor naming a job that no longer exists)",
+        );
+    }
     tracing::warn!(error = %e, "admin: store error");
     ApiError::Unavailable {
         retry_after_secs: 5,
@@ -49,6 +58,7 @@ impl Admin {
         shutdown: Shutdown,
         token: Option<Secret>,
         store: Option<Store>,
+        queues: Vec<String>,
         clock: Clock,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -56,6 +66,7 @@ impl Admin {
             shutdown,
             token,
             store,
+            queues,
             clock,
             metrics,
         }
@@ -68,7 +79,17 @@ impl Admin {
                 Ok(stats) => {
                     self.metrics.queue_jobs.reset();
                     self.metrics.queue_oldest_seconds.reset();
+                    self.metrics.orphaned_jobs.reset();
                     for s in stats {
+                        if !self.queues.contains(&s.queue) && s.pending + s.inflight + s.dead > 0 {
+                            self.metrics
+                                .orphaned_jobs
+                                .with_label_values(&[&s.queue])
+                                .set(
+                                    i64::try_from(s.pending + s.inflight + s.dead)
+                                        .unwrap_or(i64::MAX),
+                                );
+                        }
                         let q = s.queue.as_str();
                         let set = |state: &str, v: u64| {
                             self.metrics
@@ -142,10 +163,40 @@ impl Admin {
                             "dead": s.dead,
                             "delivered": s.done,
                             "oldest_pending_age_seconds": s.oldest_pending_age_ms.map(|ms| ms as f64 / 1000.0),
+                            "orphaned": !self.queues.contains(&s.queue),
                         })
                     })
                     .collect();
                 ok(json!({ "queues": queues }))
+            }
+            (&Method::POST, ["queues", "move"]) => {
+                let from = query.get("from").ok_or(ApiError::BadRequest(
+                    "the `from` query parameter is required",
+                ))?;
+                let to = query
+                    .get("to")
+                    .ok_or(ApiError::BadRequest("the `to` query parameter is required"))?;
+                if !self.queues.contains(to) {
+                    return Err(ApiError::BadRequest(
+                        "`to` must be the path of a configured queue-mode route",
+                    ));
+                }
+                let n = store.move_queue(from, to, now).await.map_err(unavailable)?;
+                tracing::info!(from = %from, to = %to, moved = n, "queue moved");
+                ok(json!({ "moved": n }))
+            }
+            (&Method::DELETE, ["queues"]) => {
+                let route = query.get("route").ok_or(ApiError::BadRequest(
+                    "the `route` query parameter is required",
+                ))?;
+                if self.queues.contains(route) {
+                    return Err(ApiError::Conflict(
+                        "the queue of a configured route cannot be deleted whole; remove the route first, or delete jobs one by one",
+                    ));
+                }
+                let n = store.delete_queue(route).await.map_err(unavailable)?;
+                tracing::warn!(route = %route, deleted = n, "orphaned queue deleted");
+                ok(json!({ "deleted": n }))
             }
             (&Method::GET, ["dead-letters"]) => {
                 self.list(store, &query, Some(JobState::Dead)).await

@@ -18,33 +18,33 @@
 //!   and comes back when the lease expires (at-least-once).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderName, HeaderValue, Request};
+use http::{HeaderValue, Request};
 use http_body_util::{BodyExt, Full};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::clock::{now_ms, Clock};
 use crate::delivery::client::{HttpClient, SendError};
-use crate::delivery::forward::{upstream_request, Target};
+use crate::delivery::forward::{
+    upstream_request, Target, X_HOOKGATE_ATTEMPT, X_HOOKGATE_DELIVERY_ID, X_HOOKGATE_VERIFIED,
+};
 use crate::delivery::job::{StoredRequest, KIND_FORWARD};
 use crate::delivery::policy::{parse_retry_after, Outcome, RetryPolicy};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
-use crate::store::{Attempt, ClaimedJob, Next, Store};
-use crate::Clock;
+use crate::store::{Attempt, ClaimedJob, Next, Store, RESPONSE_BODY_CAP};
 
 /// Most jobs one claim takes (one write transaction), so a route with a
 /// large `concurrency` does not hold the store writer for long.
 const CLAIM_MAX: usize = 512;
 
-/// Stored response bodies are capped at this many bytes.
-pub const RESPONSE_BODY_CAP: usize = 16 * 1024;
-
-static X_HOOKGATE_DELIVERY_ID: HeaderName = HeaderName::from_static("x-hookgate-delivery-id");
-static X_HOOKGATE_ATTEMPT: HeaderName = HeaderName::from_static("x-hookgate-attempt");
-static X_HOOKGATE_VERIFIED: HeaderName = HeaderName::from_static("x-hookgate-verified");
+/// A job whose latest attempts in a row were all interrupted (the process
+/// stopped or crashed during each) is dead-lettered instead of attempted
+/// again, so a request that crashes hookgate cannot crash it forever.
+pub const INTERRUPTED_LIMIT: u32 = 3;
 
 /// One queue (one route's upstream) and how to deliver its jobs.
 pub struct QueueTarget {
@@ -70,19 +70,14 @@ struct Lane {
 pub struct Engine {
     store: Store,
     lanes: Vec<Lane>,
-    owner: String,
+    /// Ids of the jobs this process holds (buffered or attempting): a job is
+    /// never attempted twice at once here, even if its lease ran out and a
+    /// claim handed it out again.
+    held: std::sync::Mutex<std::collections::HashSet<String>>,
     clock: Clock,
     wake: Arc<Notify>,
     poll_interval: Duration,
     metrics: Arc<Metrics>,
-}
-
-/// Milliseconds since the Unix epoch by `clock`.
-pub fn now_ms(clock: &Clock) -> i64 {
-    clock()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl Engine {
@@ -111,7 +106,7 @@ impl Engine {
         Engine {
             store,
             lanes,
-            owner: format!("hookgate-{}", uuid::Uuid::now_v7().simple()),
+            held: Default::default(),
             clock,
             wake,
             poll_interval,
@@ -141,12 +136,19 @@ impl Engine {
                 let now = now_ms(&self.clock);
                 match self
                     .store
-                    .claim(Some(&q.name), now, free.min(CLAIM_MAX), lease, &self.owner)
+                    .claim(&q.name, now, free.min(CLAIM_MAX), lease)
                     .await
                 {
                     Ok(jobs) => {
                         for job in jobs {
                             claimed += 1;
+                            if !self.hold(&job.id) {
+                                // Its earlier claim here outlived its lease
+                                // (the store stalled): that attempt goes on,
+                                // and this claim comes back when it expires.
+                                tracing::warn!(queue = %q.name, id = %job.id, "job claimed again while still held here; skipped");
+                                continue;
+                            }
                             // Only this loop takes `held` permits, and it
                             // claimed no more than were free.
                             let Ok(held) = lane.held.clone().try_acquire_owned() else {
@@ -197,6 +199,7 @@ impl Engine {
         held: OwnedSemaphorePermit,
         shutdown: Shutdown,
     ) {
+        let id = job.id.clone();
         let permit = tokio::select! {
             biased;
             _ = shutdown.wait() => None,
@@ -205,15 +208,31 @@ impl Engine {
         match permit {
             Some(permit) if !shutdown.is_triggered() => self.clone().attempt(q, job, permit).await,
             _ => {
-                if let Err(e) = self.store.release(&job.id, &self.owner).await {
+                if let Err(e) = self.store.release(&job.lease).await {
                     tracing::warn!(id = %job.id, error = %e, "cannot release a job at shutdown; it returns when its lease expires");
                 }
             }
         }
+        self.unhold(&id);
         // Both permits are free before the claim loop is woken, so it sees
         // the room it is woken for.
         drop(held);
         self.wake.notify_one();
+    }
+
+    /// Marks `id` as held by this process; `false` if it already was.
+    fn hold(&self, id: &str) -> bool {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id.to_owned())
+    }
+
+    fn unhold(&self, id: &str) {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
     }
 
     async fn attempt(
@@ -225,7 +244,26 @@ impl Engine {
         let started_at = now_ms(&self.clock);
         let started = tokio::time::Instant::now();
         let n = job.attempts + 1;
-        let (result, retry_after) = self.send(&q, &job, n).await;
+        // The claim counted this attempt before it started; attempts that
+        // never finished (the process died during them) count too.
+        let exhausted = if job.interrupted >= INTERRUPTED_LIMIT {
+            Some(format!(
+                "the last {} attempts were interrupted (hookgate stopped or crashed during each); \
+                 dead-lettered so it cannot do so again; replay it to try again",
+                job.interrupted
+            ))
+        } else if q.policy.max_attempts != 0 && job.cycle_attempts >= q.policy.max_attempts {
+            Some(format!(
+                "{} attempts already made (interrupted ones included): max_attempts reached",
+                job.cycle_attempts
+            ))
+        } else {
+            None
+        };
+        let (result, retry_after) = match exhausted {
+            Some(e) => (Err(AttemptError::Permanent(e)), None),
+            None => self.send(&q, &job, n).await,
+        };
         let duration_ms = started.elapsed().as_millis() as i64;
         let (outcome, http_status, error, body) = match result {
             Ok((status, body)) => (
@@ -291,7 +329,7 @@ impl Engine {
             error,
             response_body: body.map(|b| b.to_vec()),
         };
-        match self.store.finish(&job.id, &self.owner, attempt, next).await {
+        match self.store.finish(&job.lease, attempt, next).await {
             Ok(true) => {}
             Ok(false) => tracing::warn!(id = %job.id, "lease lost before the attempt was recorded"),
             Err(e) => {
@@ -420,6 +458,12 @@ mod tests {
             created_at: 0,
             cycle_attempts: 0,
             cycle_start: 0,
+            interrupted: 0,
+            lease: crate::store::Lease {
+                job_id: "job-1".into(),
+                seq: 1,
+                token: 1,
+            },
         }
     }
 

@@ -10,6 +10,13 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Uri};
 use http_body_util::Full;
 
+/// Our delivery id (the job id) on every forwarded request.
+pub static X_HOOKGATE_DELIVERY_ID: HeaderName = HeaderName::from_static("x-hookgate-delivery-id");
+/// The attempt number (1-based) of a queued forward.
+pub static X_HOOKGATE_ATTEMPT: HeaderName = HeaderName::from_static("x-hookgate-attempt");
+/// The scheme that verified the request.
+pub static X_HOOKGATE_VERIFIED: HeaderName = HeaderName::from_static("x-hookgate-verified");
+
 /// Where a route forwards to.
 #[derive(Debug, Clone)]
 pub struct Target {

@@ -29,6 +29,7 @@ use tokio::sync::Notify;
 use crate::config::{Config, Mode};
 use crate::delivery::client::{HttpClient, SendError};
 use crate::delivery::forward::{strip_hop_by_hop, upstream_request};
+use crate::delivery::forward::{X_HOOKGATE_DELIVERY_ID, X_HOOKGATE_VERIFIED};
 use crate::error::{ApiError, Body, BoxError};
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -36,8 +37,6 @@ use crate::Clock;
 
 pub use route::Route;
 
-static X_HOOKGATE_VERIFIED: HeaderName = HeaderName::from_static("x-hookgate-verified");
-static X_HOOKGATE_DELIVERY_ID: HeaderName = HeaderName::from_static("x-hookgate-delivery-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 

@@ -8,8 +8,8 @@
 use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode};
 
+use crate::clock::now_ms;
 use crate::config::DedupKey;
-use crate::delivery::engine::now_ms;
 use crate::delivery::job::{StoredRequest, KIND_FORWARD};
 use crate::error::{json, ApiError, Body};
 use crate::inbound::{Inbound, Route};

@@ -1,53 +1,39 @@
-//! Durable state of hookgate: the job queue, the dedup index and the attempt
-//! history.
+//! Durable state of hookgate: the job queue, the dedup records and the
+//! attempt history.
 //!
-//! `store/` owns everything that must survive a restart. The receiver answers a
-//! webhook sender 2xx only after [`Store::enqueue`] has returned; workers
-//! [`Store::claim`] due jobs, forward them and [`Store::finish`] them (recording
-//! every attempt); the admin API lists, inspects, replays and deletes jobs. The
-//! outbound sender reuses the same queue under its own queue names.
+//! `store/` owns everything that must survive a restart. The receiver answers
+//! a webhook sender 2xx only after [`Store::enqueue`] has returned; workers
+//! [`Store::claim`] due jobs (each claim is a [`Lease`]), make one attempt
+//! and [`Store::finish`] it; the admin API lists, inspects, replays, moves and
+//! deletes jobs. The outbound sender reuses the same queue under its own
+//! queue names.
 //!
-//! The backend is hidden behind [`Store`]. Today it is embedded SQLite
-//! (`sqlite.rs`: one file, WAL, `synchronous=FULL`); a Postgres backend will
-//! follow, so the schema and the semantics stay portable: plain tables, `TEXT`
-//! ids, integer Unix-millisecond timestamps, no SQLite-only behaviour that a
-//! caller could observe.
+//! The backend is hidden behind [`Store`]: callers see the job lifecycle
+//! only. Today there is one backend, embedded SQLite (`sqlite/`); the
+//! Postgres backend for fleets of replicas will be the second variant of
+//! [`Backend`] and must pass the same conformance suite (`conformance.rs`).
 //!
-//! # Invariants
+//! # Contract (every backend)
 //!
 //! - **Atomic dedup.** The dedup record and the queued job are written in one
 //!   transaction: an event is never "seen but not queued", and a
 //!   [`Enqueued::Duplicate`] or [`Enqueued::QueueFull`] answer writes nothing.
 //! - **Durable answers.** A caller of any write method gets its answer only
-//!   after the transaction containing its write has committed (and, with
-//!   `synchronous=FULL`, been fsync'd). An error answer means the write did not
-//!   happen. Dropping the future after the request was sent does not cancel
-//!   the write.
-//! - **Group commit.** One dedicated writer thread (a plain `std::thread`, not
-//!   a runtime thread) owns the only write connection. Requests arrive on a
-//!   bounded channel; the writer takes the first one, drains whatever else is
-//!   already waiting (up to `batch_max`), applies them all in one transaction
-//!   with each request inside its own SAVEPOINT (so one request's error does
-//!   not poison the others), commits once and then replies to all of them. One
-//!   fsync thereby serves many concurrent requests.
-//! - **Checkpoints off the commit path.** The writer connection runs with
-//!   `wal_autocheckpoint=0`; a separate background thread with its own
-//!   connection runs passive WAL checkpoints periodically (and when the writer
-//!   nudges it after many writes), plus a final truncating checkpoint at
-//!   shutdown. A writer that never pauses would starve passive checkpoints
-//!   (the WAL only starts over once a checkpoint has caught up), so past
-//!   `wal_restart_bytes` the checkpointer runs one RESTART checkpoint, which
-//!   holds new commits off while it copies the last frames: the WAL stays
-//!   bounded under sustained load.
-//! - **Reads never block the writer or the runtime.** `list_jobs`, `get_job`,
-//!   `get_payload`, `stats` and `ping` use a small pool of read connections on
-//!   `tokio::task::spawn_blocking`; WAL lets them run concurrently with the
-//!   writer.
+//!   after the transaction holding its write is durable (fsync'd). An error
+//!   answer means the write did not happen. Dropping the future after the
+//!   request was sent does not cancel the write.
+//! - **Leases, one per claim.** A claim hands out a [`Lease`] with a fencing
+//!   token. `finish` and `release` with a lease that was superseded (the
+//!   lease expired and the job was claimed again) or whose job was deleted
+//!   are refused (`false`) and write nothing.
+//! - **Attempts are counted before they start.** A claim appends an attempt
+//!   record (outcome `interrupted`) in the same durable transaction that
+//!   answers the claim; `finish` fills it in. An attempt that crashed or hung
+//!   the process therefore still counts, and [`ClaimedJob::interrupted`]
+//!   tells how many attempts in a row ended that way. `release` (a claimed
+//!   job that was never attempted) removes the record.
 //! - **No clock.** Every time is passed in by the caller as `i64` Unix
 //!   milliseconds, so tests (and callers) control time completely.
-//! - **Versioned schema.** Ordered migration scripts are applied at open
-//!   inside one transaction and recorded in a `schema_version` table; a file
-//!   written by a newer binary is refused rather than misread.
 //! - **Errors.** Nothing panics on a database error. Disk full, I/O errors,
 //!   busy/locked databases and a stopped writer map to
 //!   [`StoreError::Unavailable`] (the caller answers 503); error texts never
@@ -56,21 +42,23 @@
 //! # Job lifecycle
 //!
 //! `pending` → (`claim`) → `inflight` → (`finish`) → `done` | `pending`
-//! (retry) | `dead`. An inflight job whose lease expired is claimable again,
-//! so a crashed worker loses nothing; its late `finish` is then refused.
-//! `replay` moves `dead` back to `pending`. The attempt counter and the
-//! attempt history are kept across a replay (attempt numbers stay unique);
-//! the retry policy lives outside the store and must account for that, e.g.
-//! by counting attempts since the job was last replayed.
+//! (retry) | `dead`. An inflight job whose lease expired is claimable again;
+//! the late `finish` of the old claim is then refused. `replay` moves `dead`
+//! back to `pending` and starts a new retry cycle ([`ClaimedJob::cycle_attempts`]
+//! counts from there); the attempt history is kept and numbered on.
+//! `move_queue` hands the pending and dead jobs of a queue (e.g. of a route
+//! that was removed or renamed) to another queue.
 
 mod sqlite;
+
+#[cfg(test)]
+mod conformance;
 #[cfg(test)]
 mod tests;
 
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use sqlite::SqliteBackend;
 
@@ -83,6 +71,10 @@ pub const ERROR_TEXT_CAP: usize = 2 * 1024;
 /// `list_jobs` never returns more rows than this, whatever the filter asks.
 pub const LIST_LIMIT_CAP: usize = 1000;
 
+/// Outcome recorded for an attempt that was claimed but never finished (the
+/// process stopped or crashed during it).
+pub const OUTCOME_INTERRUPTED: &str = "interrupted";
+
 /// Errors of the store. The texts never contain payload bytes.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -94,7 +86,14 @@ pub enum StoreError {
     /// The database file or a row in it is not what this binary expects.
     #[error("store corrupt: {0}")]
     Corrupt(String),
-    /// Anything else (constraint violations, misuse, unexpected SQLite codes).
+    /// Another process owns the store (embedded backend: one process per
+    /// file).
+    #[error("store locked: {0}")]
+    Locked(String),
+    /// A caller-supplied argument is not acceptable (e.g. an unknown cursor).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// Anything else (constraint violations, misuse, unexpected codes).
     #[error("store error: {0}")]
     Other(String),
 }
@@ -106,68 +105,79 @@ impl StoreError {
     }
 }
 
-/// Options of the embedded SQLite backend.
+/// Which backend to open, and where.
 #[derive(Debug, Clone)]
-pub struct SqliteOptions {
-    /// Database file; its parent directory is created if missing.
-    pub path: PathBuf,
-    /// Most write requests applied in one transaction (one fsync).
-    pub batch_max: usize,
-    /// Capacity of the bounded channel in front of the writer thread; callers
-    /// wait (asynchronously) when it is full.
-    pub channel_capacity: usize,
-    /// Period of the passive WAL checkpoint.
-    pub checkpoint_interval: Duration,
-    /// When the WAL has grown past this many bytes, the checkpointer runs a
-    /// RESTART checkpoint (it briefly holds off the writer) so the next
-    /// commit writes the WAL from its start again. Without it, a writer that
-    /// never pauses starves the passive checkpoints and the WAL grows
-    /// without bound.
-    pub wal_restart_bytes: u64,
-    /// Called after every successful commit with the number of requests it
-    /// served and how long the transaction took (metrics hook).
-    pub on_commit: Option<CommitObserver>,
+pub enum BackendOptions {
+    /// One SQLite file (plus its `-wal`, `-shm` and `.lock` files beside it),
+    /// owned by one process.
+    Sqlite { path: PathBuf },
 }
 
-/// A callback told of every commit: `(requests in the batch, duration)`.
-#[derive(Clone)]
-pub struct CommitObserver(pub Arc<dyn Fn(usize, Duration) + Send + Sync>);
-
-impl std::fmt::Debug for CommitObserver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CommitObserver")
-    }
+/// What [`Store::open`] needs.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub backend: BackendOptions,
+    /// Most dedup keys kept per scope (route) by default; past it the oldest
+    /// keys of that scope are forgotten early (a warning and
+    /// `hookgate_store_dedup_evicted_total`), never an error to the sender.
+    pub dedup_max_keys: u64,
+    /// Per-scope overrides of `dedup_max_keys`.
+    pub dedup_max_keys_by_scope: Vec<(String, u64)>,
+    /// Where the store registers its own metrics (commits, batch sizes,
+    /// dedup keys, evictions); none when `None`.
+    pub registry: Option<prometheus::Registry>,
+    /// Backend tuning that tests shrink (WAL bounds, checkpoint period).
+    pub(crate) tuning: Tuning,
 }
 
-impl SqliteOptions {
-    /// Options with the default tuning for `path`.
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        SqliteOptions {
-            path: path.into(),
-            batch_max: 512,
-            channel_capacity: 4096,
-            checkpoint_interval: Duration::from_secs(1),
-            wal_restart_bytes: 64 * 1024 * 1024,
-            on_commit: None,
+/// Internal tuning knobs with production defaults.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tuning {
+    /// Period of the background checkpoint.
+    pub checkpoint_interval: std::time::Duration,
+    /// WAL length past which the writer lets the WAL start over.
+    pub wal_restart_bytes: i64,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            checkpoint_interval: std::time::Duration::from_secs(1),
+            wal_restart_bytes: 32 * 1024 * 1024,
         }
     }
 }
+
+impl StoreOptions {
+    /// SQLite at `path`, default limits, no metrics.
+    pub fn sqlite(path: impl Into<PathBuf>) -> StoreOptions {
+        StoreOptions {
+            backend: BackendOptions::Sqlite { path: path.into() },
+            dedup_max_keys: DEFAULT_DEDUP_MAX_KEYS,
+            dedup_max_keys_by_scope: Vec::new(),
+            registry: None,
+            tuning: Tuning::default(),
+        }
+    }
+}
+
+/// Default of [`StoreOptions::dedup_max_keys`].
+pub const DEFAULT_DEDUP_MAX_KEYS: u64 = 1_000_000;
 
 /// State of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum JobState {
     /// Waiting for `next_at`, then claimable.
     Pending,
-    /// Claimed by a worker holding a lease.
+    /// Claimed under a lease that has not been finished or released.
     Inflight,
     /// Delivered; the payload has been dropped.
     Done,
-    /// Gave up; the payload is kept for replay.
+    /// Gave up; the payload is kept for replay until `dead_retention`.
     Dead,
 }
 
 impl JobState {
-    /// The value stored in the `state` column.
     pub fn as_str(self) -> &'static str {
         match self {
             JobState::Pending => "pending",
@@ -177,7 +187,6 @@ impl JobState {
         }
     }
 
-    /// Parses the value of the `state` column.
     pub fn parse(s: &str) -> Option<JobState> {
         match s {
             "pending" => Some(JobState::Pending),
@@ -198,8 +207,7 @@ impl fmt::Display for JobState {
 /// A job to enqueue.
 #[derive(Debug, Clone)]
 pub struct NewJob {
-    /// Time-ordered id (UUIDv7 string), so that ordering by id is ordering by
-    /// creation.
+    /// Unique, time-ordered id (UUIDv7 string): the public delivery id.
     pub id: String,
     pub queue: String,
     pub kind: String,
@@ -212,6 +220,7 @@ pub struct NewJob {
 /// Dedup key written together with a job.
 #[derive(Debug, Clone)]
 pub struct DedupKey {
+    /// Namespace of the key (the route), also the unit of `dedup_max_keys`.
     pub scope: String,
     pub key: String,
     /// The key blocks duplicates while `expires_at > created_at` of the new job.
@@ -221,13 +230,31 @@ pub struct DedupKey {
 /// Answer of [`Store::enqueue`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Enqueued {
-    /// Job (and dedup row) committed.
+    /// Job (and dedup record) committed.
     Accepted,
     /// The dedup key is still live; nothing was written.
     Duplicate { first_id: String },
     /// The queue already holds `max_pending` pending+inflight jobs; nothing
     /// was written.
     QueueFull,
+}
+
+/// The right to finish one claimed job: names the job and carries the
+/// fencing token of this claim. Cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub(crate) job_id: String,
+    /// Backend row key of the job.
+    pub(crate) seq: i64,
+    /// Unique per claim; a later claim of the same job supersedes it.
+    pub(crate) token: u64,
+}
+
+impl Lease {
+    /// The id of the leased job.
+    pub fn job_id(&self) -> &str {
+        &self.job_id
+    }
 }
 
 /// A job handed to a worker by [`Store::claim`].
@@ -237,7 +264,8 @@ pub struct ClaimedJob {
     pub queue: String,
     pub kind: String,
     pub payload: Vec<u8>,
-    /// Attempts recorded before this claim (kept across replays).
+    /// Attempts recorded before this claim, interrupted ones included (kept
+    /// across replays). This claim's attempt is number `attempts + 1`.
     pub attempts: u32,
     pub created_at: i64,
     /// Attempts made since the job was enqueued or last replayed: what a
@@ -245,6 +273,10 @@ pub struct ClaimedJob {
     pub cycle_attempts: u32,
     /// When the current retry cycle started (enqueue or last replay).
     pub cycle_start: i64,
+    /// How many of the latest attempts in a row were interrupted (claimed,
+    /// never finished: the process stopped or crashed during them).
+    pub interrupted: u32,
+    pub lease: Lease,
 }
 
 /// One delivery attempt, as reported to [`Store::finish`].
@@ -264,7 +296,7 @@ pub struct Attempt {
 /// What [`Store::finish`] does with the job after recording the attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
-    /// Delivered: state `done`, payload dropped to free space.
+    /// Delivered: state `done`, payload dropped.
     Done,
     /// Try again at `next_at`: state `pending`.
     Retry { next_at: i64 },
@@ -272,14 +304,15 @@ pub enum Next {
     Dead,
 }
 
-/// Filter of [`Store::list_jobs`]. Results are ordered by id (creation time).
+/// Filter of [`Store::list_jobs`]. Results are ordered by creation.
 #[derive(Debug, Clone)]
 pub struct JobFilter {
     pub queue: Option<String>,
     pub state: Option<JobState>,
     /// Capped at [`LIST_LIMIT_CAP`].
     pub limit: usize,
-    /// Cursor: only jobs with an id greater than this one.
+    /// Cursor: only jobs created after the job with this id (which must
+    /// still exist; [`StoreError::Invalid`] otherwise).
     pub after: Option<String>,
 }
 
@@ -301,13 +334,14 @@ pub struct JobSummary {
     pub queue: String,
     pub kind: String,
     pub state: JobState,
+    /// Attempts recorded, interrupted ones included.
     pub attempts: u32,
     pub created_at: i64,
     pub next_at: i64,
     /// Time of the last state change reported by a caller (enqueue, finish
-    /// = attempt start + duration, replay).
+    /// = attempt start + duration, replay, move).
     pub updated_at: i64,
-    pub lease_owner: Option<String>,
+    /// When the current lease runs out (inflight jobs only).
     pub lease_until: Option<i64>,
     pub last_status: Option<u16>,
     pub last_error: Option<String>,
@@ -319,7 +353,8 @@ pub struct AttemptRecord {
     /// 1-based attempt number.
     pub n: u32,
     pub started_at: i64,
-    pub duration_ms: i64,
+    /// `None` while the attempt runs or when it was interrupted.
+    pub duration_ms: Option<i64>,
     pub outcome: String,
     pub http_status: Option<u16>,
     pub error: Option<String>,
@@ -344,9 +379,20 @@ pub struct QueueStats {
     pub inflight: u64,
     pub dead: u64,
     pub done: u64,
-    /// `now - created_at` of the oldest pending job (0 if in the future);
-    /// `None` when nothing is pending.
+    /// `now - created_at` of the oldest pending or inflight job (0 if in the
+    /// future); `None` when there is none.
     pub oldest_pending_age_ms: Option<i64>,
+}
+
+/// What [`Store::purge`] removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgePolicy {
+    /// Dedup records with `expires_at <= now` go.
+    pub now: i64,
+    /// Done jobs (and their attempts) last updated before this go.
+    pub done_before: i64,
+    /// Dead jobs (payload and attempts included) last updated before this go.
+    pub dead_before: i64,
 }
 
 /// What [`Store::purge`] removed.
@@ -356,7 +402,7 @@ pub struct PurgeStats {
     pub jobs_removed: u64,
     pub attempts_removed: u64,
     /// True when a per-call limit was hit and more rows are eligible; call
-    /// `purge` again (each call is kept small so it does not stall the writer).
+    /// `purge` again (each call is kept small so it does not stall commits).
     pub more: bool,
 }
 
@@ -369,172 +415,205 @@ pub struct CommitStats {
     pub requests: u64,
 }
 
+/// The backends. A closed set: a new backend is a new variant and a new arm
+/// in each method of [`Store`].
+enum Backend {
+    Sqlite(SqliteBackend),
+}
+
 /// Handle to hookgate's durable state. Cheap to clone; all clones share one
 /// backend.
 #[derive(Clone)]
 pub struct Store {
-    // A Postgres backend will turn this into an enum over backends; the
-    // public API does not change.
-    backend: Arc<SqliteBackend>,
+    backend: Arc<Backend>,
 }
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Store").field("backend", &"sqlite").finish()
+        let kind = match &*self.backend {
+            Backend::Sqlite(_) => "sqlite",
+        };
+        f.debug_struct("Store").field("backend", &kind).finish()
     }
 }
 
+/// Dispatches a method call to the backend.
+macro_rules! dispatch {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match &*$self.backend {
+            Backend::Sqlite(b) => b.$method($($arg),*),
+        }
+    };
+}
+
 impl Store {
-    /// Opens (creating if needed) the SQLite database at `opts.path`: creates
-    /// the parent directory, switches to WAL, applies pending migrations and
-    /// starts the writer and checkpointer threads.
+    /// Opens (creating if needed) the store. For SQLite: takes the
+    /// process-exclusive lock (a second process gets
+    /// [`StoreError::Locked`]), applies pending migrations, rebuilds the
+    /// in-memory dedup index and counters, and starts the writer and
+    /// checkpointer threads.
     ///
     /// Blocking: call it at startup, or from `spawn_blocking`.
-    pub fn open_sqlite(opts: SqliteOptions) -> Result<Store, StoreError> {
+    pub fn open(opts: StoreOptions) -> Result<Store, StoreError> {
+        let backend = match &opts.backend {
+            BackendOptions::Sqlite { path } => {
+                Backend::Sqlite(SqliteBackend::open(path.clone(), &opts)?)
+            }
+        };
         Ok(Store {
-            backend: Arc::new(SqliteBackend::open(opts)?),
+            backend: Arc::new(backend),
         })
     }
 
-    /// Atomically: if `dedup` is given and `(scope, key)` exists with
-    /// `expires_at > job.created_at`, answers `Duplicate` with the first job's
-    /// id; else if `max_pending` is `Some(n)` and the queue holds `n` or more
-    /// pending+inflight jobs, answers `QueueFull`; else inserts the job
-    /// (pending) and upserts the dedup row (replacing an expired one) in one
-    /// transaction and answers `Accepted`. The two refusals write nothing.
+    /// Atomically: if `dedup` is given and `(scope, key)` is live
+    /// (`expires_at > job.created_at`), answers `Duplicate` with the first
+    /// job's id; else if `max_pending` is `Some(n)` and the queue holds `n`
+    /// or more pending+inflight jobs, answers `QueueFull`; else stores the
+    /// job (pending) and the dedup record in one transaction and answers
+    /// `Accepted`. The two refusals write nothing.
     pub async fn enqueue(
         &self,
         job: NewJob,
         dedup: Option<DedupKey>,
         max_pending: Option<u64>,
     ) -> Result<Enqueued, StoreError> {
-        self.backend.enqueue(job, dedup, max_pending).await
+        dispatch!(self.enqueue(job, dedup, max_pending)).await
     }
 
-    /// Claims up to `limit` jobs of `queue` (`None` = any queue) that are
-    /// pending with `next_at <= now`, or inflight with `lease_until <= now` (a
-    /// dead worker's lease expired), oldest `next_at` first. They become
-    /// inflight with `lease_owner = owner` and `lease_until = now + lease_ms`.
-    /// `owner` should be unique per worker.
+    /// Claims up to `limit` jobs of `queue` that are pending with
+    /// `next_at <= now` (or inflight under a lease that ran out), oldest
+    /// `next_at` first, each under a new lease valid until `now + lease_ms`,
+    /// and durably counts an attempt for each before answering.
     pub async fn claim(
         &self,
-        queue: Option<&str>,
+        queue: &str,
         now: i64,
         limit: usize,
         lease_ms: i64,
-        owner: &str,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
-        self.backend
-            .claim(
-                queue.map(str::to_owned),
-                now,
-                limit,
-                lease_ms,
-                owner.to_owned(),
-            )
-            .await
+        dispatch!(self.claim(queue.to_owned(), now, limit, lease_ms)).await
     }
 
-    /// Records attempt `n = previous attempts + 1` and moves the job per
-    /// `next`, but only if it is still inflight and leased by `owner` (the
-    /// lease may have run out as long as nobody else claimed it). Otherwise
-    /// answers `false` and writes nothing. `updated_at` becomes
-    /// `attempt.started_at + attempt.duration_ms`.
+    /// Records the claimed attempt's result and moves the job per `next`,
+    /// if `lease` is still the job's current lease (it may have run out as
+    /// long as nobody claimed the job again). Otherwise answers `false` and
+    /// writes nothing. `updated_at` becomes `started_at + duration_ms`.
     pub async fn finish(
         &self,
-        job_id: &str,
-        owner: &str,
+        lease: &Lease,
         attempt: Attempt,
         next: Next,
     ) -> Result<bool, StoreError> {
-        self.backend
-            .finish(job_id.to_owned(), owner.to_owned(), attempt, next)
-            .await
+        dispatch!(self.finish(lease.clone(), attempt, next)).await
     }
 
-    /// Puts an inflight job leased by `owner` back to pending (claimable
-    /// again at once) without recording an attempt; for a worker shutting
-    /// down before it started the attempt. `false` if not leased by `owner`.
-    pub async fn release(&self, job_id: &str, owner: &str) -> Result<bool, StoreError> {
-        self.backend
-            .release(job_id.to_owned(), owner.to_owned())
-            .await
+    /// Gives a claimed job back unattempted: pending again at once, its
+    /// attempt record removed. `false` if `lease` is not current.
+    pub async fn release(&self, lease: &Lease) -> Result<bool, StoreError> {
+        dispatch!(self.release(lease.clone())).await
     }
 
-    /// Lists jobs ordered by id (creation time), paginated by `filter.after`.
+    /// Lists jobs in creation order, paginated by `filter.after`.
     pub async fn list_jobs(&self, filter: JobFilter) -> Result<Vec<JobSummary>, StoreError> {
-        self.backend.list_jobs(filter).await
+        dispatch!(self.list_jobs(filter)).await
     }
 
     /// A job with its attempts (and payload length, not the payload).
     pub async fn get_job(&self, id: &str) -> Result<Option<JobDetail>, StoreError> {
-        self.backend.get_job(id.to_owned()).await
+        dispatch!(self.get_job(id.to_owned())).await
     }
 
-    /// The payload of a job; `None` if the job does not exist or is done
-    /// (payload dropped).
+    /// The payload of a job; `None` if the job does not exist or is done.
     pub async fn get_payload(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.backend.get_payload(id.to_owned()).await
+        dispatch!(self.get_payload(id.to_owned())).await
     }
 
-    /// Moves a dead job back to pending, due at `now`. The attempt counter and
-    /// history are kept; `false` if the job is not dead.
+    /// Moves a dead job back to pending, due at `now`, in a new retry cycle.
+    /// `false` if the job is not dead.
     pub async fn replay(&self, id: &str, now: i64) -> Result<bool, StoreError> {
-        self.backend.replay(id.to_owned(), now).await
+        dispatch!(self.replay(id.to_owned(), now)).await
     }
 
     /// [`Store::replay`] for every dead job of `queue`; answers how many.
     pub async fn replay_queue(&self, queue: &str, now: i64) -> Result<u64, StoreError> {
-        self.backend.replay_queue(queue.to_owned(), now).await
+        dispatch!(self.replay_queue(queue.to_owned(), now)).await
     }
 
-    /// Deletes a job (any state) and its attempts. Dedup rows pointing at it
-    /// stay, so a retry of the same event is still answered as a duplicate.
-    /// A worker holding it will get `false` from `finish`.
+    /// Deletes a job (any state), its payload and its attempts. Dedup
+    /// records pointing at it stay, so a retry of the same event is still
+    /// answered as a duplicate. A worker holding it gets `false` from
+    /// `finish`.
     pub async fn delete_job(&self, id: &str) -> Result<bool, StoreError> {
-        self.backend.delete_job(id.to_owned()).await
+        dispatch!(self.delete_job(id.to_owned())).await
     }
 
-    /// Deletes the pending jobs of `queue` (and their attempts), e.g. when an
-    /// outbound endpoint is deleted. Inflight jobs are left to their workers;
-    /// dead and done jobs stay for inspection. Answers how many were deleted.
+    /// Deletes the pending jobs of `queue` that are not claimed (and their
+    /// attempts), e.g. when an outbound endpoint is deleted. Dead and done
+    /// jobs stay for inspection. Answers how many were deleted.
     pub async fn cancel_queue(&self, queue: &str) -> Result<u64, StoreError> {
-        self.backend.cancel_queue(queue.to_owned()).await
+        dispatch!(self.cancel_queue(queue.to_owned())).await
+    }
+
+    /// Hands every unclaimed pending job and every dead job of `from` to
+    /// queue `to`, pending and due at `now` in a new retry cycle (attempt
+    /// history kept). For the jobs of a route that was removed or renamed.
+    /// Answers how many moved.
+    pub async fn move_queue(&self, from: &str, to: &str, now: i64) -> Result<u64, StoreError> {
+        dispatch!(self.move_queue(from.to_owned(), to.to_owned(), now)).await
+    }
+
+    /// Deletes every unclaimed job of `queue` whatever its state (pending,
+    /// dead, done), with payloads and attempts. Answers how many.
+    pub async fn delete_queue(&self, queue: &str) -> Result<u64, StoreError> {
+        dispatch!(self.delete_queue(queue.to_owned())).await
     }
 
     /// Per-queue counters, ordered by queue name.
     pub async fn stats(&self, now: i64) -> Result<Vec<QueueStats>, StoreError> {
-        self.backend.stats(now).await
+        dispatch!(self.stats(now)).await
     }
 
-    /// Removes dedup rows expired at `now` and done jobs (with their
-    /// attempts) whose `updated_at < done_older_than`. Bounded per call; see
-    /// [`PurgeStats::more`].
-    pub async fn purge(&self, now: i64, done_older_than: i64) -> Result<PurgeStats, StoreError> {
-        self.backend.purge(now, done_older_than).await
+    /// Removes expired dedup records, old done jobs and old dead jobs.
+    /// Bounded per call; see [`PurgeStats::more`].
+    pub async fn purge(&self, policy: PurgePolicy) -> Result<PurgeStats, StoreError> {
+        dispatch!(self.purge(policy)).await
     }
 
     /// Readiness probe: a trivial read, and the writer must be running.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.backend.ping().await
+        dispatch!(self.ping()).await
     }
 
     /// Group-commit counters since open.
     pub fn commit_stats(&self) -> CommitStats {
-        self.backend.commit_stats()
+        dispatch!(self.commit_stats())
+    }
+
+    /// The SQLite backend (tests reach into it).
+    #[cfg(test)]
+    fn sqlite(&self) -> &SqliteBackend {
+        match &*self.backend {
+            Backend::Sqlite(b) => b,
+        }
+    }
+
+    /// Dedup keys currently indexed.
+    pub fn dedup_keys(&self) -> u64 {
+        dispatch!(self.dedup_keys())
     }
 
     /// Stops accepting writes. Requests already sent are still applied and
-    /// answered; then the writer and checkpointer threads exit. Later writes
-    /// fail with `Unavailable`; reads keep working. Does not wait; see
+    /// answered; then the store's threads exit. Later writes fail with
+    /// `Unavailable`; reads keep working. Does not wait; see
     /// [`Store::shutdown`].
     pub fn close(&self) {
-        self.backend.close();
+        dispatch!(self.close())
     }
 
-    /// [`Store::close`], then waits until the writer has drained its queue
-    /// and the checkpointer has run its final checkpoint.
+    /// [`Store::close`], then waits until everything sent was applied and the
+    /// store's threads have exited (for SQLite: the WAL folded back and the
+    /// process lock released).
     pub async fn shutdown(&self) {
-        self.backend.shutdown().await;
+        dispatch!(self.shutdown()).await
     }
 }

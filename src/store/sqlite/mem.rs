@@ -1,0 +1,390 @@
+//! The embedded backend's in-memory state: job counters, leases and the
+//! dedup index. One process owns the database file (see the lock in
+//! `mod.rs`), so this state is authoritative while the process lives and is
+//! rebuilt from the file at open.
+//!
+//! Invariants:
+//! - only the writer thread mutates it, while applying a request inside the
+//!   batch transaction; every mutation pushes its inverse on an undo log, so
+//!   a request rolled back to its savepoint (or a batch whose commit failed)
+//!   leaves memory exactly as the database: [`Mem::rollback_to`];
+//! - counters count database rows by state (`pending` includes leased jobs;
+//!   `leased` says how many of them are claimed);
+//! - the dedup index maps a keyed 128-bit fingerprint of `(scope, key)` to
+//!   the row of its newest record. A fingerprint match is only a candidate:
+//!   the caller confirms it against the stored key before answering
+//!   "duplicate". Fingerprints are keyed with a secret random per store, so
+//!   a sender cannot craft colliding ids.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// A keyed 128-bit fingerprint of `(scope, key)`.
+pub(crate) type Fp = [u64; 2];
+
+/// Hashes a [`Fp`] by taking its first word: it is already uniformly
+/// distributed (a keyed MAC), so hashing it again would only cost time.
+#[derive(Default)]
+pub(crate) struct FpHasher(u64);
+
+impl Hasher for FpHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached for `[u64; 2]` keys (they hash via `write_u64`), but
+        // stay correct for anything else.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        // The first word wins; the array length prefix (`write_usize`) and
+        // the second word are folded in cheaply.
+        self.0 = self.0.rotate_left(5) ^ n;
+    }
+    fn write_usize(&mut self, _n: usize) {}
+}
+
+/// Bytes one indexed dedup key costs in the index's table (key + value),
+/// before the table's own slack; see [`DedupIndex`].
+pub(crate) const DEDUP_ENTRY_BYTES: usize = std::mem::size_of::<(Fp, i64)>() + 1;
+
+/// The fingerprint function of one store.
+#[derive(Clone)]
+pub(crate) struct Fingerprinter {
+    mac: Hmac<Sha256>,
+}
+
+impl Fingerprinter {
+    pub(crate) fn new(secret: &[u8]) -> Fingerprinter {
+        Fingerprinter {
+            mac: Hmac::new_from_slice(secret).expect("HMAC takes keys of any length"),
+        }
+    }
+
+    pub(crate) fn fp(&self, scope: &str, key: &str) -> Fp {
+        let mut mac = self.mac.clone();
+        // Length-prefixed, so ("ab","c") and ("a","bc") differ.
+        mac.update(&(scope.len() as u64).to_le_bytes());
+        mac.update(scope.as_bytes());
+        mac.update(key.as_bytes());
+        let out = mac.finalize().into_bytes();
+        let word = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&out[i..i + 8]);
+            u64::from_le_bytes(b)
+        };
+        [word(0), word(8)]
+    }
+}
+
+/// Stored form of a fingerprint (16 bytes).
+pub(crate) fn fp_to_bytes(fp: Fp) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&fp[0].to_le_bytes());
+    b[8..].copy_from_slice(&fp[1].to_le_bytes());
+    b
+}
+
+pub(crate) fn fp_from_bytes(b: &[u8]) -> Option<Fp> {
+    if b.len() != 16 {
+        return None;
+    }
+    let mut lo = [0u8; 8];
+    let mut hi = [0u8; 8];
+    lo.copy_from_slice(&b[..8]);
+    hi.copy_from_slice(&b[8..]);
+    Some([u64::from_le_bytes(lo), u64::from_le_bytes(hi)])
+}
+
+/// Fingerprint -> row of the newest dedup record with that fingerprint.
+pub(crate) type DedupIndex = HashMap<Fp, i64, BuildHasherDefault<FpHasher>>;
+
+/// Rows per state of one queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    /// Pending rows, claimed ones included.
+    pub pending: u64,
+    /// Of the pending rows, those under a live claim.
+    pub leased: u64,
+    pub done: u64,
+    pub dead: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Field {
+    Pending,
+    Leased,
+    Done,
+    Dead,
+}
+
+/// A claim held in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LeaseEntry {
+    pub token: u64,
+    pub until: i64,
+    /// Row of the attempt record appended by the claim.
+    pub attempt_row: i64,
+    pub queue: String,
+}
+
+/// Dedup bookkeeping of one scope.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Scope {
+    /// Keys of this scope in the index.
+    pub keys: u64,
+    /// No record of this scope below this row is indexed any more (evicted
+    /// early); eviction resumes from here.
+    pub evict_from: i64,
+}
+
+/// The inverse of one mutation.
+enum Undo {
+    Count {
+        queue: String,
+        field: Field,
+        delta: i64,
+    },
+    Lease {
+        seq: i64,
+        prev: Option<LeaseEntry>,
+    },
+    Dedup {
+        fp: Fp,
+        prev: Option<i64>,
+    },
+    ScopeKeys {
+        scope: String,
+        delta: i64,
+    },
+}
+
+pub(crate) struct Mem {
+    pub counts: HashMap<String, Counts>,
+    pub leases: HashMap<i64, LeaseEntry>,
+    pub dedup: DedupIndex,
+    pub scopes: HashMap<String, Scope>,
+    /// Where the purge's walk over old jobs resumes (not undone on
+    /// rollback: it is only a position).
+    pub purge_cursor: i64,
+    next_token: u64,
+    undo: Vec<Undo>,
+}
+
+fn apply_delta(v: &mut u64, delta: i64) {
+    *v = if delta >= 0 {
+        v.saturating_add(delta.unsigned_abs())
+    } else {
+        v.saturating_sub(delta.unsigned_abs())
+    };
+}
+
+impl Mem {
+    pub(crate) fn new() -> Mem {
+        Mem {
+            counts: HashMap::new(),
+            leases: HashMap::new(),
+            dedup: DedupIndex::default(),
+            scopes: HashMap::new(),
+            purge_cursor: 0,
+            next_token: 1,
+            undo: Vec::new(),
+        }
+    }
+
+    /// A fresh fencing token (never reused within the process; tokens need
+    /// no undo: a skipped number is harmless).
+    pub(crate) fn token(&mut self) -> u64 {
+        let t = self.next_token;
+        self.next_token += 1;
+        t
+    }
+
+    fn bump(&mut self, queue: &str, field: Field, delta: i64) {
+        let c = self.counts.entry(queue.to_owned()).or_default();
+        let v = match field {
+            Field::Pending => &mut c.pending,
+            Field::Leased => &mut c.leased,
+            Field::Done => &mut c.done,
+            Field::Dead => &mut c.dead,
+        };
+        apply_delta(v, delta);
+    }
+
+    /// Adds `delta` to a counter (undoable).
+    pub(crate) fn count(&mut self, queue: &str, field: Field, delta: i64) {
+        if delta == 0 {
+            return;
+        }
+        self.bump(queue, field, delta);
+        self.undo.push(Undo::Count {
+            queue: queue.to_owned(),
+            field,
+            delta,
+        });
+    }
+
+    /// Sets or clears the lease of job row `seq` (undoable); keeps the
+    /// `leased` counter in step. Answers the previous lease.
+    pub(crate) fn set_lease(&mut self, seq: i64, lease: Option<LeaseEntry>) -> Option<LeaseEntry> {
+        let prev = match lease {
+            Some(l) => {
+                let q = l.queue.clone();
+                let prev = self.leases.insert(seq, l);
+                if prev.is_none() {
+                    self.bump(&q, Field::Leased, 1);
+                }
+                prev
+            }
+            None => {
+                let prev = self.leases.remove(&seq);
+                if let Some(p) = &prev {
+                    let q = p.queue.clone();
+                    self.bump(&q, Field::Leased, -1);
+                }
+                prev
+            }
+        };
+        self.undo.push(Undo::Lease {
+            seq,
+            prev: prev.clone(),
+        });
+        prev
+    }
+
+    /// Points `fp` at dedup row `row`, or removes it (undoable).
+    pub(crate) fn set_dedup(&mut self, fp: Fp, row: Option<i64>) {
+        let prev = match row {
+            Some(r) => self.dedup.insert(fp, r),
+            None => self.dedup.remove(&fp),
+        };
+        self.undo.push(Undo::Dedup { fp, prev });
+    }
+
+    /// Adds `delta` to a scope's key count (undoable).
+    pub(crate) fn scope_keys(&mut self, scope: &str, delta: i64) {
+        apply_delta(
+            &mut self.scopes.entry(scope.to_owned()).or_default().keys,
+            delta,
+        );
+        self.undo.push(Undo::ScopeKeys {
+            scope: scope.to_owned(),
+            delta,
+        });
+    }
+
+    /// The undo log's position, for [`Mem::rollback_to`].
+    pub(crate) fn mark(&self) -> usize {
+        self.undo.len()
+    }
+
+    /// Reverts every mutation made since `mark`, newest first.
+    pub(crate) fn rollback_to(&mut self, mark: usize) {
+        while self.undo.len() > mark {
+            let Some(u) = self.undo.pop() else { break };
+            match u {
+                Undo::Count {
+                    queue,
+                    field,
+                    delta,
+                } => self.bump(&queue, field, -delta),
+                Undo::Lease { seq, prev } => {
+                    if let Some(cur) = self.leases.remove(&seq) {
+                        self.bump(&cur.queue, Field::Leased, -1);
+                    }
+                    if let Some(p) = prev {
+                        self.bump(&p.queue, Field::Leased, 1);
+                        self.leases.insert(seq, p);
+                    }
+                }
+                Undo::Dedup { fp, prev } => {
+                    match prev {
+                        Some(r) => self.dedup.insert(fp, r),
+                        None => self.dedup.remove(&fp),
+                    };
+                }
+                Undo::ScopeKeys { scope, delta } => {
+                    if let Some(s) = self.scopes.get_mut(&scope) {
+                        apply_delta(&mut s.keys, -delta);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Forgets the undo log: everything since the last commit is durable.
+    pub(crate) fn commit(&mut self) {
+        self.undo.clear();
+    }
+
+    /// Counters of `queue` (zeros when unknown).
+    pub(crate) fn counts_of(&self, queue: &str) -> Counts {
+        self.counts.get(queue).copied().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(token: u64, queue: &str) -> LeaseEntry {
+        LeaseEntry {
+            token,
+            until: 10,
+            attempt_row: 1,
+            queue: queue.into(),
+        }
+    }
+
+    #[test]
+    fn rollback_restores_counts_leases_and_index() {
+        let mut m = Mem::new();
+        m.count("q", Field::Pending, 2);
+        m.set_lease(1, Some(lease(1, "q")));
+        m.set_dedup([1, 2], Some(7));
+        m.scope_keys("q", 1);
+        m.commit();
+        let before = (
+            m.counts_of("q"),
+            m.leases.clone(),
+            m.dedup.clone(),
+            m.scopes["q"].keys,
+        );
+
+        let mark = m.mark();
+        m.count("q", Field::Pending, -1);
+        m.count("q", Field::Done, 1);
+        m.set_lease(1, None);
+        m.set_lease(2, Some(lease(2, "q")));
+        m.set_lease(2, Some(lease(3, "q")));
+        m.set_dedup([1, 2], Some(9));
+        m.set_dedup([3, 4], Some(10));
+        m.set_dedup([1, 2], None);
+        m.scope_keys("q", 1);
+        assert_eq!(m.counts_of("q").leased, 1);
+        m.rollback_to(mark);
+
+        assert_eq!(m.counts_of("q"), before.0);
+        assert_eq!(m.leases, before.1);
+        assert_eq!(m.dedup, before.2);
+        assert_eq!(m.scopes["q"].keys, before.3);
+        assert_eq!(m.counts_of("q").leased, 1);
+    }
+
+    #[test]
+    fn fingerprints_are_keyed_and_length_prefixed() {
+        let a = Fingerprinter::new(b"secret-a");
+        let b = Fingerprinter::new(b"secret-b");
+        assert_eq!(a.fp("s", "k"), a.fp("s", "k"));
+        assert_ne!(a.fp("s", "k"), b.fp("s", "k"));
+        assert_ne!(a.fp("ab", "c"), a.fp("a", "bc"));
+        let fp = a.fp("s", "k");
+        assert_eq!(fp_from_bytes(&fp_to_bytes(fp)), Some(fp));
+        assert_eq!(fp_from_bytes(&[0; 15]), None);
+    }
+}

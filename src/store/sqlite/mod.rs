@@ -1,0 +1,1882 @@
+//! Embedded SQLite backend of [`Store`](super::Store): one file, laid out so
+//! that the hot path only appends.
+//!
+//! # Layout (schema migration 3)
+//! - `payload(seq, body)`: the stored request, keyed by an increasing
+//!   integer, written once, deleted when the job is delivered (or purged).
+//! - `job(seq, id, queue, kind, state, ...)`: one small row per job;
+//!   `state` is 0 pending (claimed or not), 2 done, 3 dead. Partial indexes
+//!   serve claims (`job_due`: due pending jobs by `next_at`), the oldest
+//!   pending age and lists (`job_pending`) and the dead letters (`job_dead`).
+//! - `attempt(seq, job, n, ...)`: appended by each claim with outcome
+//!   `interrupted`, filled in by `finish` (an attempt that crashed the
+//!   process stays `interrupted` and still counts).
+//! - `dedup_record(seq, fp, scope, key, job_id, expires_at)`: appended in
+//!   time order in the job's transaction; expired by `expires_at` order.
+//! - `meta`: the store's random fingerprint key.
+//!
+//! # Memory (`mem.rs`)
+//! Claims and leases, per-queue counters and the dedup index live in memory,
+//! rebuilt at open: a claim writes one tiny attempt row and nothing else, a
+//! dedup check reads no B-tree (a fingerprint match is confirmed with one
+//! point read). That is sound because **one process owns the file**: open
+//! takes an exclusive lock on `<path>.lock`, and a second process is refused
+//! ([`StoreError::Locked`]) instead of sharing in-memory leases.
+//!
+//! # Threads
+//! - the **writer** owns the only write connection and group-commits: it
+//!   takes the first request from a bounded channel, drains whatever else is
+//!   waiting (up to `BATCH_MAX`), applies them in one IMMEDIATE transaction,
+//!   each in its own SAVEPOINT (one request's error rolls back that request
+//!   and its in-memory effects only), commits once (WAL, `synchronous=FULL`:
+//!   fsync'd) and then answers them all;
+//! - the **checkpointer** copies the WAL into the database with PASSIVE
+//!   checkpoints (never blocking the writer). A writer that never pauses would
+//!   keep the WAL from ever starting over, so when the WAL has grown past
+//!   `wal_restart_bytes` (32 MiB) the writer, between two batches, waits for one more
+//!   passive pass (it only has the last frames left to copy) so that its
+//!   next commit starts the WAL from the beginning. No RESTART or TRUNCATE
+//!   checkpoint ever runs while the writer is busy; the final TRUNCATE runs
+//!   after the writer exited;
+//! - **readers** (lists, details, stats' oldest age) use a small pool of
+//!   read-only connections on `spawn_blocking`.
+
+pub(super) mod mem;
+pub(crate) mod schema;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self as std_mpsc, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use rusqlite::types::Value;
+use rusqlite::{
+    params, params_from_iter, Connection, ErrorCode, OpenFlags, OptionalExtension, Row,
+    TransactionBehavior,
+};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, trace, warn};
+
+use self::mem::{
+    fp_from_bytes, fp_to_bytes, Field, Fingerprinter, Fp, LeaseEntry, Mem, DEDUP_ENTRY_BYTES,
+};
+use super::{
+    Attempt, AttemptRecord, ClaimedJob, CommitStats, DedupKey, Enqueued, JobDetail, JobFilter,
+    JobState, JobSummary, Lease, NewJob, Next, PurgePolicy, PurgeStats, QueueStats, StoreError,
+    StoreOptions, ERROR_TEXT_CAP, LIST_LIMIT_CAP, OUTCOME_INTERRUPTED, RESPONSE_BODY_CAP,
+};
+
+/// How long a connection waits for a lock before failing with BUSY. Within
+/// the process only the final TRUNCATE checkpoint can contend.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Largest WAL file kept after the WAL starts over; a burst does not pin
+/// more disk than this.
+const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
+/// Longest the writer waits for that pass; the WAL just grows a little
+/// longer if it takes more.
+const WAL_RESTART_WAIT: Duration = Duration::from_millis(200);
+
+/// The writer nudges the checkpointer after this many committed requests.
+const CHECKPOINT_NUDGE_REQUESTS: u64 = 1000;
+
+/// Most write requests applied in one transaction (one fsync).
+const BATCH_MAX: usize = 512;
+
+/// Capacity of the bounded channel in front of the writer; callers wait
+/// (asynchronously) when it is full.
+const CHANNEL_CAPACITY: usize = 4096;
+
+/// Prepared statements cached per connection.
+const STATEMENT_CACHE_CAPACITY: usize = 64;
+
+/// Idle read connections kept for reuse.
+const READ_POOL_MAX_IDLE: usize = 4;
+
+/// Rows one purge, replay, move or cancel step changes at most, so that one
+/// step never holds a commit (and every sender waiting on it) for long.
+const STEP_ROWS: usize = 64;
+
+/// Rows one purge step looks at at most while searching for old jobs.
+const PURGE_SCAN_ROWS: i64 = 1024;
+
+/// Most keys an eviction forgets below a scope's limit (see
+/// `evict_over_limit`).
+const EVICT_SLACK_MAX: u64 = 256;
+
+/// Dedup eviction reads the oldest records in chunks of this many rows.
+const EVICT_SCAN_ROWS: i64 = 1024;
+
+/// How long `open` waits for another process to release the store lock
+/// (a restart overlapping the previous process's exit).
+const LOCK_WAIT: Duration = Duration::from_secs(3);
+
+const STATE_PENDING: i64 = 0;
+const STATE_DONE: i64 = 2;
+const STATE_DEAD: i64 = 3;
+
+/// Maps a SQLite error to a [`StoreError`]. rusqlite messages carry SQLite's
+/// description, never bound parameter values, so no payload leaks here.
+pub(super) fn db_err(e: rusqlite::Error) -> StoreError {
+    use rusqlite::Error as E;
+    let msg = e.to_string();
+    match &e {
+        E::SqliteFailure(f, _) => match f.code {
+            ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::CannotOpen
+            | ErrorCode::ReadOnly
+            | ErrorCode::OutOfMemory
+            | ErrorCode::PermissionDenied
+            | ErrorCode::FileLockingProtocolFailed
+            | ErrorCode::NoLargeFileSupport => StoreError::Unavailable(msg),
+            ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => StoreError::Corrupt(msg),
+            _ => StoreError::Other(msg),
+        },
+        E::FromSqlConversionFailure(..)
+        | E::IntegralValueOutOfRange(..)
+        | E::InvalidColumnType(..)
+        | E::Utf8Error(..) => StoreError::Corrupt(msg),
+        _ => StoreError::Other(msg),
+    }
+}
+
+fn writer_stopped() -> StoreError {
+    StoreError::Unavailable("store writer is stopped".into())
+}
+
+/// Converts a count to an SQL integer, saturating.
+pub(super) fn sql_int(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
+
+/// Converts an SQL count (never negative) to `u64`.
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char
+/// boundary.
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+// ---------------------------------------------------------------------------
+// Connections
+// ---------------------------------------------------------------------------
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    // NO_MUTEX: every connection is used by one thread at a time.
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(db_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
+    Ok(conn)
+}
+
+fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    let conn = open_connection(path)?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .map_err(db_err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Other(format!(
+            "cannot switch the database to WAL mode (got {mode:?})"
+        )));
+    }
+    // FULL: a commit is on disk (WAL fsync'd) before anyone is answered.
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(db_err)?;
+    // Checkpoints are the checkpointer thread's job, never the commit path's.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)
+        .map_err(db_err)?;
+    conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
+        .map_err(db_err)?;
+    Ok(conn)
+}
+
+fn open_checkpointer(path: &Path) -> Result<Connection, StoreError> {
+    let conn = open_connection(path)?;
+    // The checkpoint fsyncs the database file before it lets the WAL reset.
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(db_err)?;
+    conn.pragma_update(None, "wal_autocheckpoint", 0)
+        .map_err(db_err)?;
+    conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
+        .map_err(db_err)?;
+    Ok(conn)
+}
+
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = open_connection(path)?;
+    // Belt and braces: a read connection must never take the write lock.
+    conn.pragma_update(None, "query_only", true)
+        .map_err(db_err)?;
+    Ok(conn)
+}
+
+/// Takes the process-exclusive lock of the store (`<db>.lock`), waiting up
+/// to [`LOCK_WAIT`] for a previous owner to exit.
+fn take_lock(path: &Path) -> Result<File, StoreError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| {
+            StoreError::Unavailable(format!("cannot open {}: {e}", lock_path.display()))
+        })?;
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked(format!(
+                    "another hookgate process is using this store ({} is locked); \
+                     one store file serves one process (use store.kind = \"postgres\" \
+                     for several replicas)",
+                    lock_path.display()
+                )))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::Unavailable(format!(
+                    "cannot lock {}: {e}",
+                    lock_path.display()
+                )))
+            }
+        }
+    }
+}
+
+/// The store's fingerprint key, created on first open.
+fn dedup_secret(conn: &Connection) -> Result<Vec<u8>, StoreError> {
+    let existing: Option<Vec<u8>> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'dedup_secret'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db_err)?;
+    if let Some(s) = existing {
+        return Ok(s);
+    }
+    let secret: [u8; 32] = rand::random();
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('dedup_secret', ?1)",
+        [&secret[..]],
+    )
+    .map_err(db_err)?;
+    Ok(secret.to_vec())
+}
+
+// ---------------------------------------------------------------------------
+// Metrics
+// ---------------------------------------------------------------------------
+
+/// The store's own metrics, registered in the caller's registry.
+#[derive(Clone)]
+struct StoreMetrics {
+    commit_seconds: prometheus::Histogram,
+    commit_batch: prometheus::Histogram,
+    dedup_keys: prometheus::IntGauge,
+    dedup_evicted: prometheus::IntCounterVec,
+}
+
+impl StoreMetrics {
+    fn new(registry: Option<&prometheus::Registry>) -> Result<StoreMetrics, StoreError> {
+        use prometheus::{exponential_buckets, HistogramOpts, Opts};
+        let err = |e: prometheus::Error| StoreError::Other(format!("store metrics: {e}"));
+        let m = StoreMetrics {
+            commit_seconds: prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "hookgate_store_commit_duration_seconds",
+                    "Duration of store commits (one commit serves a batch of requests).",
+                )
+                .buckets(exponential_buckets(0.0001, 2.0, 16).map_err(err)?),
+            )
+            .map_err(err)?,
+            commit_batch: prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "hookgate_store_commit_batch_size",
+                    "Write requests served per store commit.",
+                )
+                .buckets(exponential_buckets(1.0, 2.0, 11).map_err(err)?),
+            )
+            .map_err(err)?,
+            dedup_keys: prometheus::IntGauge::new(
+                "hookgate_store_dedup_keys",
+                "Dedup keys held in the in-memory index.",
+            )
+            .map_err(err)?,
+            dedup_evicted: prometheus::IntCounterVec::new(
+                Opts::new(
+                    "hookgate_store_dedup_evicted_total",
+                    "Dedup keys forgotten before their window ended because the scope \
+                     held more than its max_keys.",
+                ),
+                &["scope"],
+            )
+            .map_err(err)?,
+        };
+        if let Some(r) = registry {
+            r.register(Box::new(m.commit_seconds.clone()))
+                .map_err(err)?;
+            r.register(Box::new(m.commit_batch.clone())).map_err(err)?;
+            r.register(Box::new(m.dedup_keys.clone())).map_err(err)?;
+            r.register(Box::new(m.dedup_evicted.clone())).map_err(err)?;
+        }
+        Ok(m)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Backend
+// ---------------------------------------------------------------------------
+
+pub(super) struct SqliteBackend {
+    /// `None` once closed. Cloned (briefly, under the lock) per request; the
+    /// writer exits when every clone is gone and the queue is drained.
+    writer: Mutex<Option<mpsc::Sender<Box<dyn PendingWrite>>>>,
+    reads: Arc<ReadPool>,
+    pub(super) mem: Arc<Mutex<Mem>>,
+    counters: Arc<Counters>,
+    /// Writer and checkpointer, joined by `shutdown`.
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    #[cfg(test)]
+    fpr: Fingerprinter,
+}
+
+#[derive(Default)]
+struct Counters {
+    commits: AtomicU64,
+    requests: AtomicU64,
+    dedup_keys: AtomicU64,
+}
+
+/// What the writer thread needs besides its connection.
+struct WriterEnv {
+    fpr: Fingerprinter,
+    max_keys: u64,
+    max_keys_by_scope: HashMap<String, u64>,
+    metrics: StoreMetrics,
+}
+
+impl WriterEnv {
+    fn max_keys(&self, scope: &str) -> u64 {
+        self.max_keys_by_scope
+            .get(scope)
+            .copied()
+            .unwrap_or(self.max_keys)
+    }
+}
+
+impl SqliteBackend {
+    pub(super) fn open(path: PathBuf, opts: &StoreOptions) -> Result<Self, StoreError> {
+        let started = Instant::now();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let lock_file = Arc::new(take_lock(&path)?);
+        let mut writer_conn = open_writer(&path)?;
+        schema::migrate(&mut writer_conn)?;
+        let secret = dedup_secret(&writer_conn)?;
+        let env = WriterEnv {
+            fpr: Fingerprinter::new(&secret),
+            max_keys: opts.dedup_max_keys.max(1),
+            max_keys_by_scope: opts
+                .dedup_max_keys_by_scope
+                .iter()
+                .map(|(s, n)| (s.clone(), (*n).max(1)))
+                .collect(),
+            metrics: StoreMetrics::new(opts.registry.as_ref())?,
+        };
+        let mut mem = rebuild(&writer_conn, &env.fpr)?;
+        let evicted = evict_over_limit(&writer_conn, &mut mem, &env)?;
+        mem.commit();
+        let counters = Arc::new(Counters::default());
+        counters
+            .dedup_keys
+            .store(mem.dedup.len() as u64, Ordering::Relaxed);
+        env.metrics.dedup_keys.set(mem.dedup.len() as i64);
+        info!(
+            path = %path.display(),
+            jobs = mem.counts.values().map(|c| c.pending + c.done + c.dead).sum::<u64>(),
+            dedup_keys = mem.dedup.len(),
+            dedup_evicted = evicted,
+            index_bytes = mem.dedup.capacity() * DEDUP_ENTRY_BYTES,
+            took_ms = started.elapsed().as_millis() as u64,
+            "store opened"
+        );
+        let mem = Arc::new(Mutex::new(mem));
+
+        let reads = Arc::new(ReadPool::new(path.clone()));
+        reads.run(|c| c.query_row("SELECT 1", [], |_| Ok(())))?;
+        let checkpointer_conn = open_checkpointer(&path)?;
+        let page_size: i64 = checkpointer_conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(db_err)?;
+        let restart_frames = (opts.tuning.wal_restart_bytes / page_size.max(512)).max(1);
+        let interval = opts
+            .tuning
+            .checkpoint_interval
+            .max(Duration::from_millis(10));
+
+        // The writer holds the only sender of the checkpointer's channel:
+        // when it exits, the checkpointer sees the disconnect, runs the final
+        // TRUNCATE and exits too, in that order. Both hold the process lock
+        // until they are done.
+        let (ckpt_tx, ckpt_rx) = std_mpsc::sync_channel::<CkptMsg>(4);
+        let restart_wanted = Arc::new(AtomicBool::new(false));
+        let checkpointer = {
+            let wanted = Arc::clone(&restart_wanted);
+            let lock_file = Arc::clone(&lock_file);
+            spawn_thread("hookgate-store-ckpt", move || {
+                run_checkpointer(
+                    checkpointer_conn,
+                    ckpt_rx,
+                    interval,
+                    restart_frames,
+                    &wanted,
+                );
+                drop(lock_file);
+            })?
+        };
+
+        #[cfg(test)]
+        let fpr = env.fpr.clone();
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let writer = Writer {
+            conn: writer_conn,
+            mem: Arc::clone(&mem),
+            env,
+            counters: Arc::clone(&counters),
+            ckpt: ckpt_tx,
+            since_nudge: 0,
+            restart_wanted,
+        };
+        let writer = spawn_thread("hookgate-store-writer", move || {
+            writer.run(rx);
+            drop(lock_file);
+        })?;
+
+        Ok(SqliteBackend {
+            writer: Mutex::new(Some(tx)),
+            reads,
+            mem,
+            counters,
+            threads: Mutex::new(vec![writer, checkpointer]),
+            #[cfg(test)]
+            fpr,
+        })
+    }
+
+    /// The fingerprint this store gives `(scope, key)`.
+    #[cfg(test)]
+    pub(super) fn fingerprint(&self, scope: &str, key: &str) -> Fp {
+        self.fpr.fp(scope, key)
+    }
+
+    fn sender(&self) -> Option<mpsc::Sender<Box<dyn PendingWrite>>> {
+        lock(&self.writer).clone()
+    }
+
+    /// Runs `op` on the writer thread inside the next group-commit batch and
+    /// answers once that batch has committed.
+    pub(super) async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Ctx<'_>) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let sender = self.sender().ok_or_else(writer_stopped)?;
+        let (reply, answer) = oneshot::channel();
+        let request = Box::new(Request {
+            op: Some(op),
+            result: None,
+            reply,
+        });
+        // Bounded: when the writer falls behind, callers wait here.
+        sender.send(request).await.map_err(|_| writer_stopped())?;
+        drop(sender);
+        answer.await.map_err(|_| writer_stopped())?
+    }
+
+    /// Runs `op` on a pooled read connection on a blocking thread.
+    async fn read<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let pool = Arc::clone(&self.reads);
+        tokio::task::spawn_blocking(move || pool.run(op))
+            .await
+            .map_err(|e| StoreError::Other(format!("store read task failed: {e}")))?
+    }
+
+    /// Repeats a bounded step (one write request each) until it reports no
+    /// more work; answers the sum of what the steps counted.
+    async fn steps<F>(&self, step: F) -> Result<u64, StoreError>
+    where
+        F: Fn(&mut Ctx<'_>, &mut i64) -> rusqlite::Result<(u64, bool)> + Send + Sync + 'static,
+    {
+        let step = Arc::new(step);
+        let mut cursor = 0i64;
+        let mut total = 0u64;
+        loop {
+            let s = Arc::clone(&step);
+            let (n, more, next) = self
+                .write(move |c| {
+                    let mut cur = cursor;
+                    let (n, more) = s(c, &mut cur)?;
+                    Ok((n, more, cur))
+                })
+                .await?;
+            total += n;
+            cursor = next;
+            if !more {
+                return Ok(total);
+            }
+        }
+    }
+
+    pub(super) async fn enqueue(
+        &self,
+        job: NewJob,
+        dedup: Option<DedupKey>,
+        max_pending: Option<u64>,
+    ) -> Result<Enqueued, StoreError> {
+        self.write(move |c| enqueue(c, &job, dedup.as_ref(), max_pending))
+            .await
+    }
+
+    pub(super) async fn claim(
+        &self,
+        queue: String,
+        now: i64,
+        limit: usize,
+        lease_ms: i64,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.write(move |c| claim(c, &queue, now, limit, lease_ms))
+            .await
+    }
+
+    pub(super) async fn finish(
+        &self,
+        lease: Lease,
+        attempt: Attempt,
+        next: Next,
+    ) -> Result<bool, StoreError> {
+        self.write(move |c| finish(c, &lease, &attempt, next)).await
+    }
+
+    pub(super) async fn release(&self, lease: Lease) -> Result<bool, StoreError> {
+        self.write(move |c| {
+            let Some(held) = current_lease(c.mem, &lease) else {
+                return Ok(false);
+            };
+            c.conn
+                .prepare_cached("DELETE FROM attempt WHERE seq = ?1")?
+                .execute([held.attempt_row])?;
+            c.mem.set_lease(lease.seq, None);
+            Ok(true)
+        })
+        .await
+    }
+
+    pub(super) async fn replay(&self, id: String, now: i64) -> Result<bool, StoreError> {
+        self.write(move |c| {
+            let row: Option<(i64, String)> = c
+                .conn
+                .prepare_cached("SELECT seq, queue FROM job WHERE id = ?1 AND state = 3")?
+                .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((seq, queue)) = row else {
+                return Ok(false);
+            };
+            restart_job(c, seq, &queue, &queue, STATE_DEAD, now)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    pub(super) async fn replay_queue(&self, queue: String, now: i64) -> Result<u64, StoreError> {
+        self.steps(move |c, cursor| {
+            let rows = select_seqs(
+                c.conn,
+                "SELECT seq FROM job WHERE queue = ?1 AND state = 3 AND seq > ?2
+                 ORDER BY seq LIMIT ?3",
+                &queue,
+                *cursor,
+            )?;
+            for &seq in &rows {
+                restart_job(c, seq, &queue, &queue, STATE_DEAD, now)?;
+                *cursor = seq;
+            }
+            Ok((rows.len() as u64, rows.len() == STEP_ROWS))
+        })
+        .await
+    }
+
+    pub(super) async fn delete_job(&self, id: String) -> Result<bool, StoreError> {
+        self.write(move |c| {
+            let row: Option<(i64, String, i64)> = c
+                .conn
+                .prepare_cached("SELECT seq, queue, state FROM job WHERE id = ?1")?
+                .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?;
+            let Some((seq, queue, state)) = row else {
+                return Ok(false);
+            };
+            delete_row(c, seq, &queue, state)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    pub(super) async fn cancel_queue(&self, queue: String) -> Result<u64, StoreError> {
+        self.steps(move |c, cursor| {
+            let rows = select_seqs(
+                c.conn,
+                "SELECT seq FROM job WHERE queue = ?1 AND state = 0 AND seq > ?2
+                 ORDER BY seq LIMIT ?3",
+                &queue,
+                *cursor,
+            )?;
+            let mut n = 0;
+            for &seq in &rows {
+                *cursor = seq;
+                if c.mem.leases.contains_key(&seq) {
+                    continue;
+                }
+                delete_row(c, seq, &queue, STATE_PENDING)?;
+                n += 1;
+            }
+            Ok((n, rows.len() == STEP_ROWS))
+        })
+        .await
+    }
+
+    pub(super) async fn move_queue(
+        &self,
+        from: String,
+        to: String,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        if from == to {
+            return Err(StoreError::Invalid(
+                "source and target queue are the same".into(),
+            ));
+        }
+        self.steps(move |c, cursor| {
+            let mut rows: Vec<(i64, i64)> = Vec::new();
+            {
+                let mut stmt = c.conn.prepare_cached(
+                    "SELECT seq, state FROM job WHERE queue = ?1 AND state IN (0, 3) AND seq > ?2
+                     ORDER BY seq LIMIT ?3",
+                )?;
+                let mut q = stmt.query(params![from, *cursor, sql_int(STEP_ROWS)])?;
+                while let Some(r) = q.next()? {
+                    rows.push((r.get(0)?, r.get(1)?));
+                }
+            }
+            let mut n = 0;
+            for &(seq, state) in &rows {
+                *cursor = seq;
+                if c.mem.leases.contains_key(&seq) {
+                    continue;
+                }
+                restart_job(c, seq, &from, &to, state, now)?;
+                n += 1;
+            }
+            Ok((n, rows.len() == STEP_ROWS))
+        })
+        .await
+    }
+
+    pub(super) async fn delete_queue(&self, queue: String) -> Result<u64, StoreError> {
+        self.steps(move |c, cursor| {
+            let mut rows: Vec<(i64, i64)> = Vec::new();
+            {
+                let mut stmt = c.conn.prepare_cached(
+                    "SELECT seq, state FROM job WHERE queue = ?1 AND seq > ?2
+                     ORDER BY seq LIMIT ?3",
+                )?;
+                let mut q = stmt.query(params![queue, *cursor, sql_int(STEP_ROWS)])?;
+                while let Some(r) = q.next()? {
+                    rows.push((r.get(0)?, r.get(1)?));
+                }
+            }
+            let mut n = 0;
+            for &(seq, state) in &rows {
+                *cursor = seq;
+                if c.mem.leases.contains_key(&seq) {
+                    continue;
+                }
+                delete_row(c, seq, &queue, state)?;
+                n += 1;
+            }
+            Ok((n, rows.len() == STEP_ROWS))
+        })
+        .await
+    }
+
+    pub(super) async fn purge(&self, policy: PurgePolicy) -> Result<PurgeStats, StoreError> {
+        self.write(move |c| purge(c, policy)).await
+    }
+
+    pub(super) async fn list_jobs(&self, filter: JobFilter) -> Result<Vec<JobSummary>, StoreError> {
+        let limit = filter.limit.min(LIST_LIMIT_CAP);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let leases = self.leases_of(filter.queue.as_deref());
+        self.read(move |c| list_jobs(c, &filter, limit, &leases))
+            .await?
+    }
+
+    /// A copy of the live leases (of one queue), by job row.
+    fn leases_of(&self, queue: Option<&str>) -> HashMap<i64, i64> {
+        lock(&self.mem)
+            .leases
+            .iter()
+            .filter(|(_, l)| queue.is_none_or(|q| l.queue == q))
+            .map(|(seq, l)| (*seq, l.until))
+            .collect()
+    }
+
+    pub(super) async fn get_job(&self, id: String) -> Result<Option<JobDetail>, StoreError> {
+        let detail = self
+            .read(move |c| {
+                // One read transaction: the job and its attempts from one snapshot.
+                let tx = c.unchecked_transaction()?;
+                let head = tx
+                    .prepare_cached(&format!(
+                        "SELECT {SUMMARY_COLUMNS},
+                                (SELECT length(body) FROM payload p WHERE p.seq = job.seq)
+                         FROM job WHERE id = ?1"
+                    ))?
+                    .query_row([&id], |r| {
+                        let len: Option<i64> = r.get(SUMMARY_COLUMN_COUNT)?;
+                        Ok((summary_from_row(r)?, len.map(count)))
+                    })
+                    .optional()?;
+                let Some(((seq, summary), payload_len)) = head else {
+                    return Ok(None);
+                };
+                let mut stmt = tx.prepare_cached(
+                    "SELECT n, started_at, duration_ms, outcome, http_status, error, response_body
+                     FROM attempt WHERE job = ?1 ORDER BY n",
+                )?;
+                let attempts = stmt
+                    .query_map([seq], |r| {
+                        Ok(AttemptRecord {
+                            n: r.get(0)?,
+                            started_at: r.get(1)?,
+                            duration_ms: r.get(2)?,
+                            outcome: r.get(3)?,
+                            http_status: r.get(4)?,
+                            error: r.get(5)?,
+                            response_body: r.get(6)?,
+                        })
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(Some((
+                    seq,
+                    JobDetail {
+                        summary,
+                        payload_len,
+                        attempts,
+                    },
+                )))
+            })
+            .await?;
+        Ok(detail.map(|(seq, mut d)| {
+            if let Some(l) = lock(&self.mem).leases.get(&seq) {
+                d.summary.state = JobState::Inflight;
+                d.summary.lease_until = Some(l.until);
+            }
+            d
+        }))
+    }
+
+    pub(super) async fn get_payload(&self, id: String) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT p.body FROM job j JOIN payload p ON p.seq = j.seq WHERE j.id = ?1",
+            )?
+            .query_row([&id], |r| r.get(0))
+            .optional()
+        })
+        .await
+    }
+
+    pub(super) async fn stats(&self, now: i64) -> Result<Vec<QueueStats>, StoreError> {
+        let mut stats: Vec<QueueStats> = lock(&self.mem)
+            .counts
+            .iter()
+            .filter(|(_, c)| c.pending + c.done + c.dead > 0)
+            .map(|(q, c)| QueueStats {
+                queue: q.clone(),
+                pending: c.pending.saturating_sub(c.leased),
+                inflight: c.leased,
+                dead: c.dead,
+                done: c.done,
+                oldest_pending_age_ms: None,
+            })
+            .collect();
+        stats.sort_by(|a, b| a.queue.cmp(&b.queue));
+        let queues: Vec<String> = stats
+            .iter()
+            .filter(|s| s.pending + s.inflight > 0)
+            .map(|s| s.queue.clone())
+            .collect();
+        if queues.is_empty() {
+            return Ok(stats);
+        }
+        // The oldest pending job of a queue is the first entry of the
+        // `job_pending` index: one point read per queue, whatever the backlog.
+        let oldest = self
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT created_at FROM job WHERE queue = ?1 AND state = 0
+                     ORDER BY seq LIMIT 1",
+                )?;
+                let mut out = HashMap::new();
+                for q in queues {
+                    let created: Option<i64> = stmt.query_row([&q], |r| r.get(0)).optional()?;
+                    if let Some(t) = created {
+                        out.insert(q, t);
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        for s in &mut stats {
+            s.oldest_pending_age_ms = oldest.get(&s.queue).map(|t| now.saturating_sub(*t).max(0));
+        }
+        Ok(stats)
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        match self.sender() {
+            Some(sender) if !sender.is_closed() => {}
+            _ => return Err(writer_stopped()),
+        }
+        self.read(|c| c.query_row("SELECT COUNT(*) FROM schema_version", [], |_| Ok(())))
+            .await
+    }
+
+    pub(super) fn commit_stats(&self) -> CommitStats {
+        CommitStats {
+            commits: self.counters.commits.load(Ordering::Relaxed),
+            requests: self.counters.requests.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(super) fn dedup_keys(&self) -> u64 {
+        self.counters.dedup_keys.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn close(&self) {
+        if lock(&self.writer).take().is_some() {
+            debug!("store closing");
+        }
+    }
+
+    pub(super) async fn shutdown(&self) {
+        self.close();
+        let threads = std::mem::take(&mut *lock(&self.threads));
+        if threads.is_empty() {
+            return;
+        }
+        // Joining blocks; keep it off the runtime threads.
+        let joined = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                if t.join().is_err() {
+                    warn!("store thread panicked");
+                }
+            }
+        })
+        .await;
+        if let Err(e) = joined {
+            warn!(error = %e, "store shutdown join failed");
+        }
+    }
+}
+
+fn spawn_thread(
+    name: &str,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, StoreError> {
+    thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(f)
+        .map_err(|e| StoreError::Unavailable(format!("cannot start thread {name}: {e}")))
+}
+
+// ---------------------------------------------------------------------------
+// Rebuilding memory at open
+// ---------------------------------------------------------------------------
+
+/// Counters from the job rows, and the dedup index from the dedup records
+/// (newest record per fingerprint wins). Leases start empty: this process
+/// owns the file, so nothing is claimed when it opens.
+fn rebuild(conn: &Connection, fpr: &Fingerprinter) -> Result<Mem, StoreError> {
+    let mut mem = Mem::new();
+    {
+        let mut stmt = conn
+            .prepare("SELECT queue, state, COUNT(*) FROM job GROUP BY queue, state")
+            .map_err(db_err)?;
+        let mut rows = stmt.query([]).map_err(db_err)?;
+        while let Some(r) = rows.next().map_err(db_err)? {
+            let queue: String = r.get(0).map_err(db_err)?;
+            let state: i64 = r.get(1).map_err(db_err)?;
+            let n: i64 = r.get(2).map_err(db_err)?;
+            let field = match state {
+                STATE_PENDING => Field::Pending,
+                STATE_DONE => Field::Done,
+                STATE_DEAD => Field::Dead,
+                other => {
+                    return Err(StoreError::Corrupt(format!("unknown job state {other}")));
+                }
+            };
+            mem.count(&queue, field, n);
+        }
+    }
+    let mut stmt = conn
+        .prepare("SELECT seq, fp, scope, key FROM dedup_record ORDER BY seq")
+        .map_err(db_err)?;
+    let mut rows = stmt.query([]).map_err(db_err)?;
+    // Scope names repeat on every row; count per scope with a borrowed key.
+    let mut per_scope: HashMap<String, u64> = HashMap::new();
+    while let Some(r) = rows.next().map_err(db_err)? {
+        let seq: i64 = r.get(0).map_err(db_err)?;
+        let scope = r
+            .get_ref(2)
+            .map_err(db_err)?
+            .as_str()
+            .map_err(|e| StoreError::Corrupt(format!("dedup record scope: {e}")))?;
+        let fp = match r.get_ref(1).map_err(db_err)?.as_blob_or_null() {
+            Ok(Some(b)) => fp_from_bytes(b)
+                .ok_or_else(|| StoreError::Corrupt("dedup record fingerprint".into()))?,
+            // Records carried over from schema 2 have none yet.
+            _ => {
+                let key: String = r.get(3).map_err(db_err)?;
+                fpr.fp(scope, &key)
+            }
+        };
+        if mem.dedup.insert(fp, seq).is_none() {
+            match per_scope.get_mut(scope) {
+                Some(n) => *n += 1,
+                None => {
+                    per_scope.insert(scope.to_owned(), 1);
+                }
+            }
+        }
+    }
+    for (scope, n) in per_scope {
+        mem.scopes.entry(scope).or_default().keys = n;
+    }
+    Ok(mem)
+}
+
+/// Forgets the oldest keys of every scope holding more than its limit.
+/// Memory only: the records stay until they expire (and are skipped again
+/// at the next open). Answers how many keys were forgotten.
+///
+/// A scope over its limit is brought a little below it (1/64 of the limit,
+/// at most [`EVICT_SLACK_MAX`] keys), so a full scope pays for one eviction
+/// scan every so many inserts rather than on each.
+fn evict_over_limit(conn: &Connection, mem: &mut Mem, env: &WriterEnv) -> Result<u64, StoreError> {
+    let over: Vec<(String, u64)> = mem
+        .scopes
+        .iter()
+        .filter_map(|(s, info)| {
+            let max = env.max_keys(s);
+            let slack = (max / 64).min(EVICT_SLACK_MAX);
+            (info.keys > max).then(|| (s.clone(), info.keys - max + slack))
+        })
+        .collect();
+    if over.is_empty() {
+        return Ok(0);
+    }
+    let mut total = 0;
+    for (scope, mut excess) in over {
+        let mut from = mem.scopes.get(&scope).map_or(0, |s| s.evict_from);
+        let mut evicted = 0u64;
+        while excess > 0 {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT seq, fp, scope, key FROM dedup_record WHERE seq >= ?1
+                     ORDER BY seq LIMIT ?2",
+                )
+                .map_err(db_err)?;
+            let mut rows = stmt.query(params![from, EVICT_SCAN_ROWS]).map_err(db_err)?;
+            let mut seen = 0;
+            while let Some(r) = rows.next().map_err(db_err)? {
+                seen += 1;
+                let seq: i64 = r.get(0).map_err(db_err)?;
+                from = seq + 1;
+                let s: String = r.get(2).map_err(db_err)?;
+                if s != scope {
+                    continue;
+                }
+                let blob: Option<Vec<u8>> = r.get(1).map_err(db_err)?;
+                let fp = match blob.as_deref().and_then(fp_from_bytes) {
+                    Some(fp) => fp,
+                    None => env.fpr.fp(&s, &r.get::<_, String>(3).map_err(db_err)?),
+                };
+                if mem.dedup.get(&fp) == Some(&seq) {
+                    mem.set_dedup(fp, None);
+                    mem.scope_keys(&scope, -1);
+                    evicted += 1;
+                    excess -= 1;
+                    if excess == 0 {
+                        break;
+                    }
+                }
+            }
+            if seen == 0 {
+                break;
+            }
+        }
+        mem.scopes.entry(scope.clone()).or_default().evict_from = from;
+        if evicted > 0 {
+            warn!(
+                scope = %scope,
+                evicted,
+                max_keys = env.max_keys(&scope),
+                "dedup keys over the scope's max_keys: the oldest were forgotten before their \
+                 window ended (a late retry of those events is no longer recognised)"
+            );
+            env.metrics
+                .dedup_evicted
+                .with_label_values(&[&scope])
+                .inc_by(evicted);
+        }
+        total += evicted;
+    }
+    Ok(total)
+}
+
+// ---------------------------------------------------------------------------
+// Writer thread (group commit)
+// ---------------------------------------------------------------------------
+
+/// What a write request sees: the savepoint's connection and the memory.
+pub(super) struct Ctx<'a> {
+    pub(super) conn: &'a Connection,
+    pub(super) mem: &'a mut Mem,
+    env: &'a WriterEnv,
+}
+
+/// A type-erased write request: applied inside the batch transaction, then
+/// completed once the batch has committed or failed.
+trait PendingWrite: Send {
+    /// Runs the request; `false` if it failed (its savepoint and memory
+    /// effects are then rolled back).
+    fn apply(&mut self, ctx: &mut Ctx<'_>) -> bool;
+    /// Sends the answer: the request's own error if it failed, else the
+    /// batch's error if the commit failed, else its result.
+    fn complete(self: Box<Self>, batch_error: Option<&StoreError>);
+}
+
+struct Request<T, F> {
+    op: Option<F>,
+    result: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> PendingWrite for Request<T, F>
+where
+    T: Send,
+    F: FnOnce(&mut Ctx<'_>) -> rusqlite::Result<T> + Send,
+{
+    fn apply(&mut self, ctx: &mut Ctx<'_>) -> bool {
+        let Some(op) = self.op.take() else {
+            return false;
+        };
+        let result = op(ctx).map_err(db_err);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn complete(self: Box<Self>, batch_error: Option<&StoreError>) {
+        let answer = match (self.result, batch_error) {
+            (Some(Err(e)), _) => Err(e),
+            (_, Some(e)) => Err(e.clone()),
+            (Some(Ok(v)), None) => Ok(v),
+            (None, None) => Err(StoreError::Other("write request was not applied".into())),
+        };
+        // The caller may have given up waiting; the write stands regardless.
+        let _ = self.reply.send(answer);
+    }
+}
+
+enum CkptMsg {
+    /// Run a passive checkpoint soon.
+    Nudge,
+    /// Run a passive checkpoint now and say when it is done.
+    Flush(std_mpsc::SyncSender<()>),
+}
+
+struct Writer {
+    conn: Connection,
+    mem: Arc<Mutex<Mem>>,
+    env: WriterEnv,
+    counters: Arc<Counters>,
+    ckpt: std_mpsc::SyncSender<CkptMsg>,
+    since_nudge: u64,
+    /// Set by the checkpointer when the WAL has grown past its bound.
+    restart_wanted: Arc<AtomicBool>,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Box<dyn PendingWrite>>) {
+        let mut batch: Vec<Box<dyn PendingWrite>> = Vec::with_capacity(BATCH_MAX);
+        // Ends when every sender is gone (closed) and the queue is drained.
+        while let Some(first) = rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < BATCH_MAX {
+                match rx.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            let started = Instant::now();
+            let outcome = self.apply_batch(&mut batch);
+            let served = batch.len() as u64;
+            match &outcome {
+                Ok(()) => {
+                    self.env.metrics.commit_batch.observe(served as f64);
+                    self.env
+                        .metrics
+                        .commit_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    // Counted before replying, so a caller that got its answer
+                    // sees its commit in `commit_stats`.
+                    self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                    self.counters.requests.fetch_add(served, Ordering::Relaxed);
+                    self.publish_key_count();
+                    self.since_nudge += served;
+                    if self.since_nudge >= CHECKPOINT_NUDGE_REQUESTS {
+                        self.since_nudge = 0;
+                        // Full means a nudge is already pending: fine.
+                        let _ = self.ckpt.try_send(CkptMsg::Nudge);
+                    }
+                }
+                Err(e) => warn!(error = %e, requests = served, "store write batch failed"),
+            }
+            for request in batch.drain(..) {
+                request.complete(outcome.as_ref().err());
+            }
+            if self.restart_wanted.swap(false, Ordering::Relaxed) {
+                self.let_wal_restart();
+            }
+        }
+        debug!("store writer stopped");
+    }
+
+    /// Applies a batch in one IMMEDIATE transaction, each request in its own
+    /// savepoint, and commits once. `Err` means nothing of the batch
+    /// committed, and memory is as it was before the batch.
+    fn apply_batch(&mut self, batch: &mut [Box<dyn PendingWrite>]) -> Result<(), StoreError> {
+        let mem = Arc::clone(&self.mem);
+        let result = (|| {
+            let mut tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            {
+                let mut m = lock(&mem);
+                for request in batch.iter_mut() {
+                    let sp = tx.savepoint().map_err(db_err)?;
+                    let mark = m.mark();
+                    let ok = request.apply(&mut Ctx {
+                        conn: &sp,
+                        mem: &mut m,
+                        env: &self.env,
+                    });
+                    // SQLite may roll back the whole transaction on some
+                    // errors (disk full, I/O); then nothing of this batch
+                    // can commit, and the savepoint is gone too.
+                    if sp.is_autocommit() {
+                        return Err(StoreError::Unavailable(
+                            "write transaction was rolled back by the database".into(),
+                        ));
+                    }
+                    if ok {
+                        sp.commit().map_err(db_err)?;
+                    } else {
+                        m.rollback_to(mark);
+                        // Default drop behaviour: ROLLBACK TO + RELEASE,
+                        // undoing only this request's writes.
+                        sp.finish().map_err(db_err)?;
+                    }
+                }
+                // Memory only, and undone with the batch if it fails: the
+                // key count never exceeds its bound when answers go out.
+                evict_over_limit(&tx, &mut m, &self.env)?;
+            }
+            tx.commit().map_err(db_err)
+        })();
+        let mut m = lock(&mem);
+        match &result {
+            Ok(()) => m.commit(),
+            Err(_) => m.rollback_to(0),
+        }
+        result
+    }
+
+    fn publish_key_count(&self) {
+        let keys = lock(&self.mem).dedup.len() as u64;
+        self.counters.dedup_keys.store(keys, Ordering::Relaxed);
+        self.env.metrics.dedup_keys.set(keys as i64);
+    }
+
+    /// Between two batches, with no transaction open: one more passive
+    /// checkpoint (only the frames since the last pass are left to copy)
+    /// lets the next commit write the WAL from its start again.
+    fn let_wal_restart(&mut self) {
+        let (done_tx, done_rx) = std_mpsc::sync_channel(1);
+        if self.ckpt.try_send(CkptMsg::Flush(done_tx)).is_ok() {
+            let started = Instant::now();
+            let _ = done_rx.recv_timeout(WAL_RESTART_WAIT);
+            debug!(
+                waited_us = started.elapsed().as_micros() as u64,
+                "writer paused for the WAL to start over"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Checkpointer thread
+// ---------------------------------------------------------------------------
+
+fn run_checkpointer(
+    conn: Connection,
+    msgs: std_mpsc::Receiver<CkptMsg>,
+    interval: Duration,
+    restart_frames: i64,
+    restart_wanted: &AtomicBool,
+) {
+    loop {
+        let done = match msgs.recv_timeout(interval) {
+            Ok(CkptMsg::Flush(done)) => Some(done),
+            Ok(CkptMsg::Nudge) | Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => {
+                // The writer is gone: fold the WAL back and shrink it.
+                checkpoint(&conn, "TRUNCATE");
+                break;
+            }
+        };
+        // PASSIVE never waits for the writer or readers; it copies what it
+        // can. A WAL still long afterwards means the writer never paused
+        // long enough for it to start over: ask the writer for a pause.
+        if let Some(wal_frames) = checkpoint(&conn, "PASSIVE") {
+            if done.is_none() && wal_frames >= restart_frames {
+                restart_wanted.store(true, Ordering::Relaxed);
+            }
+        }
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
+    }
+    debug!("store checkpointer stopped");
+}
+
+/// Runs one checkpoint; answers the WAL's length in frames, `None` on error.
+fn checkpoint(conn: &Connection, mode: &str) -> Option<i64> {
+    let result = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    });
+    match result {
+        Ok((busy, wal_frames, checkpointed)) => {
+            trace!(mode, busy, wal_frames, checkpointed, "WAL checkpoint");
+            Some(wal_frames)
+        }
+        Err(e) => {
+            warn!(mode, error = %db_err(e), "WAL checkpoint failed");
+            None
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Read pool
+// ---------------------------------------------------------------------------
+
+struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReadPool {
+    fn new(path: PathBuf) -> Self {
+        ReadPool {
+            path,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `op` on an idle connection (or a new one). Blocking.
+    fn run<T>(&self, op: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let idle = lock(&self.idle).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => open_reader(&self.path)?,
+        };
+        let result = op(&conn);
+        // A connection that saw an error is dropped rather than reused.
+        if result.is_ok() {
+            let mut idle = lock(&self.idle);
+            if idle.len() < READ_POOL_MAX_IDLE {
+                idle.push(conn);
+            }
+        }
+        result.map_err(db_err)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Write operations (on the writer thread, inside a savepoint)
+// ---------------------------------------------------------------------------
+
+fn enqueue(
+    c: &mut Ctx<'_>,
+    job: &NewJob,
+    dedup: Option<&DedupKey>,
+    max_pending: Option<u64>,
+) -> rusqlite::Result<Enqueued> {
+    let mut fp: Option<Fp> = None;
+    if let Some(d) = dedup {
+        let f = c.env.fpr.fp(&d.scope, &d.key);
+        if let Some(&row) = c.mem.dedup.get(&f) {
+            // A fingerprint match is a candidate: confirm it on the record.
+            let rec: Option<(String, String, String, i64)> = c
+                .conn
+                .prepare_cached(
+                    "SELECT scope, key, job_id, expires_at FROM dedup_record WHERE seq = ?1",
+                )?
+                .query_row([row], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .optional()?;
+            if let Some((scope, key, first_id, expires_at)) = rec {
+                if scope == d.scope && key == d.key && expires_at > job.created_at {
+                    return Ok(Enqueued::Duplicate { first_id });
+                }
+            }
+            // Expired, or (vanishingly rare) another key with the same
+            // fingerprint: the new record takes the index entry.
+        }
+        fp = Some(f);
+    }
+    if let Some(max) = max_pending {
+        if c.mem.counts_of(&job.queue).pending >= max {
+            return Ok(Enqueued::QueueFull);
+        }
+    }
+    c.conn
+        .prepare_cached(
+            "INSERT INTO job (id, queue, kind, state, cycle_base, cycle_start, created_at,
+                              next_at, updated_at)
+             VALUES (?1, ?2, ?3, 0, 0, ?4, ?4, ?5, ?4)",
+        )?
+        .execute(params![
+            job.id,
+            job.queue,
+            job.kind,
+            job.created_at,
+            job.next_at
+        ])?;
+    let seq = c.conn.last_insert_rowid();
+    c.conn
+        .prepare_cached("INSERT INTO payload (seq, body) VALUES (?1, ?2)")?
+        .execute(params![seq, job.payload])?;
+    c.mem.count(&job.queue, Field::Pending, 1);
+    if let (Some(d), Some(f)) = (dedup, fp) {
+        c.conn
+            .prepare_cached(
+                "INSERT INTO dedup_record (fp, scope, key, job_id, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                &fp_to_bytes(f)[..],
+                d.scope,
+                d.key,
+                job.id,
+                d.expires_at
+            ])?;
+        let row = c.conn.last_insert_rowid();
+        let fresh = !c.mem.dedup.contains_key(&f);
+        c.mem.set_dedup(f, Some(row));
+        if fresh {
+            c.mem.scope_keys(&d.scope, 1);
+        }
+    }
+    Ok(Enqueued::Accepted)
+}
+
+fn claim(
+    c: &mut Ctx<'_>,
+    queue: &str,
+    now: i64,
+    limit: usize,
+    lease_ms: i64,
+) -> rusqlite::Result<Vec<ClaimedJob>> {
+    // Claimed jobs are still pending rows: read past as many as are leased.
+    let leased = c.mem.counts_of(queue).leased;
+    let fetch = sql_int(limit).saturating_add(sql_int(leased));
+    let mut due: Vec<(i64, String, String, i64, i64, i64)> = Vec::new();
+    {
+        let mut stmt = c.conn.prepare_cached(
+            "SELECT seq, id, kind, created_at, cycle_base, cycle_start FROM job
+             WHERE queue = ?1 AND state = 0 AND next_at <= ?2
+             ORDER BY next_at, seq LIMIT ?3",
+        )?;
+        let mut rows = stmt.query(params![queue, now, fetch])?;
+        while let Some(r) = rows.next()? {
+            let seq: i64 = r.get(0)?;
+            if let Some(l) = c.mem.leases.get(&seq) {
+                if l.until > now {
+                    continue;
+                }
+                // The lease ran out: this claim supersedes it.
+            }
+            due.push((seq, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?));
+            if due.len() >= limit {
+                break;
+            }
+        }
+    }
+    let mut jobs = Vec::with_capacity(due.len());
+    for (seq, id, kind, created_at, cycle_base, cycle_start) in due {
+        let payload: Vec<u8> = c
+            .conn
+            .prepare_cached("SELECT body FROM payload WHERE seq = ?1")?
+            .query_row([seq], |r| r.get(0))
+            .optional()?
+            .unwrap_or_default();
+        // Attempts so far, and how many of the latest were interrupted.
+        let (mut attempts, mut interrupted, mut streak) = (0i64, 0u32, true);
+        {
+            let mut stmt = c
+                .conn
+                .prepare_cached("SELECT n, outcome FROM attempt WHERE job = ?1 ORDER BY n DESC")?;
+            let mut rows = stmt.query([seq])?;
+            while let Some(r) = rows.next()? {
+                let n: i64 = r.get(0)?;
+                attempts = attempts.max(n);
+                if streak && r.get::<_, String>(1)? == OUTCOME_INTERRUPTED {
+                    interrupted += 1;
+                } else {
+                    streak = false;
+                }
+                if !streak {
+                    break;
+                }
+            }
+        }
+        c.conn
+            .prepare_cached(
+                "INSERT INTO attempt (job, n, started_at, outcome) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![seq, attempts + 1, now, OUTCOME_INTERRUPTED])?;
+        let attempt_row = c.conn.last_insert_rowid();
+        let token = c.mem.token();
+        c.mem.set_lease(
+            seq,
+            Some(LeaseEntry {
+                token,
+                until: now.saturating_add(lease_ms),
+                attempt_row,
+                queue: queue.to_owned(),
+            }),
+        );
+        let attempts_u32 = u32::try_from(attempts).unwrap_or(u32::MAX);
+        jobs.push(ClaimedJob {
+            id: id.clone(),
+            queue: queue.to_owned(),
+            kind,
+            payload,
+            attempts: attempts_u32,
+            created_at,
+            cycle_attempts: u32::try_from(attempts.saturating_sub(cycle_base).max(0))
+                .unwrap_or(u32::MAX),
+            cycle_start,
+            interrupted,
+            lease: Lease {
+                job_id: id,
+                seq,
+                token,
+            },
+        });
+    }
+    Ok(jobs)
+}
+
+/// The lease entry of `lease`'s job if `lease` is still its current claim.
+fn current_lease(mem: &Mem, lease: &Lease) -> Option<LeaseEntry> {
+    mem.leases
+        .get(&lease.seq)
+        .filter(|l| l.token == lease.token)
+        .cloned()
+}
+
+fn finish(c: &mut Ctx<'_>, lease: &Lease, attempt: &Attempt, next: Next) -> rusqlite::Result<bool> {
+    let Some(held) = current_lease(c.mem, lease) else {
+        // Superseded by a later claim, or the job was deleted.
+        return Ok(false);
+    };
+    let error = attempt
+        .error
+        .as_deref()
+        .map(|e| truncate_utf8(e, ERROR_TEXT_CAP));
+    let body = attempt
+        .response_body
+        .as_deref()
+        .map(|b| &b[..b.len().min(RESPONSE_BODY_CAP)]);
+    c.conn
+        .prepare_cached(
+            "UPDATE attempt SET started_at = ?2, duration_ms = ?3, outcome = ?4,
+                                http_status = ?5, error = ?6, response_body = ?7
+             WHERE seq = ?1",
+        )?
+        .execute(params![
+            held.attempt_row,
+            attempt.started_at,
+            attempt.duration_ms,
+            attempt.outcome,
+            attempt.http_status,
+            error,
+            body
+        ])?;
+    let finished_at = attempt.started_at.saturating_add(attempt.duration_ms);
+    let (state, next_at) = match next {
+        Next::Done => (STATE_DONE, None),
+        Next::Retry { next_at } => (STATE_PENDING, Some(next_at)),
+        Next::Dead => (STATE_DEAD, None),
+    };
+    c.conn
+        .prepare_cached(
+            "UPDATE job SET state = ?2, next_at = COALESCE(?3, next_at), updated_at = ?4,
+                            last_status = ?5, last_error = ?6
+             WHERE seq = ?1",
+        )?
+        .execute(params![
+            lease.seq,
+            state,
+            next_at,
+            finished_at,
+            attempt.http_status,
+            error
+        ])?;
+    match next {
+        Next::Done => {
+            // A delivered payload is never needed again.
+            c.conn
+                .prepare_cached("DELETE FROM payload WHERE seq = ?1")?
+                .execute([lease.seq])?;
+            c.mem.count(&held.queue, Field::Pending, -1);
+            c.mem.count(&held.queue, Field::Done, 1);
+        }
+        Next::Dead => {
+            c.mem.count(&held.queue, Field::Pending, -1);
+            c.mem.count(&held.queue, Field::Dead, 1);
+        }
+        Next::Retry { .. } => {}
+    }
+    c.mem.set_lease(lease.seq, None);
+    Ok(true)
+}
+
+/// Job rows of one queue matching `sql` (which binds queue, cursor, limit).
+fn select_seqs(
+    conn: &Connection,
+    sql: &str,
+    queue: &str,
+    cursor: i64,
+) -> rusqlite::Result<Vec<i64>> {
+    conn.prepare_cached(sql)?
+        .query_map(params![queue, cursor, sql_int(STEP_ROWS)], |r| r.get(0))?
+        .collect()
+}
+
+/// Makes job `seq` (in state `state` of queue `from`) pending in queue `to`,
+/// due at `now`, in a new retry cycle.
+fn restart_job(
+    c: &mut Ctx<'_>,
+    seq: i64,
+    from: &str,
+    to: &str,
+    state: i64,
+    now: i64,
+) -> rusqlite::Result<()> {
+    c.conn
+        .prepare_cached(
+            "UPDATE job SET queue = ?2, state = 0, next_at = ?3, updated_at = ?3,
+                 cycle_start = ?3,
+                 cycle_base = (SELECT COALESCE(MAX(n), 0) FROM attempt WHERE job = ?1)
+             WHERE seq = ?1",
+        )?
+        .execute(params![seq, to, now])?;
+    c.mem.count(from, state_field(state), -1);
+    c.mem.count(to, Field::Pending, 1);
+    Ok(())
+}
+
+fn state_field(state: i64) -> Field {
+    match state {
+        STATE_DONE => Field::Done,
+        STATE_DEAD => Field::Dead,
+        _ => Field::Pending,
+    }
+}
+
+/// Deletes job `seq` with its payload and attempts.
+fn delete_row(c: &mut Ctx<'_>, seq: i64, queue: &str, state: i64) -> rusqlite::Result<u64> {
+    let attempts = c
+        .conn
+        .prepare_cached("DELETE FROM attempt WHERE job = ?1")?
+        .execute([seq])?;
+    c.conn
+        .prepare_cached("DELETE FROM payload WHERE seq = ?1")?
+        .execute([seq])?;
+    c.conn
+        .prepare_cached("DELETE FROM job WHERE seq = ?1")?
+        .execute([seq])?;
+    c.mem.count(queue, state_field(state), -1);
+    if c.mem.leases.contains_key(&seq) {
+        c.mem.set_lease(seq, None);
+    }
+    Ok(attempts as u64)
+}
+
+fn purge(c: &mut Ctx<'_>, p: PurgePolicy) -> rusqlite::Result<PurgeStats> {
+    let mut stats = PurgeStats::default();
+
+    // Expired dedup records, oldest expiry first (index range).
+    let expired: Vec<(i64, Option<Vec<u8>>, String, String)> = c
+        .conn
+        .prepare_cached(
+            "SELECT seq, fp, scope, key FROM dedup_record WHERE expires_at <= ?1
+             ORDER BY expires_at LIMIT ?2",
+        )?
+        .query_map(params![p.now, sql_int(STEP_ROWS)], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    for (seq, blob, scope, key) in &expired {
+        c.conn
+            .prepare_cached("DELETE FROM dedup_record WHERE seq = ?1")?
+            .execute([seq])?;
+        let fp = blob
+            .as_deref()
+            .and_then(fp_from_bytes)
+            .unwrap_or_else(|| c.env.fpr.fp(scope, key));
+        if c.mem.dedup.get(&fp) == Some(seq) {
+            c.mem.set_dedup(fp, None);
+            c.mem.scope_keys(scope, -1);
+        }
+        stats.dedup_removed += 1;
+    }
+    let mut more = expired.len() == STEP_ROWS;
+
+    // Old done and dead jobs: walk the jobs in creation order from where the
+    // last step stopped, up to the first job too young to qualify.
+    let youngest = p.done_before.max(p.dead_before);
+    let mut candidates: Vec<(i64, String, i64)> = Vec::new();
+    let mut scanned = 0i64;
+    let mut reached_young = false;
+    {
+        let mut stmt = c.conn.prepare_cached(
+            "SELECT seq, queue, state, created_at, updated_at FROM job WHERE seq > ?1
+             ORDER BY seq LIMIT ?2",
+        )?;
+        let mut rows = stmt.query(params![c.mem.purge_cursor, PURGE_SCAN_ROWS])?;
+        while let Some(r) = rows.next()? {
+            scanned += 1;
+            let seq: i64 = r.get(0)?;
+            let created_at: i64 = r.get(3)?;
+            if created_at >= youngest {
+                reached_young = true;
+                break;
+            }
+            c.mem.purge_cursor = seq;
+            let state: i64 = r.get(2)?;
+            let updated_at: i64 = r.get(4)?;
+            let old = match state {
+                STATE_DONE => updated_at < p.done_before,
+                STATE_DEAD => updated_at < p.dead_before,
+                _ => false,
+            };
+            if old && !c.mem.leases.contains_key(&seq) {
+                candidates.push((seq, r.get(1)?, state));
+                if candidates.len() >= STEP_ROWS {
+                    break;
+                }
+            }
+        }
+    }
+    for (seq, queue, state) in &candidates {
+        stats.attempts_removed += delete_row(c, *seq, queue, *state)?;
+        stats.jobs_removed += 1;
+    }
+    if reached_young || scanned < PURGE_SCAN_ROWS && candidates.len() < STEP_ROWS {
+        // Walked to the end: the next purge round starts from the oldest.
+        c.mem.purge_cursor = 0;
+    } else {
+        more = true;
+    }
+    stats.more = more;
+    Ok(stats)
+}
+
+// ---------------------------------------------------------------------------
+// Read operations
+// ---------------------------------------------------------------------------
+
+const SUMMARY_COLUMNS: &str = "seq, id, queue, kind, state, \
+     (SELECT COALESCE(MAX(n), 0) FROM attempt a WHERE a.job = job.seq), \
+     created_at, next_at, updated_at, last_status, last_error";
+const SUMMARY_COLUMN_COUNT: usize = 11;
+
+fn summary_from_row(r: &Row<'_>) -> rusqlite::Result<(i64, JobSummary)> {
+    let state = match r.get::<_, i64>(4)? {
+        STATE_DONE => JobState::Done,
+        STATE_DEAD => JobState::Dead,
+        _ => JobState::Pending,
+    };
+    Ok((
+        r.get(0)?,
+        JobSummary {
+            id: r.get(1)?,
+            queue: r.get(2)?,
+            kind: r.get(3)?,
+            state,
+            attempts: r.get(5)?,
+            created_at: r.get(6)?,
+            next_at: r.get(7)?,
+            updated_at: r.get(8)?,
+            lease_until: None,
+            last_status: r.get(9)?,
+            last_error: r.get(10)?,
+        },
+    ))
+}
+
+/// `leases`: job row -> lease end of the live claims (of the filtered
+/// queue). Claimed jobs are pending rows shown as inflight.
+fn list_jobs(
+    c: &Connection,
+    filter: &JobFilter,
+    limit: usize,
+    leases: &HashMap<i64, i64>,
+) -> rusqlite::Result<Result<Vec<JobSummary>, StoreError>> {
+    let after = match &filter.after {
+        None => 0,
+        Some(id) => {
+            let seq: Option<i64> = c
+                .prepare_cached("SELECT seq FROM job WHERE id = ?1")?
+                .query_row([id], |r| r.get(0))
+                .optional()?;
+            match seq {
+                Some(s) => s,
+                None => {
+                    return Ok(Err(StoreError::Invalid(
+                        "unknown cursor: the job named by `after` no longer exists".into(),
+                    )))
+                }
+            }
+        }
+    };
+    let mark = |(seq, mut s): (i64, JobSummary)| {
+        if let Some(until) = leases.get(&seq) {
+            s.state = JobState::Inflight;
+            s.lease_until = Some(*until);
+        }
+        s
+    };
+    if filter.state == Some(JobState::Inflight) {
+        let mut seqs: Vec<i64> = leases.keys().copied().filter(|s| *s > after).collect();
+        seqs.sort_unstable();
+        let mut stmt =
+            c.prepare_cached(&format!("SELECT {SUMMARY_COLUMNS} FROM job WHERE seq = ?1"))?;
+        let mut out = Vec::new();
+        for seq in seqs.into_iter().take(limit) {
+            if let Some(row) = stmt.query_row([seq], summary_from_row).optional()? {
+                out.push(mark(row));
+            }
+        }
+        return Ok(Ok(out));
+    }
+    let mut sql = format!("SELECT {SUMMARY_COLUMNS} FROM job WHERE seq > ?1");
+    let mut args: Vec<Value> = vec![Value::Integer(after)];
+    if let Some(queue) = &filter.queue {
+        args.push(Value::Text(queue.clone()));
+        sql.push_str(&format!(" AND queue = ?{}", args.len()));
+    }
+    let mut fetch = limit;
+    match filter.state {
+        None => {}
+        Some(JobState::Pending) | Some(JobState::Inflight) => {
+            sql.push_str(" AND state = 0");
+            // Read past the claimed ones, which are not pending.
+            fetch = limit + leases.len();
+        }
+        Some(JobState::Done) => sql.push_str(" AND state = 2"),
+        Some(JobState::Dead) => sql.push_str(" AND state = 3"),
+    }
+    args.push(Value::Integer(sql_int(fetch)));
+    sql.push_str(&format!(" ORDER BY seq LIMIT ?{}", args.len()));
+    let mut stmt = c.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(args), summary_from_row)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let s = mark(row?);
+        if filter.state == Some(JobState::Pending) && s.state != JobState::Pending {
+            continue;
+        }
+        out.push(s);
+        if out.len() >= limit {
+            break;
+        }
+    }
+    Ok(Ok(out))
+}

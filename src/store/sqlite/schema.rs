@@ -1,0 +1,222 @@
+//! The schema of the embedded store: ordered migrations applied at open.
+
+use rusqlite::{Connection, TransactionBehavior};
+use tracing::info;
+
+use super::{db_err, sql_int};
+use crate::store::StoreError;
+
+/// Ordered schema migrations; `schema_version` records how many are applied.
+/// Never edit a released entry: append a new one. Migrations 1 and 2 are
+/// the first layout, kept so that files written by earlier releases are
+/// carried forward by migration 3.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: initial schema.
+    "
+    CREATE TABLE jobs (
+        id          TEXT PRIMARY KEY,
+        queue       TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        payload     BLOB,
+        state       TEXT NOT NULL
+                    CHECK (state IN ('pending', 'inflight', 'done', 'dead')),
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        created_at  BIGINT NOT NULL,
+        next_at     BIGINT NOT NULL,
+        lease_owner TEXT,
+        lease_until BIGINT,
+        last_status INTEGER,
+        last_error  TEXT,
+        updated_at  BIGINT NOT NULL,
+        -- A replay starts a new retry cycle: the policy counts attempts and
+        -- age from here, while the attempt history stays numbered 1, 2, 3...
+        cycle_base  INTEGER NOT NULL DEFAULT 0,
+        cycle_start BIGINT
+    );
+    -- claim (any queue), oldest due first; also finds expired leases among
+    -- the (few) inflight jobs.
+    CREATE INDEX jobs_state_next_at ON jobs (state, next_at);
+    -- claim of one queue, replay/cancel of a queue.
+    CREATE INDEX jobs_queue_state_next_at ON jobs (queue, state, next_at);
+
+    CREATE TABLE dedup (
+        scope      TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        job_id     TEXT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        PRIMARY KEY (scope, key)
+    );
+    CREATE INDEX dedup_expires_at ON dedup (expires_at);
+
+    CREATE TABLE attempts (
+        job_id        TEXT NOT NULL,
+        n             INTEGER NOT NULL,
+        started_at    BIGINT NOT NULL,
+        duration_ms   BIGINT NOT NULL,
+        outcome       TEXT NOT NULL,
+        http_status   INTEGER,
+        error         TEXT,
+        response_body BLOB,
+        PRIMARY KEY (job_id, n)
+    );
+    ",
+    // 2: per-queue, per-state job counts kept by triggers inside the writing
+    // transaction (they commit and roll back with the rows they count,
+    // savepoints included), and a partial index of pending jobs by age. The
+    // queue-limit check of every enqueue is then a point read instead of a
+    // count over the backlog (which made each enqueue O(pending)), and
+    // `stats` (every /metrics scrape) reads a few rows instead of scanning
+    // every job and its history.
+    "
+    CREATE TABLE queue_counts (
+        queue TEXT NOT NULL,
+        state TEXT NOT NULL,
+        n     BIGINT NOT NULL,
+        PRIMARY KEY (queue, state)
+    );
+    INSERT INTO queue_counts (queue, state, n)
+        SELECT queue, state, COUNT(*) FROM jobs GROUP BY queue, state;
+    CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs
+    BEGIN
+        INSERT INTO queue_counts (queue, state, n) VALUES (NEW.queue, NEW.state, 1)
+            ON CONFLICT (queue, state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs
+    BEGIN
+        UPDATE queue_counts SET n = n - 1 WHERE queue = OLD.queue AND state = OLD.state;
+    END;
+    CREATE TRIGGER jobs_count_update AFTER UPDATE OF state ON jobs
+        WHEN OLD.state <> NEW.state
+    BEGIN
+        UPDATE queue_counts SET n = n - 1 WHERE queue = OLD.queue AND state = OLD.state;
+        INSERT INTO queue_counts (queue, state, n) VALUES (NEW.queue, NEW.state, 1)
+            ON CONFLICT (queue, state) DO UPDATE SET n = n + 1;
+    END;
+    -- oldest pending job of a queue, for stats; only pending rows are in it.
+    CREATE INDEX jobs_pending_created ON jobs (queue, created_at) WHERE state = 'pending';
+    ",
+    // 3: the append-only layout. Writes on the hot path are appends:
+    // payloads in their own table keyed by an increasing integer (written
+    // once, deleted after delivery); small job rows; attempts appended (one
+    // at claim time, filled in at finish); dedup records appended in time
+    // order with a keyed fingerprint, answered by an in-memory index; claims,
+    // leases and counters live in memory (one process owns the file), so the
+    // trigger-kept counters of migration 2 go. Job states: 0 pending (claimed
+    // or not), 2 done, 3 dead.
+    "
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    );
+    CREATE TABLE job (
+        seq         INTEGER PRIMARY KEY,
+        id          TEXT NOT NULL,
+        queue       TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        state       INTEGER NOT NULL CHECK (state IN (0, 2, 3)),
+        cycle_base  INTEGER NOT NULL DEFAULT 0,
+        cycle_start BIGINT NOT NULL,
+        created_at  BIGINT NOT NULL,
+        next_at     BIGINT NOT NULL,
+        updated_at  BIGINT NOT NULL,
+        last_status INTEGER,
+        last_error  TEXT
+    );
+    INSERT INTO job (id, queue, kind, state, cycle_base, cycle_start, created_at, next_at,
+                     updated_at, last_status, last_error)
+        SELECT id, queue, kind,
+               CASE state WHEN 'done' THEN 2 WHEN 'dead' THEN 3 ELSE 0 END,
+               cycle_base, COALESCE(cycle_start, created_at), created_at, next_at,
+               updated_at, last_status, last_error
+        FROM jobs ORDER BY id;
+    CREATE UNIQUE INDEX job_id ON job (id);
+    -- claims: due pending jobs of a queue, oldest next_at first.
+    CREATE INDEX job_due ON job (queue, next_at) WHERE state = 0;
+    -- pending jobs of a queue in creation order (oldest pending age, lists).
+    CREATE INDEX job_pending ON job (queue, seq) WHERE state = 0;
+    -- dead letters of a queue (replay, lists); only dead rows are in it.
+    CREATE INDEX job_dead ON job (queue, seq) WHERE state = 3;
+
+    CREATE TABLE payload (
+        seq  INTEGER PRIMARY KEY,
+        body BLOB NOT NULL
+    );
+    INSERT INTO payload (seq, body)
+        SELECT j.seq, o.payload FROM job j JOIN jobs o ON o.id = j.id
+        WHERE o.payload IS NOT NULL ORDER BY j.seq;
+
+    CREATE TABLE attempt (
+        seq           INTEGER PRIMARY KEY,
+        job           INTEGER NOT NULL,
+        n             INTEGER NOT NULL,
+        started_at    BIGINT NOT NULL,
+        duration_ms   BIGINT,
+        outcome       TEXT NOT NULL,
+        http_status   INTEGER,
+        error         TEXT,
+        response_body BLOB
+    );
+    INSERT INTO attempt (job, n, started_at, duration_ms, outcome, http_status, error,
+                         response_body)
+        SELECT j.seq, a.n, a.started_at, a.duration_ms, a.outcome, a.http_status, a.error,
+               a.response_body
+        FROM attempts a JOIN job j ON j.id = a.job_id ORDER BY j.seq, a.n;
+    CREATE INDEX attempt_job ON attempt (job, n);
+
+    CREATE TABLE dedup_record (
+        seq        INTEGER PRIMARY KEY,
+        fp         BLOB,
+        scope      TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        job_id     TEXT NOT NULL,
+        expires_at BIGINT NOT NULL
+    );
+    INSERT INTO dedup_record (fp, scope, key, job_id, expires_at)
+        SELECT NULL, scope, key, job_id, expires_at FROM dedup ORDER BY expires_at;
+    CREATE INDEX dedup_record_expiry ON dedup_record (expires_at);
+
+    DROP TRIGGER jobs_count_insert;
+    DROP TRIGGER jobs_count_delete;
+    DROP TRIGGER jobs_count_update;
+    DROP TABLE queue_counts;
+    DROP TABLE attempts;
+    DROP TABLE dedup;
+    DROP TABLE jobs;
+    ",
+];
+
+/// Applies the migrations not yet recorded in `schema_version`, all in one
+/// transaction: a crash mid-way leaves the previous version intact.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_err)?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY)")
+        .map_err(db_err)?;
+    let current: i64 = tx
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db_err)?;
+    let known = sql_int(MIGRATIONS.len());
+    if current > known {
+        return Err(StoreError::Other(format!(
+            "database schema version {current} is newer than this binary supports ({known})"
+        )));
+    }
+    for (version, sql) in (1..)
+        .zip(MIGRATIONS)
+        .skip(usize::try_from(current).unwrap_or(0))
+    {
+        tx.execute_batch(sql).map_err(db_err)?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES (?1)",
+            [version],
+        )
+        .map_err(db_err)?;
+        info!(version, "applied store schema migration");
+    }
+    tx.commit().map_err(db_err)
+}
