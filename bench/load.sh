@@ -2,7 +2,7 @@
 # bench/load.sh: hookgate's load benchmark, in one command.
 #
 #   bench/load.sh                      # defaults: DURATION=10 s per point
-#   DURATION=5 BACKLOG=20000 bench/load.sh    # quicker
+#   DURATION=5 BACKLOG=20000 OUT=/tmp/bench-out bench/load.sh    # quicker
 #
 # Environment knobs (all optional):
 #   DURATION   seconds measured per load point              (10)
@@ -12,28 +12,55 @@
 #   BACKLOG    jobs queued for the drain/backlog measurement (1000000:
 #              ~1-2 min to fill and ~2 min to drain here, ~1.5 GB of disk
 #              under /tmp; BACKLOG=50000 for a quick run)
-#   SKIP_BUILD=1  do not run cargo build (use existing target/release)
+#   OUT        directory results.md and results.json are written to (bench,
+#              i.e. the committed bench/results.*; relative to the repo root).
+#              Point it elsewhere for trial runs: OUT=/tmp/bench-out
+#   TARGET_DIR cargo target directory the release binaries are built in and
+#              taken from (target; $CARGO_TARGET_DIR if set). Its release/
+#              subdirectory is accepted too: TARGET_DIR=/work/tb/release
+#   SKIP_BUILD=1   do not run cargo build (use the existing binaries)
+#   STRACE_SECS    seconds the store threads are traced for the sync-call
+#                  count (3); SKIP_STRACE=1 skips that pass
+#   KEEP_WORK=1    keep the temp work dir (logs, stores, raw results)
 #
-# What it does, in one run (~8 min with the defaults, plus the build):
-#   build release binaries (hookgate, examples bare_hyper + loadgen), install
-#   nginx if missing, then for each target: start it, warm up, run loadgen at
-#   max load (closed loop, CONNS keep-alive connections) and at a fixed RATE
-#   (open loop, latency from the intended send time), record req/s, latency
-#   percentiles and peak RSS (VmHWM), stop it:
-#     a. bare_hyper                     the ceiling
-#     b. hookgate queue mode (SQLite)   acks; forwards to a bare_hyper upstream
-#     c. hookgate passthrough mode      in front of the bare_hyper upstream
-#     d. nginx proxy_pass (keepalive)   in front of the same upstream
-#   then the drain: BACKLOG jobs are queued while the upstream stalls, hookgate
-#   is restarted on the same database with a healthy upstream, and the
-#   delivery rate is timed until /admin/queues shows nothing pending; RSS is
-#   taken with the backlog held and after the drain.
-#   Results: bench/results.md (overwritten) and bench/results.json (raw).
+# What it does, in one run (~9 min with the defaults, plus the build):
+#   build release binaries (hookgate, examples bare_hyper, durable_append,
+#   loadgen), install nginx and strace if missing, then for each target:
+#   start it, warm up, run loadgen at max load (closed loop, CONNS keep-alive
+#   connections) and at a fixed RATE (open loop, latency from the intended
+#   send time), record req/s, latency percentiles and peak RSS (VmHWM), stop
+#   it:
+#     a. bare_hyper                     the ceiling (no disk)
+#     b. durable_append                 the durable-ack reference: verify,
+#                                       dedup, append + group-commit fdatasync
+#     c. hookgate queue mode            acks; forwards to a bare_hyper upstream
+#     d. hookgate passthrough mode      in front of the bare_hyper upstream
+#     e. nginx proxy_pass (keepalive)   in front of the same upstream
+#   then
+#     f. the store's sync calls: strace on hookgate's store threads for
+#        STRACE_SECS during a closed-loop queue-mode load;
+#     g. the backlog and the drain: BACKLOG jobs are queued while the upstream
+#        stalls, hookgate is restarted on the same store with a healthy
+#        upstream, and the delivery rate is timed until /admin/queues shows
+#        nothing pending; RSS is taken with the backlog held and after the
+#        drain.
+#   Disk I/O per webhook: for the reference and hookgate (closed loop, fill,
+#   drain) /proc/<pid>/io is read before and after the measured window, and
+#   /proc/<pid>/task/<tid>/io of the store threads (name prefix
+#   `hookgate-store`; `durable-writer` for the reference) too.
+#   Results: $OUT/results.md (overwritten) and $OUT/results.json (raw and
+#   derived figures).
+#
+# The bench relies on hookgate only through `hookgate run --config` and the
+# JSON of `GET /admin/queues`: the configs leave the store at its defaults
+# and every hookgate runs in its own fresh working directory (the drain
+# restarts in the fill's), so the store can change underneath.
 #
 # CPU placement: every server under test AND its upstream run on core 0
 # (`taskset -c 0`), the load generator alone on core 1 (`taskset -c 1`). So
 # "passthrough" and "nginx" are each measured as proxy + upstream sharing
-# one core, and queue mode as receiver + forwarder + upstream on one core.
+# one core, and queue mode as receiver + store + forwarder + upstream on one
+# core; the reference has its writer thread on that core too.
 #
 # Safety: every process started here is stopped on exit (trap EXIT), every
 # load run is bounded by `timeout`, and all traffic goes to 127.0.0.1 (the
@@ -47,22 +74,36 @@ WARMUP=${WARMUP:-2}
 RATE=${RATE:-10000}
 CONNS=${CONNS:-64}
 BACKLOG=${BACKLOG:-1000000}
+STRACE_SECS=${STRACE_SECS:-3}
+OUT=${OUT:-bench}
 SERVER_CPU=0
 LOAD_CPU=1
 
-REL="$ROOT/target/release"
+TARGET_DIR=${TARGET_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}}
+if [ "$(basename "$TARGET_DIR")" = release ]; then
+    TARGET_DIR=$(dirname "$TARGET_DIR")
+fi
+REL="$TARGET_DIR/release"
 HOOKGATE="$REL/hookgate"
 BARE="$REL/examples/bare_hyper"
+REF="$REL/examples/durable_append"
 LOADGEN="$REL/examples/loadgen"
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
 
 UP_PORT=18002      # the fast upstream (bare_hyper) of hookgate and nginx
 STALL_PORT=18003   # the stalled upstream used to build a backlog
 BARE_PORT=18001
+REF_PORT=18004
 QUEUE_PORT=18080; QUEUE_ADMIN=19080
 PASS_PORT=18081
 NGINX_PORT=18082
 ROUTE=/hooks/sigsentry
+STORE_THREADS=hookgate-store   # name prefix of hookgate's store threads
+REF_THREADS=durable-writer     # the reference's writer thread
 
+# The bench configs are complete: no HOOKGATE_* override from the caller.
+for v in "${!HOOKGATE_@}"; do unset "$v"; done
 export SIGSENTRY_SECRET="bench-secret-0123456789"
 WORK=$(mktemp -d /tmp/hookgate-bench.XXXXXX)
 RES="$WORK/results"
@@ -100,11 +141,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# start NAME CMD...: runs CMD pinned to the server core, logs to $WORK/NAME.log;
-# the pid is left in $STARTED.
+# start NAME CMD...: runs CMD pinned to the server core, in the working
+# directory $WORK/NAME (created), logging to $WORK/NAME.log; the pid is left
+# in $STARTED. DIR=path overrides the working directory.
 start() {
     local name=$1; shift
-    taskset -c "$SERVER_CPU" "$@" >"$WORK/$name.log" 2>&1 &
+    local dir=${DIR:-$WORK/$name}
+    mkdir -p "$dir"
+    (cd "$dir" && exec taskset -c "$SERVER_CPU" "$@") >"$WORK/$name.log" 2>&1 &
     STARTED=$!
     PIDS+=("$STARTED")
 }
@@ -132,37 +176,99 @@ wait_port() {
 
 kb() { awk -v k="$2:" '$1==k {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
-# run_load NAME URL MODE: MODE is "closed" or "open"; JSON to $RES/NAME.json.
-run_load() {
-    local name=$1 url=$2 mode=$3
-    local rate=0 warm=$WARMUP
-    [ "$mode" = open ] && rate=$RATE
-    cat /proc/loadavg >"$RES/$name.loadavg"
-    timeout $((DURATION + WARMUP + 60)) taskset -c "$LOAD_CPU" "$LOADGEN" \
-        --url "$url" --connections "$CONNS" --duration "$DURATION" --warmup "$warm" \
-        --rate "$rate" --label "$name" --id-prefix "$name-$RANDOM" \
-        >"$RES/$name.json" 2>>"$WORK/loadgen.log"
+admin_queues() { curl -s --max-time 5 "http://127.0.0.1:$1/admin/queues" || echo '{}'; }
+
+# --- disk I/O accounting -------------------------------------------------------
+# io_json FILE...: the sum of /proc io files as one JSON object (zeros when
+# no file is given; %.0f because the byte counts overflow awk's %d).
+io_json() {
+    awk -F': *' '{ s[$1] += $2 }
+        END {
+            n = split("rchar wchar syscr syscw read_bytes write_bytes cancelled_write_bytes", k, " ")
+            printf "{"
+            for (i = 1; i <= n; i++) printf "%s\"%s\": %.0f", (i > 1 ? ", " : ""), k[i], s[k[i]]
+            printf "}"
+        }' /dev/null "$@" 2>/dev/null
+}
+
+# thread_ids PID PREFIX: the ids of PID's threads whose name starts with PREFIX.
+thread_ids() {
+    local t comm
+    for t in /proc/"$1"/task/*; do
+        comm=$(cat "$t/comm" 2>/dev/null) || continue
+        if [[ $comm == "$2"* ]]; then echo "${t##*/}"; fi
+    done
+}
+
+# io_snap PID PREFIX: /proc/PID/io, and the sum over the threads named
+# PREFIX*, as JSON. A thread that exits inside a window drops out of the
+# thread sum (the process counters keep its share).
+io_snap() {
+    local pid=$1 prefix=$2 files=() tid
+    for tid in $(thread_ids "$pid" "$prefix"); do files+=("/proc/$pid/task/$tid/io"); done
+    printf '{"t": %s, "process": %s, "threads": %s, "thread_prefix": "%s", "thread_count": %d}\n' \
+        "$(date +%s.%N)" "$(io_json "/proc/$pid/io")" "$(io_json "${files[@]}")" \
+        "$prefix" "${#files[@]}"
+}
+
+# mark NAME PHASE PID PREFIX [ADMIN_PORT]: the I/O counters (and the
+# queues) at one edge of a measured window, into $RES/NAME_{io,queues}_PHASE.json.
+mark() {
+    local name=$1 phase=$2 pid=$3 prefix=$4 admin=${5:-}
+    io_snap "$pid" "$prefix" >"$RES/${name}_io_$phase.json"
+    if [ -n "$admin" ]; then
+        admin_queues "$admin" >"$RES/${name}_queues_$phase.json"
+    fi
+}
+
+# --- load ----------------------------------------------------------------------------
+# loadgen_run LABEL URL RATE DURATION: one loadgen run, its JSON on stdout.
+loadgen_run() {
+    local label=$1 url=$2 rate=$3 duration=$4
+    timeout $((duration + 60)) taskset -c "$LOAD_CPU" "$LOADGEN" \
+        --url "$url" --connections "$CONNS" --duration "$duration" --warmup 0 \
+        --rate "$rate" --label "$label" --id-prefix "$label-$RANDOM" \
+        2>>"$WORK/loadgen.log"
     tail -n 1 "$WORK/loadgen.log" >&2
 }
 
-admin_queues() { curl -s --max-time 5 "http://127.0.0.1:$1/admin/queues" || echo '{}'; }
+# run_load NAME URL MODE [PID PREFIX [ADMIN_PORT]]: MODE is "closed" or
+# "open"; JSON to $RES/NAME.json. The warm-up is a separate loadgen run, so
+# that with a PID the I/O counters (see mark) frame the measured run alone.
+run_load() {
+    local name=$1 url=$2 mode=$3 pid=${4:-} prefix=${5:-} admin=${6:-}
+    local rate=0
+    [ "$mode" = open ] && rate=$RATE
+    cat /proc/loadavg >"$RES/$name.loadavg"
+    if [ "$WARMUP" != 0 ]; then
+        loadgen_run "$name-warmup" "$url" "$rate" "$WARMUP" >/dev/null
+    fi
+    if [ -n "$pid" ]; then mark "$name" before "$pid" "$prefix" "$admin"; fi
+    loadgen_run "$name" "$url" "$rate" "$DURATION" >"$RES/$name.json"
+    if [ -n "$pid" ]; then mark "$name" after "$pid" "$prefix" "$admin"; fi
+}
 
 # --- build and tools ----------------------------------------------------------
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
-    log "building release binaries (cargo build --release --examples --bin hookgate)"
-    cargo build --release --examples --bin hookgate
+    log "building release binaries (cargo build --release --examples --bin hookgate) in $TARGET_DIR"
+    CARGO_TARGET_DIR="$TARGET_DIR" cargo build --release --examples --bin hookgate
 fi
-for b in "$HOOKGATE" "$BARE" "$LOADGEN"; do
+for b in "$HOOKGATE" "$BARE" "$REF" "$LOADGEN"; do
     [ -x "$b" ] || { log "missing $b"; exit 1; }
 done
+export DEBIAN_FRONTEND=noninteractive
 if ! command -v nginx >/dev/null; then
     log "installing nginx"
-    export DEBIAN_FRONTEND=noninteractive
     apt-get install -y nginx-light >/dev/null 2>&1 \
         || { apt-get update >/dev/null && apt-get install -y nginx-light >/dev/null 2>&1; } \
         || apt-get install -y nginx >/dev/null
 fi
 NGINX=$(command -v nginx)
+if [ "${SKIP_STRACE:-0}" != 1 ] && ! command -v strace >/dev/null; then
+    log "installing strace"
+    { apt-get update >/dev/null && apt-get install -y strace >/dev/null; } \
+        || log "cannot install strace: the sync-call pass is skipped"
+fi
 
 # --- a. bare_hyper: the ceiling ---------------------------------------------------
 log "a. bare_hyper (ceiling) on core $SERVER_CPU"
@@ -173,28 +279,35 @@ run_load bare_open "http://127.0.0.1:$BARE_PORT$ROUTE" open
 echo "{\"hwm_kb\": $(kb $BARE_PID VmHWM)}" >"$RES/bare_rss.json"
 stop $BARE_PID
 
-# The fast upstream of b, c, d (and the drain), on the server core too.
+# --- b. durable_append: the durable-ack reference, a fresh file per point ------
+for mode in closed open; do
+    log "b. durable_append reference ($mode loop), fresh file"
+    start "ref_$mode" "$REF" --listen "127.0.0.1:$REF_PORT" --file append.log
+    RPID=$STARTED
+    wait_port $REF_PORT
+    run_load "ref_$mode" "http://127.0.0.1:$REF_PORT$ROUTE" "$mode" $RPID $REF_THREADS
+    echo "{\"hwm_kb\": $(kb $RPID VmHWM), \"rss_kb\": $(kb $RPID VmRSS)}" >"$RES/ref_${mode}_rss.json"
+    stop $RPID
+done
+
+# The fast upstream of c, d, e, f (and the drain), on the server core too.
 start upstream "$BARE" --listen "127.0.0.1:$UP_PORT"; UP_PID=$STARTED
 wait_port $UP_PORT
 
-# --- b. hookgate queue mode: a fresh database per point --------------------------
-queue_hwm=0
+# --- c. hookgate queue mode: a fresh store per point ---------------------------------
 for mode in closed open; do
-    log "b. hookgate queue mode ($mode loop), fresh SQLite store"
-    data="$WORK/queue-$mode"; mkdir -p "$data"
-    HOOKGATE_STORE__PATH="$data/hookgate.db" start "queue_$mode" \
-        "$HOOKGATE" run --config "$ROOT/bench/hookgate-queue.toml"
+    log "c. hookgate queue mode ($mode loop), fresh store"
+    start "queue_$mode" "$HOOKGATE" run --config "$ROOT/bench/hookgate-queue.toml"
     QPID=$STARTED
     wait_port $QUEUE_PORT; wait_port $QUEUE_ADMIN
-    run_load "queue_$mode" "http://127.0.0.1:$QUEUE_PORT$ROUTE" "$mode"
-    admin_queues $QUEUE_ADMIN >"$RES/queue_${mode}_queues.json"
-    h=$(kb $QPID VmHWM); [ "$h" -gt "$queue_hwm" ] && queue_hwm=$h
-    echo "{\"hwm_kb\": $h, \"rss_kb\": $(kb $QPID VmRSS)}" >"$RES/queue_${mode}_rss.json"
+    run_load "queue_$mode" "http://127.0.0.1:$QUEUE_PORT$ROUTE" "$mode" \
+        $QPID $STORE_THREADS $QUEUE_ADMIN
+    echo "{\"hwm_kb\": $(kb $QPID VmHWM), \"rss_kb\": $(kb $QPID VmRSS)}" >"$RES/queue_${mode}_rss.json"
     stop $QPID
 done
 
-# --- c. hookgate passthrough mode ----------------------------------------------------
-log "c. hookgate passthrough mode"
+# --- d. hookgate passthrough mode ----------------------------------------------------
+log "d. hookgate passthrough mode"
 start passthrough "$HOOKGATE" run --config "$ROOT/bench/hookgate-passthrough.toml"; PPID_=$STARTED
 wait_port $PASS_PORT
 run_load pass_closed "http://127.0.0.1:$PASS_PORT$ROUTE" closed
@@ -202,10 +315,10 @@ run_load pass_open "http://127.0.0.1:$PASS_PORT$ROUTE" open
 echo "{\"hwm_kb\": $(kb $PPID_ VmHWM)}" >"$RES/pass_rss.json"
 stop $PPID_
 
-# --- d. nginx proxy_pass ---------------------------------------------------------------
-log "d. nginx proxy_pass (keepalive upstream), 1 worker"
-NGX="$WORK/nginx"; mkdir -p "$NGX"
-start nginx "$NGINX" -p "$NGX/" -e "$NGX/error.log" -c "$ROOT/bench/nginx.conf" -g 'daemon off;'
+# --- e. nginx proxy_pass ---------------------------------------------------------------
+log "e. nginx proxy_pass (keepalive upstream), 1 worker"
+start nginx "$NGINX" -p "$WORK/nginx/" -e "$WORK/nginx/error.log" \
+    -c "$ROOT/bench/nginx.conf" -g 'daemon off;'
 NGINX_PID=$STARTED
 wait_port $NGINX_PORT
 run_load nginx_closed "http://127.0.0.1:$NGINX_PORT$ROUTE" closed
@@ -214,44 +327,86 @@ worker=$(pgrep -P "$NGINX_PID" | head -n 1 || true)
 echo "{\"hwm_kb\": $(kb "${worker:-0}" VmHWM), \"master_hwm_kb\": $(kb $NGINX_PID VmHWM)}" >"$RES/nginx_rss.json"
 stop $NGINX_PID
 
-# --- drain and backlog --------------------------------------------------------------------
-log "drain: queueing $BACKLOG jobs behind a stalled upstream"
+# --- f. the store's write and sync calls under strace ------------------------------------
+# strace attaches to the store threads only (-p per thread; no -f, which
+# would attach every thread of the process, socket writes included). It
+# stops those threads at every syscall, so they run slower and batch more
+# than untraced: the calls per webhook are the figure, not the rate.
+if [ "${SKIP_STRACE:-0}" != 1 ] && command -v strace >/dev/null; then
+    log "f. hookgate queue mode, closed loop: strace on the store threads for ${STRACE_SECS}s"
+    start queue_strace "$HOOKGATE" run --config "$ROOT/bench/hookgate-queue.toml"
+    SPID=$STARTED
+    wait_port $QUEUE_PORT; wait_port $QUEUE_ADMIN
+    (exec timeout $((STRACE_SECS + WARMUP + 60)) taskset -c "$LOAD_CPU" "$LOADGEN" \
+        --url "http://127.0.0.1:$QUEUE_PORT$ROUTE" --connections "$CONNS" \
+        --duration $((STRACE_SECS + WARMUP + 2)) --label strace_load --id-prefix "strace-$RANDOM") \
+        >"$RES/strace_load.json" 2>>"$WORK/loadgen.log" &
+    LG_PID=$!
+    PIDS+=("$LG_PID")
+    sleep $((WARMUP + 1))
+    tids=$(thread_ids $SPID $STORE_THREADS)
+    if [ -n "$tids" ]; then
+        echo "$tids" | tr '\n' ' ' >"$RES/strace.tids"
+        mark strace before $SPID $STORE_THREADS $QUEUE_ADMIN
+        # SIGINT makes strace detach and write its -c summary.
+        # shellcheck disable=SC2046 # one -p per thread id
+        timeout -s INT "$STRACE_SECS" strace -c -o "$RES/strace.txt" \
+            -e trace=fsync,fdatasync,sync_file_range,write,pwrite64,writev,pwritev,pwritev2 \
+            $(printf -- '-p %s ' $tids) 2>>"$WORK/strace.log" || true
+        mark strace after $SPID $STORE_THREADS $QUEUE_ADMIN
+    else
+        log "no thread named $STORE_THREADS* in hookgate: strace pass skipped"
+    fi
+    wait "$LG_PID" || log "strace-pass load ended early"
+    tail -n 1 "$WORK/loadgen.log" >&2
+    stop $SPID
+fi
+
+# --- g. backlog and drain --------------------------------------------------------------------
+log "g. drain: queueing $BACKLOG jobs behind a stalled upstream"
 start stall "$BARE" --listen "127.0.0.1:$STALL_PORT" --delay-ms 3600000; STALL_PID=$STARTED
 wait_port $STALL_PORT
-data="$WORK/drain"; mkdir -p "$data"
-HOOKGATE_STORE__PATH="$data/hookgate.db" start drain_fill \
-    "$HOOKGATE" run --config "$ROOT/bench/hookgate-drain-fill.toml"
+DATA="$WORK/drain"   # the fill's store, then the drain's
+DIR=$DATA start drain_fill "$HOOKGATE" run --config "$ROOT/bench/hookgate-drain-fill.toml"
 FPID=$STARTED
 wait_port $QUEUE_PORT; wait_port $QUEUE_ADMIN
 cat /proc/loadavg >"$RES/drain_fill.loadavg"
+mark drain_fill before $FPID $STORE_THREADS
 timeout "${FILL_TIMEOUT:-600}" taskset -c "$LOAD_CPU" "$LOADGEN" \
     --url "http://127.0.0.1:$QUEUE_PORT$ROUTE" --connections "$CONNS" \
     --requests "$BACKLOG" --duration 0 --label drain_fill --id-prefix "fill-$RANDOM" \
     >"$RES/drain_fill.json" 2>>"$WORK/loadgen.log" || log "fill run ended early (timeout?)"
 tail -n 1 "$WORK/loadgen.log" >&2
 admin_queues $QUEUE_ADMIN >"$RES/drain_before_queues.json"
+# One idle second before the "after" edge: the store's deferred writes
+# (checkpoints) of the fill land in the window.
 sleep 1
-echo "{\"rss_kb\": $(kb $FPID VmRSS), \"hwm_kb\": $(kb $FPID VmHWM), \"db_bytes\": $(du -sb "$data" | cut -f1)}" \
+mark drain_fill after $FPID $STORE_THREADS
+echo "{\"rss_kb\": $(kb $FPID VmRSS), \"hwm_kb\": $(kb $FPID VmHWM), \"db_bytes\": $(du -sb "$DATA" | cut -f1)}" \
     >"$RES/backlog_rss.json"
 log "backlog held: $(cat "$RES/drain_before_queues.json")"
 stop $FPID
 stop $STALL_PID
 
-log "drain: restarting hookgate on the same database with the healthy upstream"
-HOOKGATE_STORE__PATH="$data/hookgate.db" start drain \
-    "$HOOKGATE" run --config "$ROOT/bench/hookgate-queue.toml"
+log "g. drain: restarting hookgate on the same store with the healthy upstream"
+DIR=$DATA start drain "$HOOKGATE" run --config "$ROOT/bench/hookgate-queue.toml"
 DPID=$STARTED
+# The window starts with the process (its counters start at zero): it
+# includes hookgate opening and recovering the backlog store.
+mark drain before $DPID $STORE_THREADS
 cat /proc/loadavg >"$RES/drain.loadavg"
 timeout "${DRAIN_TIMEOUT:-600}" taskset -c "$LOAD_CPU" "$LOADGEN" \
     --drain-watch "http://127.0.0.1:$QUEUE_ADMIN" --drain-timeout "${DRAIN_TIMEOUT:-600}" \
     >"$RES/drain.json" 2>>"$WORK/loadgen.log" || log "drain watch failed"
 tail -n 1 "$WORK/loadgen.log" >&2
+sleep 1
+mark drain after $DPID $STORE_THREADS $QUEUE_ADMIN
 echo "{\"rss_kb\": $(kb $DPID VmRSS), \"hwm_kb\": $(kb $DPID VmHWM)}" >"$RES/drain_rss.json"
 stop $DPID
 stop $UP_PID
 
 # --- report ---------------------------------------------------------------------------------
-python3 "$ROOT/bench/report.py" "$RES" "$ROOT/bench" \
-    "duration=$DURATION warmup=$WARMUP rate=$RATE conns=$CONNS backlog=$BACKLOG"
-log "wrote bench/results.md and bench/results.json"
-cat "$ROOT/bench/results.md"
+python3 "$ROOT/bench/report.py" "$RES" "$OUT" \
+    "duration=$DURATION warmup=$WARMUP rate=$RATE conns=$CONNS backlog=$BACKLOG strace_secs=$STRACE_SECS"
+log "wrote $OUT/results.md and $OUT/results.json"
+cat "$OUT/results.md"

@@ -1,0 +1,300 @@
+//! The durable-append reference of the load benchmarks (`bench/load.sh`):
+//! the least a webhook receiver has to do before it may answer `202`, and
+//! nothing else. hookgate's queue mode is measured against it.
+//!
+//! ```text
+//! SIGSENTRY_SECRET=... cargo run --release --example durable_append -- \
+//!     --file /tmp/append.log [--listen 127.0.0.1:18004] [--threads N]
+//! ```
+//!
+//! For `POST /hooks/sigsentry` it:
+//! 1. reads the body (at most 1 MiB, else `413`);
+//! 2. verifies `X-SigSentry-Signature: sha256=<hex>`, the HMAC-SHA256 of the
+//!    raw body with the secret from `SIGSENTRY_SECRET`, in constant time
+//!    (`Mac::verify_slice`; else `401`);
+//! 3. parses the body as JSON and takes `/analysisId` (a string or a number;
+//!    else `400`);
+//! 4. hands (key, body) to ONE writer thread and waits for its answer.
+//!
+//! The writer thread group-commits: it blocks for the first request, drains
+//! whatever else is already waiting, looks every key up in an in-memory
+//! `HashSet` (a key already stored, or seen earlier in the same batch, is a
+//! duplicate), appends the new bodies, each prefixed by its length (u32,
+//! little endian), to one file with a single `write`, calls `fdatasync`
+//! once, then answers the whole batch: `202 {"status":"accepted"}` or
+//! `200 {"status":"duplicate"}`. Keys enter the set only once their batch
+//! is on disk, so a duplicate is never acknowledged before its original is
+//! durable. If the write or the sync fails, the batch is cut off the file
+//! again and every request of it gets `503` (the sender retries).
+//!
+//! Deliberately left out: timestamps and replay windows, reading the file
+//! back after a restart (the set starts empty), forwarding, retries,
+//! metrics, logs. The listen address must be a loopback address.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use sha2::Sha256;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+const ROUTE: &str = "/hooks/sigsentry";
+const SIGNATURE_HEADER: &str = "x-sigsentry-signature";
+const SIGNATURE_PREFIX: &str = "sha256=";
+const KEY_POINTER: &str = "/analysisId";
+const BODY_LIMIT: usize = 1 << 20;
+/// The writer thread's name: `bench/load.sh` finds it by this prefix.
+const WRITER_THREAD: &str = "durable-writer";
+
+type HmacSha256 = Hmac<Sha256>;
+
+struct Args {
+    listen: SocketAddr,
+    file: PathBuf,
+    threads: Option<usize>,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: SIGSENTRY_SECRET=... durable_append --file PATH \
+         [--listen 127.0.0.1:18004] [--threads N]"
+    );
+    std::process::exit(2)
+}
+
+fn parse_args() -> Args {
+    let mut listen: SocketAddr = "127.0.0.1:18004".parse().unwrap();
+    let mut file = None;
+    let mut threads = None;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| usage());
+        match a.as_str() {
+            "--listen" => listen = value().parse().unwrap_or_else(|_| usage()),
+            "--file" => file = Some(PathBuf::from(value())),
+            "--threads" => threads = Some(value().parse().unwrap_or_else(|_| usage())),
+            _ => usage(),
+        }
+    }
+    if !listen.ip().is_loopback() {
+        eprintln!("durable_append: refusing a non-loopback listen address {listen}");
+        std::process::exit(2);
+    }
+    Args {
+        listen,
+        file: file.unwrap_or_else(|| usage()),
+        threads,
+    }
+}
+
+/// What the writer answers for one request.
+#[derive(Clone, Copy)]
+enum Outcome {
+    Accepted,
+    Duplicate,
+    Failed,
+}
+
+/// One request handed to the writer thread.
+struct Append {
+    key: String,
+    body: Bytes,
+    done: oneshot::Sender<Outcome>,
+}
+
+struct Ctx {
+    secret: Vec<u8>,
+    appends: mpsc::Sender<Append>,
+}
+
+fn main() {
+    let args = parse_args();
+    let secret = match std::env::var("SIGSENTRY_SECRET") {
+        Ok(s) if !s.is_empty() => s.into_bytes(),
+        _ => {
+            eprintln!("durable_append: SIGSENTRY_SECRET must be set");
+            std::process::exit(2)
+        }
+    };
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args.file)
+        .unwrap_or_else(|e| {
+            eprintln!("durable_append: cannot open {}: {e}", args.file.display());
+            std::process::exit(1)
+        });
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name(WRITER_THREAD.into())
+        .spawn(move || writer(file, rx))
+        .expect("spawn the writer thread");
+
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.threads {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = rt.enable_all().build().expect("tokio runtime");
+    let ctx = Arc::new(Ctx {
+        secret,
+        appends: tx,
+    });
+    rt.block_on(serve(args.listen, ctx));
+}
+
+/// The group-commit loop: one `write` and one `fdatasync` per batch.
+fn writer(mut file: File, rx: mpsc::Receiver<Append>) {
+    let mut stored: HashSet<String> = HashSet::new();
+    let mut fresh: HashSet<String> = HashSet::new();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut answers: Vec<(oneshot::Sender<Outcome>, Outcome)> = Vec::new();
+    let mut len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    while let Ok(first) = rx.recv() {
+        for a in std::iter::once(first).chain(rx.try_iter()) {
+            if stored.contains(&a.key) || fresh.contains(&a.key) {
+                answers.push((a.done, Outcome::Duplicate));
+                continue;
+            }
+            buf.extend_from_slice(&(a.body.len() as u32).to_le_bytes());
+            buf.extend_from_slice(&a.body);
+            fresh.insert(a.key);
+            answers.push((a.done, Outcome::Accepted));
+        }
+        let written = buf.is_empty() || {
+            let r = file.write_all(&buf).and_then(|()| file.sync_data());
+            if let Err(e) = &r {
+                eprintln!("durable_append: append failed, answering 503: {e}");
+                // Cut a partial batch off, so the file stays a sequence of
+                // whole records.
+                let _ = file.set_len(len);
+            }
+            r.is_ok()
+        };
+        if written {
+            len += buf.len() as u64;
+            stored.extend(fresh.drain());
+        } else {
+            fresh.clear();
+        }
+        buf.clear();
+        for (done, outcome) in answers.drain(..) {
+            let _ = done.send(if written { outcome } else { Outcome::Failed });
+        }
+    }
+}
+
+async fn serve(listen: SocketAddr, ctx: Arc<Ctx>) {
+    let listener = TcpListener::bind(listen).await.unwrap_or_else(|e| {
+        eprintln!("durable_append: cannot bind {listen}: {e}");
+        std::process::exit(1)
+    });
+    eprintln!(
+        "durable_append listening on {}",
+        listener.local_addr().unwrap()
+    );
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(x) => x,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let ctx = ctx.clone();
+                async move { Ok::<_, Infallible>(handle(req, &ctx).await) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn reply(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Response<Full<Bytes>> {
+    if req.uri().path() != ROUTE {
+        return reply(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#);
+    }
+    if req.method() != Method::POST {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            r#"{"error":"method_not_allowed"}"#,
+        );
+    }
+    let signature = req
+        .headers()
+        .get(SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix(SIGNATURE_PREFIX))
+        .and_then(|h| hex::decode(h).ok());
+    let body = match Limited::new(req.into_body(), BODY_LIMIT).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<LengthLimitError>() => {
+            return reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                r#"{"error":"body_too_large"}"#,
+            )
+        }
+        Err(_) => return reply(StatusCode::BAD_REQUEST, r#"{"error":"body_unreadable"}"#),
+    };
+    let mut mac = HmacSha256::new_from_slice(&ctx.secret).expect("HMAC takes keys of any length");
+    mac.update(&body);
+    if signature.is_none_or(|s| mac.verify_slice(&s).is_err()) {
+        return reply(StatusCode::UNAUTHORIZED, r#"{"error":"invalid_signature"}"#);
+    }
+    let key = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Err(_) => return reply(StatusCode::BAD_REQUEST, r#"{"error":"invalid_json"}"#),
+        Ok(v) => match v.pointer(KEY_POINTER) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            _ => return reply(StatusCode::BAD_REQUEST, r#"{"error":"dedup_key_missing"}"#),
+        },
+    };
+    let (done, answer) = oneshot::channel();
+    let outcome = match ctx.appends.send(Append { key, body, done }) {
+        Ok(()) => answer.await.unwrap_or(Outcome::Failed),
+        Err(_) => Outcome::Failed,
+    };
+    match outcome {
+        Outcome::Accepted => reply(StatusCode::ACCEPTED, r#"{"status":"accepted"}"#),
+        Outcome::Duplicate => reply(StatusCode::OK, r#"{"status":"duplicate"}"#),
+        Outcome::Failed => {
+            let mut r = reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                r#"{"error":"store_unavailable"}"#,
+            );
+            r.headers_mut().insert(
+                hyper::header::RETRY_AFTER,
+                hyper::header::HeaderValue::from_static("1"),
+            );
+            r
+        }
+    }
+}
