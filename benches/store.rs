@@ -43,11 +43,8 @@ fn now_ms() -> i64 {
 
 fn job(n: u64, payload: &[u8]) -> (NewJob, DedupKey) {
     let now = now_ms();
-    // Time-ordered like the real UUIDv7 ids.
-    let id = format!("{now:013x}-{n:016x}");
     (
         NewJob {
-            id: id.clone(),
             queue: QUEUE.to_string(),
             kind: "forward".to_string(),
             payload: payload.to_vec(),
@@ -83,7 +80,7 @@ async fn enqueue_n(
                 let (j, d) = job(SEQ.fetch_add(1, Ordering::Relaxed), &payload);
                 let r = store.enqueue(j, Some(d), max_pending).await;
                 assert!(
-                    matches!(r, Ok(hookgate::store::Enqueued::Accepted)),
+                    matches!(r, Ok(hookgate::store::Enqueued::Accepted { .. })),
                     "enqueue failed: {r:?}"
                 );
             }
@@ -143,7 +140,10 @@ async fn lifecycle_n(
             {
                 let (j, d) = job(SEQ.fetch_add(1, Ordering::Relaxed), &payload);
                 let r = store.enqueue(j, Some(d), Some(ROUTE_QUEUE_LIMIT)).await;
-                assert!(matches!(r, Ok(Enqueued::Accepted)), "enqueue failed: {r:?}");
+                assert!(
+                    matches!(r, Ok(Enqueued::Accepted { .. })),
+                    "enqueue failed: {r:?}"
+                );
                 let now = now_ms();
                 for c in store.claim(QUEUE, now, 1, 30_000).await.expect("claim") {
                     let a = Attempt {

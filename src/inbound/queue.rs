@@ -74,7 +74,6 @@ impl Inbound {
             retry_after_secs: 5,
         })?;
         let now = now_ms(&self.clock);
-        let id = crate::new_id();
         let payload = StoredRequest {
             method: parts.method,
             path_and_query: parts
@@ -91,7 +90,6 @@ impl Inbound {
             expires_at: now + route.dedup_window.as_millis() as i64,
         });
         let job = NewJob {
-            id: id.clone(),
             queue: route.path.clone(),
             kind: KIND_FORWARD.to_string(),
             payload,
@@ -112,7 +110,7 @@ impl Inbound {
             ))
         });
         match outcome {
-            Ok(Enqueued::Accepted) => {
+            Ok(Enqueued::Accepted { id }) => {
                 self.wake.notify_one();
                 Ok((
                     "accepted",

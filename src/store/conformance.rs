@@ -24,12 +24,12 @@ pub(super) trait Fixture {
     fn open_with_max_keys(&self, max_keys: u64) -> Store;
 }
 
-pub(super) fn job(id: &str, queue: &str, at: i64) -> NewJob {
+/// A job whose payload names it (`tag`).
+pub(super) fn job(tag: &str, queue: &str, at: i64) -> NewJob {
     NewJob {
-        id: id.to_owned(),
         queue: queue.to_owned(),
         kind: "forward".to_owned(),
-        payload: format!("payload of {id}").into_bytes(),
+        payload: format!("payload of {tag}").into_bytes(),
         created_at: at,
         next_at: at,
     }
@@ -54,11 +54,17 @@ fn attempt(started_at: i64, outcome: &str, status: u16) -> Attempt {
     }
 }
 
-pub(super) async fn enqueue_ok(store: &Store, j: NewJob) {
-    assert_eq!(
-        store.enqueue(j, None, None).await.unwrap(),
-        Enqueued::Accepted
-    );
+/// Enqueues without a dedup key; answers the new job's id.
+pub(super) async fn enqueue_ok(store: &Store, j: NewJob) -> String {
+    accepted(store.enqueue(j, None, None).await.unwrap())
+}
+
+/// The id of an `Accepted` answer; panics on any other.
+pub(super) fn accepted(e: Enqueued) -> String {
+    match e {
+        Enqueued::Accepted { id } => id,
+        other => panic!("expected Accepted, got {other:?}"),
+    }
 }
 
 async fn state_of(store: &Store, id: &str) -> JobState {
@@ -94,8 +100,8 @@ fn stats_of(stats: &[QueueStats], queue: &str) -> QueueStats {
 
 pub(super) async fn lifecycle(f: &dyn Fixture) {
     let store = f.open();
-    enqueue_ok(&store, job("j1", "q", 100)).await;
-    assert_eq!(state_of(&store, "j1").await, JobState::Pending);
+    let j1 = enqueue_ok(&store, job("j1", "q", 100)).await;
+    assert_eq!(state_of(&store, &j1).await, JobState::Pending);
     assert!(
         store.claim("q", 99, 10, 1000).await.unwrap().is_empty(),
         "not due yet"
@@ -109,13 +115,13 @@ pub(super) async fn lifecycle(f: &dyn Fixture) {
     let c = claim_one(&store, "q", 100).await;
     assert_eq!(
         (c.id.as_str(), c.queue.as_str(), c.kind.as_str()),
-        ("j1", "q", "forward")
+        (j1.as_str(), "q", "forward")
     );
     assert_eq!(c.payload, b"payload of j1");
     assert_eq!((c.attempts, c.cycle_attempts, c.interrupted), (0, 0, 0));
     assert_eq!((c.created_at, c.cycle_start), (100, 100));
-    assert_eq!(c.lease.job_id(), "j1");
-    let d = store.get_job("j1").await.unwrap().unwrap();
+    assert_eq!(c.lease.job_id(), j1);
+    let d = store.get_job(&j1).await.unwrap().unwrap();
     assert_eq!(d.summary.state, JobState::Inflight);
     assert_eq!(d.summary.lease_until, Some(1100));
     assert_eq!(d.payload_len, Some(13));
@@ -128,7 +134,7 @@ pub(super) async fn lifecycle(f: &dyn Fixture) {
         .finish(&c.lease, attempt(150, "success", 200), Next::Done)
         .await
         .unwrap());
-    let d = store.get_job("j1").await.unwrap().unwrap();
+    let d = store.get_job(&j1).await.unwrap().unwrap();
     assert_eq!(d.summary.state, JobState::Done);
     assert_eq!(d.summary.attempts, 1);
     assert_eq!(d.summary.last_status, Some(200));
@@ -147,7 +153,7 @@ pub(super) async fn lifecycle(f: &dyn Fixture) {
             response_body: Some(b"ok".to_vec()),
         }]
     );
-    assert_eq!(store.get_payload("j1").await.unwrap(), None);
+    assert_eq!(store.get_payload(&j1).await.unwrap(), None);
     assert!(claim_ids(&store, "q", 10_000).await.is_empty());
     // A finished lease cannot finish twice.
     assert!(!store
@@ -159,7 +165,7 @@ pub(super) async fn lifecycle(f: &dyn Fixture) {
 
 pub(super) async fn retry_dead_and_replay(f: &dyn Fixture) {
     let store = f.open();
-    enqueue_ok(&store, job("j1", "q", 0)).await;
+    let j1 = enqueue_ok(&store, job("j1", "q", 0)).await;
     let c = claim_one(&store, "q", 0).await;
     let mut a = attempt(0, "retry", 503);
     a.error = Some("e".repeat(ERROR_TEXT_CAP + 100));
@@ -168,7 +174,7 @@ pub(super) async fn retry_dead_and_replay(f: &dyn Fixture) {
         .finish(&c.lease, a, Next::Retry { next_at: 500 })
         .await
         .unwrap());
-    let d = store.get_job("j1").await.unwrap().unwrap();
+    let d = store.get_job(&j1).await.unwrap().unwrap();
     assert_eq!(d.summary.state, JobState::Pending);
     assert_eq!(d.summary.next_at, 500);
     assert_eq!(
@@ -190,24 +196,24 @@ pub(super) async fn retry_dead_and_replay(f: &dyn Fixture) {
         .finish(&c.lease, attempt(500, "dead", 404), Next::Dead)
         .await
         .unwrap());
-    assert_eq!(state_of(&store, "j1").await, JobState::Dead);
+    assert_eq!(state_of(&store, &j1).await, JobState::Dead);
     assert!(
-        store.get_payload("j1").await.unwrap().is_some(),
+        store.get_payload(&j1).await.unwrap().is_some(),
         "dead keeps its payload"
     );
     assert!(claim_ids(&store, "q", 1_000_000).await.is_empty());
 
     // Replay: pending again, a new retry cycle, history kept and numbered on.
     assert!(!store.replay("nope", 600).await.unwrap());
-    assert!(store.replay("j1", 600).await.unwrap());
-    assert!(!store.replay("j1", 600).await.unwrap(), "only dead jobs");
+    assert!(store.replay(&j1, 600).await.unwrap());
+    assert!(!store.replay(&j1, 600).await.unwrap(), "only dead jobs");
     let c = claim_one(&store, "q", 600).await;
     assert_eq!((c.attempts, c.cycle_attempts, c.cycle_start), (2, 0, 600));
     assert!(store
         .finish(&c.lease, attempt(600, "success", 200), Next::Done)
         .await
         .unwrap());
-    let d = store.get_job("j1").await.unwrap().unwrap();
+    let d = store.get_job(&j1).await.unwrap().unwrap();
     let ns: Vec<u32> = d.attempts.iter().map(|a| a.n).collect();
     assert_eq!(ns, vec![1, 2, 3]);
     store.shutdown().await;
@@ -216,12 +222,11 @@ pub(super) async fn retry_dead_and_replay(f: &dyn Fixture) {
 /// Dedup and the job are one transaction; a refused request writes nothing.
 pub(super) async fn dedup_atomicity(f: &dyn Fixture) {
     let store = f.open();
-    assert_eq!(
+    let j1 = accepted(
         store
             .enqueue(job("j1", "q", 100), key("evt", 1000), None)
             .await
             .unwrap(),
-        Enqueued::Accepted
     );
     assert_eq!(
         store
@@ -229,30 +234,26 @@ pub(super) async fn dedup_atomicity(f: &dyn Fixture) {
             .await
             .unwrap(),
         Enqueued::Duplicate {
-            first_id: "j1".into()
+            first_id: j1.clone()
         }
     );
-    assert!(
-        store.get_job("j2").await.unwrap().is_none(),
-        "nothing written"
-    );
+    let s = stats_of(&store.stats(200).await.unwrap(), "q");
+    assert_eq!(s.pending, 1, "the duplicate wrote nothing");
     // Another scope, another key space.
     let mut other = key("evt", 1000);
     other.as_mut().unwrap().scope = "stripe".into();
-    assert_eq!(
+    accepted(
         store
             .enqueue(job("j3", "q", 200), other, None)
             .await
             .unwrap(),
-        Enqueued::Accepted
     );
     // The window ends at expires_at: then the same id is a new event.
-    assert_eq!(
+    let j4 = accepted(
         store
             .enqueue(job("j4", "q", 1000), key("evt", 5000), None)
             .await
             .unwrap(),
-        Enqueued::Accepted
     );
     assert_eq!(
         store
@@ -260,32 +261,24 @@ pub(super) async fn dedup_atomicity(f: &dyn Fixture) {
             .await
             .unwrap(),
         Enqueued::Duplicate {
-            first_id: "j4".into()
+            first_id: j4.clone()
         }
     );
-    // A failing request (duplicate job id) writes neither its job nor its key.
-    let err = store
-        .enqueue(job("j1", "q", 1002), key("fresh", 5000), None)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, StoreError::Other(_)), "{err:?}");
-    assert_eq!(
+    let j6 = accepted(
         store
             .enqueue(job("j6", "q", 1003), key("fresh", 5000), None)
             .await
             .unwrap(),
-        Enqueued::Accepted,
-        "the failed request left no dedup record behind"
     );
     // Deleting a job keeps its dedup record: a retry is still a duplicate.
-    assert!(store.delete_job("j6").await.unwrap());
+    assert!(store.delete_job(&j6).await.unwrap());
     assert_eq!(
         store
             .enqueue(job("j7", "q", 1004), key("fresh", 5000), None)
             .await
             .unwrap(),
         Enqueued::Duplicate {
-            first_id: "j6".into()
+            first_id: j6.clone()
         }
     );
     store.shutdown().await;
@@ -293,13 +286,15 @@ pub(super) async fn dedup_atomicity(f: &dyn Fixture) {
 
 pub(super) async fn duplicate_after_restart(f: &dyn Fixture) {
     let store = f.open();
+    let mut ids = Vec::new();
     for i in 0..50 {
         let k = key(&format!("evt-{i}"), 10_000);
-        let r = store
-            .enqueue(job(&format!("j{i:02}"), "q", 100), k, None)
-            .await
-            .unwrap();
-        assert_eq!(r, Enqueued::Accepted);
+        ids.push(accepted(
+            store
+                .enqueue(job(&format!("j{i:02}"), "q", 100), k, None)
+                .await
+                .unwrap(),
+        ));
     }
     let c = claim_one(&store, "q", 100).await;
     assert!(store
@@ -311,7 +306,7 @@ pub(super) async fn duplicate_after_restart(f: &dyn Fixture) {
 
     let store = f.open();
     assert_eq!(store.dedup_keys(), 50);
-    for i in 0..50 {
+    for (i, first) in ids.iter().enumerate() {
         let r = store
             .enqueue(
                 job(&format!("again{i}"), "q", 200),
@@ -323,7 +318,7 @@ pub(super) async fn duplicate_after_restart(f: &dyn Fixture) {
         assert_eq!(
             r,
             Enqueued::Duplicate {
-                first_id: format!("j{i:02}")
+                first_id: first.clone()
             }
         );
     }
@@ -335,18 +330,19 @@ pub(super) async fn duplicate_after_restart(f: &dyn Fixture) {
 pub(super) async fn queue_limit_writes_nothing(f: &dyn Fixture) {
     let store = f.open();
     for i in 0..3 {
-        let r = store
-            .enqueue(job(&format!("j{i}"), "q", 0), None, Some(3))
-            .await
-            .unwrap();
-        assert_eq!(r, Enqueued::Accepted);
+        accepted(
+            store
+                .enqueue(job(&format!("j{i}"), "q", 0), None, Some(3))
+                .await
+                .unwrap(),
+        );
     }
     let r = store
         .enqueue(job("j3", "q", 0), key("evt-3", 1000), Some(3))
         .await
         .unwrap();
     assert_eq!(r, Enqueued::QueueFull);
-    assert!(store.get_job("j3").await.unwrap().is_none());
+    assert_eq!(stats_of(&store.stats(0).await.unwrap(), "q").pending, 3);
     // Inflight jobs count toward the limit; other queues do not.
     let c = claim_one(&store, "q", 0).await;
     assert_eq!(
@@ -356,24 +352,22 @@ pub(super) async fn queue_limit_writes_nothing(f: &dyn Fixture) {
             .unwrap(),
         Enqueued::QueueFull
     );
-    assert_eq!(
+    accepted(
         store
             .enqueue(job("o1", "other", 0), None, Some(3))
             .await
             .unwrap(),
-        Enqueued::Accepted
     );
     // Done jobs free room; the refused key was never recorded.
     assert!(store
         .finish(&c.lease, attempt(0, "success", 200), Next::Done)
         .await
         .unwrap());
-    assert_eq!(
+    accepted(
         store
             .enqueue(job("j3", "q", 0), key("evt-3", 1000), Some(3))
             .await
             .unwrap(),
-        Enqueued::Accepted
     );
     store.shutdown().await;
 }
@@ -382,14 +376,14 @@ pub(super) async fn queue_limit_writes_nothing(f: &dyn Fixture) {
 /// the superseded claim can neither finish nor release.
 pub(super) async fn lease_expiry_and_fencing(f: &dyn Fixture) {
     let store = f.open();
-    enqueue_ok(&store, job("j1", "q", 0)).await;
+    let j1 = enqueue_ok(&store, job("j1", "q", 0)).await;
     let first = claim_one(&store, "q", 0).await;
     assert!(
         claim_ids(&store, "q", 999).await.is_empty(),
         "leased until 1000"
     );
     let second = claim_one(&store, "q", 1000).await;
-    assert_eq!(second.id, "j1");
+    assert_eq!(second.id, j1);
     assert_ne!(first.lease, second.lease);
     assert_eq!(
         (second.attempts, second.interrupted),
@@ -401,19 +395,19 @@ pub(super) async fn lease_expiry_and_fencing(f: &dyn Fixture) {
         .finish(&first.lease, attempt(1500, "success", 200), Next::Done)
         .await
         .unwrap());
-    assert_eq!(state_of(&store, "j1").await, JobState::Inflight);
+    assert_eq!(state_of(&store, &j1).await, JobState::Inflight);
     assert!(store
         .finish(&second.lease, attempt(1500, "success", 200), Next::Done)
         .await
         .unwrap());
-    let d = store.get_job("j1").await.unwrap().unwrap();
+    let d = store.get_job(&j1).await.unwrap().unwrap();
     let outcomes: Vec<&str> = d.attempts.iter().map(|a| a.outcome.as_str()).collect();
     assert_eq!(outcomes, vec![OUTCOME_INTERRUPTED, "success"]);
 
     // A deleted job's lease is dead too.
-    enqueue_ok(&store, job("j2", "q", 0)).await;
+    let j2 = enqueue_ok(&store, job("j2", "q", 0)).await;
     let c = claim_one(&store, "q", 2000).await;
-    assert!(store.delete_job("j2").await.unwrap());
+    assert!(store.delete_job(&j2).await.unwrap());
     assert!(!store
         .finish(&c.lease, attempt(2000, "success", 200), Next::Done)
         .await
@@ -423,11 +417,11 @@ pub(super) async fn lease_expiry_and_fencing(f: &dyn Fixture) {
 
 pub(super) async fn release_gives_the_job_back_unattempted(f: &dyn Fixture) {
     let store = f.open();
-    enqueue_ok(&store, job("j1", "q", 0)).await;
+    let j1 = enqueue_ok(&store, job("j1", "q", 0)).await;
     let c = claim_one(&store, "q", 0).await;
     assert!(store.release(&c.lease).await.unwrap());
     assert!(!store.release(&c.lease).await.unwrap(), "only once");
-    let d = store.get_job("j1").await.unwrap().unwrap();
+    let d = store.get_job(&j1).await.unwrap().unwrap();
     assert_eq!(d.summary.state, JobState::Pending);
     assert!(d.attempts.is_empty(), "no attempt recorded");
     let c = claim_one(&store, "q", 1).await;
@@ -439,7 +433,7 @@ pub(super) async fn release_gives_the_job_back_unattempted(f: &dyn Fixture) {
 /// after a restart, as interrupted.
 pub(super) async fn crash_during_attempt_counts(f: &dyn Fixture) {
     let store = f.open();
-    enqueue_ok(&store, job("j1", "q", 0)).await;
+    let j1 = enqueue_ok(&store, job("j1", "q", 0)).await;
     for round in 0..3u32 {
         // Each claim comes long after the previous lease (1 s) ran out.
         let c = claim_one(&store, "q", 10_000 * i64::from(round)).await;
@@ -452,7 +446,7 @@ pub(super) async fn crash_during_attempt_counts(f: &dyn Fixture) {
     let store = f.open();
     let c = claim_one(&store, "q", 100_000).await;
     assert_eq!((c.attempts, c.cycle_attempts, c.interrupted), (3, 3, 3));
-    let d = store.get_job("j1").await.unwrap().unwrap();
+    let d = store.get_job(&j1).await.unwrap().unwrap();
     assert_eq!(d.attempts.len(), 4);
     assert!(d.attempts[..3]
         .iter()
@@ -473,14 +467,18 @@ pub(super) async fn crash_during_attempt_counts(f: &dyn Fixture) {
 
 pub(super) async fn claim_order_and_limit(f: &dyn Fixture) {
     let store = f.open();
-    enqueue_ok(&store, job("late", "q", 30)).await;
-    enqueue_ok(&store, job("early", "q", 10)).await;
-    enqueue_ok(&store, job("mid", "q", 20)).await;
+    let late = enqueue_ok(&store, job("late", "q", 30)).await;
+    let early = enqueue_ok(&store, job("early", "q", 10)).await;
+    let mid = enqueue_ok(&store, job("mid", "q", 20)).await;
     enqueue_ok(&store, job("elsewhere", "r", 0)).await;
     let jobs = store.claim("q", 100, 2, 1000).await.unwrap();
     let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
-    assert_eq!(ids, vec!["early", "mid"], "oldest next_at first, limited");
-    assert_eq!(claim_ids(&store, "q", 100).await, vec!["late".to_string()]);
+    assert_eq!(
+        ids,
+        vec![early.as_str(), mid.as_str()],
+        "oldest next_at first, limited"
+    );
+    assert_eq!(claim_ids(&store, "q", 100).await, vec![late]);
     assert!(store.claim("q", 100, 0, 1000).await.unwrap().is_empty());
     store.shutdown().await;
 }
@@ -560,8 +558,9 @@ pub(super) async fn queues_cancel_move_and_delete(f: &dyn Fixture) {
 
 pub(super) async fn replay_queue_moves_only_that_queues_dead_jobs(f: &dyn Fixture) {
     let store = f.open();
-    for (id, q) in [("a1", "a"), ("a2", "a"), ("b1", "b")] {
-        enqueue_ok(&store, job(id, q, 0)).await;
+    let mut ids = Vec::new();
+    for (tag, q) in [("a1", "a"), ("a2", "a"), ("b1", "b")] {
+        ids.push(enqueue_ok(&store, job(tag, q, 0)).await);
         let c = claim_one(&store, q, 0).await;
         assert!(store
             .finish(&c.lease, attempt(0, "dead", 400), Next::Dead)
@@ -569,26 +568,29 @@ pub(super) async fn replay_queue_moves_only_that_queues_dead_jobs(f: &dyn Fixtur
             .unwrap());
     }
     assert_eq!(store.replay_queue("a", 10).await.unwrap(), 2);
-    assert_eq!(state_of(&store, "a1").await, JobState::Pending);
-    assert_eq!(state_of(&store, "b1").await, JobState::Dead);
+    assert_eq!(state_of(&store, &ids[0]).await, JobState::Pending);
+    assert_eq!(state_of(&store, &ids[1]).await, JobState::Pending);
+    assert_eq!(state_of(&store, &ids[2]).await, JobState::Dead);
     assert_eq!(store.replay_queue("a", 10).await.unwrap(), 0);
     store.shutdown().await;
 }
 
 pub(super) async fn purge_removes_expired_keys_and_old_jobs(f: &dyn Fixture) {
     let store = f.open();
-    let r = store
-        .enqueue(job("j1", "q", 0), key("old-evt", 100), None)
-        .await
-        .unwrap();
-    assert_eq!(r, Enqueued::Accepted);
-    let r = store
-        .enqueue(job("j2", "q", 0), key("live-evt", 10_000), None)
-        .await
-        .unwrap();
-    assert_eq!(r, Enqueued::Accepted);
-    enqueue_ok(&store, job("j3", "q", 0)).await;
-    enqueue_ok(&store, job("young", "q", 5000)).await;
+    let j1 = accepted(
+        store
+            .enqueue(job("j1", "q", 0), key("old-evt", 100), None)
+            .await
+            .unwrap(),
+    );
+    let j2 = accepted(
+        store
+            .enqueue(job("j2", "q", 0), key("live-evt", 10_000), None)
+            .await
+            .unwrap(),
+    );
+    let j3 = enqueue_ok(&store, job("j3", "q", 0)).await;
+    let young = enqueue_ok(&store, job("young", "q", 5000)).await;
     let mut c = store.claim("q", 0, 3, 1000).await.unwrap();
     let (c3, c2, c1) = (c.pop().unwrap(), c.pop().unwrap(), c.pop().unwrap());
     assert!(store
@@ -621,15 +623,14 @@ pub(super) async fn purge_removes_expired_keys_and_old_jobs(f: &dyn Fixture) {
         (p.dedup_removed, p.jobs_removed, p.attempts_removed, p.more),
         (1, 1, 1, false)
     );
-    assert!(store.get_job("j1").await.unwrap().is_none());
-    assert!(store.get_job("j2").await.unwrap().is_some());
+    assert!(store.get_job(&j1).await.unwrap().is_none());
+    assert!(store.get_job(&j2).await.unwrap().is_some());
     // The expired key is gone; the live one still blocks.
-    assert_eq!(
+    accepted(
         store
             .enqueue(job("k1", "q", 1000), key("old-evt", 5000), None)
             .await
             .unwrap(),
-        Enqueued::Accepted
     );
     assert_eq!(
         store
@@ -637,7 +638,7 @@ pub(super) async fn purge_removes_expired_keys_and_old_jobs(f: &dyn Fixture) {
             .await
             .unwrap(),
         Enqueued::Duplicate {
-            first_id: "j2".into()
+            first_id: j2.clone()
         }
     );
     let p = store
@@ -649,23 +650,26 @@ pub(super) async fn purge_removes_expired_keys_and_old_jobs(f: &dyn Fixture) {
         .await
         .unwrap();
     assert_eq!((p.jobs_removed, p.attempts_removed), (1, 1));
-    assert!(store.get_job("j2").await.unwrap().is_none());
+    assert!(store.get_job(&j2).await.unwrap().is_none());
     assert!(
-        store.get_job("j3").await.unwrap().is_some(),
+        store.get_job(&j3).await.unwrap().is_some(),
         "pending is never purged"
     );
-    assert!(store.get_job("young").await.unwrap().is_some());
+    assert!(store.get_job(&young).await.unwrap().is_some());
     let s = stats_of(&store.stats(1000).await.unwrap(), "q");
     assert_eq!((s.done, s.dead), (0, 0));
 
-    // Many rows: bounded steps, `more` until done.
+    // Many rows: bounded steps, `more` until done. (One scope has one
+    // window, so its records expire in the order they were written.)
     for i in 0..300 {
-        let k = key(&format!("bulk-{i}"), 1500);
-        let r = store
-            .enqueue(job(&format!("bulk{i:03}"), "bulk", 1100), k, None)
-            .await
-            .unwrap();
-        assert_eq!(r, Enqueued::Accepted);
+        let mut k = key(&format!("bulk-{i}"), 1500);
+        k.as_mut().unwrap().scope = "bulk".into();
+        accepted(
+            store
+                .enqueue(job(&format!("bulk{i:03}"), "bulk", 1100), k, None)
+                .await
+                .unwrap(),
+        );
     }
     let (mut removed, mut calls) = (0, 0);
     loop {
@@ -690,13 +694,17 @@ pub(super) async fn purge_removes_expired_keys_and_old_jobs(f: &dyn Fixture) {
 
 pub(super) async fn lists_and_stats(f: &dyn Fixture) {
     let store = f.open();
+    let mut j = Vec::new();
     for i in 0..7 {
-        enqueue_ok(
-            &store,
-            job(&format!("j{i}"), if i < 5 { "a" } else { "b" }, i),
-        )
-        .await;
+        j.push(
+            enqueue_ok(
+                &store,
+                job(&format!("j{i}"), if i < 5 { "a" } else { "b" }, i),
+            )
+            .await,
+        );
     }
+    let ids_of = |js: &[JobSummary]| js.iter().map(|x| x.id.clone()).collect::<Vec<_>>();
     let c = claim_one(&store, "a", 100).await; // j0 inflight
     let c1 = claim_one(&store, "a", 100).await; // j1 dead
     assert!(store
@@ -705,8 +713,7 @@ pub(super) async fn lists_and_stats(f: &dyn Fixture) {
         .unwrap());
 
     let all = store.list_jobs(JobFilter::default()).await.unwrap();
-    let ids: Vec<&str> = all.iter().map(|j| j.id.as_str()).collect();
-    assert_eq!(ids, vec!["j0", "j1", "j2", "j3", "j4", "j5", "j6"]);
+    assert_eq!(ids_of(&all), j);
     assert_eq!(all[0].state, JobState::Inflight);
     assert_eq!(all[0].lease_until, Some(1100));
 
@@ -725,26 +732,24 @@ pub(super) async fn lists_and_stats(f: &dyn Fixture) {
         .list_jobs(list(Some("a"), None, 2, Some(&page[1].id)))
         .await
         .unwrap();
-    let ids: Vec<&str> = page2.iter().map(|j| j.id.as_str()).collect();
-    assert_eq!(ids, vec!["j2", "j3"]);
+    assert_eq!(ids_of(&page2), j[2..4]);
     let pending = store
         .list_jobs(list(None, Some(JobState::Pending), 100, None))
         .await
         .unwrap();
-    let ids: Vec<&str> = pending.iter().map(|j| j.id.as_str()).collect();
-    assert_eq!(ids, vec!["j2", "j3", "j4", "j5", "j6"]);
+    assert_eq!(ids_of(&pending), j[2..]);
     let inflight = store
         .list_jobs(list(Some("a"), Some(JobState::Inflight), 100, None))
         .await
         .unwrap();
     assert_eq!(inflight.len(), 1);
-    assert_eq!(inflight[0].id, "j0");
+    assert_eq!(inflight[0].id, j[0]);
     let dead = store
         .list_jobs(list(None, Some(JobState::Dead), 100, None))
         .await
         .unwrap();
     assert_eq!(dead.len(), 1);
-    assert_eq!((dead[0].id.as_str(), dead[0].attempts), ("j1", 1));
+    assert_eq!((&dead[0].id, dead[0].attempts), (&j[1], 1));
     let capped = store
         .list_jobs(list(None, None, LIST_LIMIT_CAP + 50, None))
         .await
@@ -754,6 +759,16 @@ pub(super) async fn lists_and_stats(f: &dyn Fixture) {
         store.list_jobs(list(None, None, 10, Some("gone"))).await,
         Err(StoreError::Invalid(_))
     ));
+    // A cursor naming a job deleted meanwhile still pages on.
+    assert!(store.delete_job(&j[2]).await.unwrap());
+    let rest = store
+        .list_jobs(list(None, None, 100, Some(&j[2])))
+        .await
+        .unwrap();
+    assert_eq!(ids_of(&rest), j[3..]);
+    assert!(store.get_job(&j[2]).await.unwrap().is_none());
+    // An id of a deleted job never names another job.
+    assert!(!store.delete_job(&j[2]).await.unwrap());
 
     let stats = store.stats(1000).await.unwrap();
     let queues: Vec<&str> = stats.iter().map(|s| s.queue.as_str()).collect();
@@ -762,7 +777,7 @@ pub(super) async fn lists_and_stats(f: &dyn Fixture) {
         stats[0],
         QueueStats {
             queue: "a".into(),
-            pending: 3,
+            pending: 2,
             inflight: 1,
             dead: 1,
             done: 0,
@@ -799,10 +814,10 @@ pub(super) async fn counters_match_a_model(f: &dyn Fixture) {
         let q = queues[next(3) as usize];
         match next(8) {
             0..=2 => {
-                let id = format!("s{step}");
                 let k = key(&format!("e{}", next(60)), now + 50);
-                match store.enqueue(job(&id, q, now), k, Some(40)).await.unwrap() {
-                    Enqueued::Accepted => {
+                let tag = format!("s{step}");
+                match store.enqueue(job(&tag, q, now), k, Some(40)).await.unwrap() {
+                    Enqueued::Accepted { id } => {
                         model.insert(id, (q.to_owned(), JobState::Pending));
                     }
                     Enqueued::Duplicate { .. } | Enqueued::QueueFull => {}
@@ -899,6 +914,7 @@ async fn check_counts(store: &Store, model: &HashMap<String, (String, JobState)>
 
 pub(super) async fn dedup_keys_are_bounded_per_scope(f: &dyn Fixture) {
     let store = f.open_with_max_keys(100);
+    let mut last = String::new();
     for i in 0..250 {
         let r = store
             .enqueue(
@@ -908,7 +924,8 @@ pub(super) async fn dedup_keys_are_bounded_per_scope(f: &dyn Fixture) {
             )
             .await
             .unwrap();
-        assert_eq!(r, Enqueued::Accepted, "never an error to the sender");
+        // Never an error to the sender.
+        last = accepted(r);
     }
     let held = store.dedup_keys();
     assert!((98..=100).contains(&held), "{held} keys held, bound 100");
@@ -920,14 +937,15 @@ pub(super) async fn dedup_keys_are_bounded_per_scope(f: &dyn Fixture) {
     assert_eq!(
         r,
         Enqueued::Duplicate {
-            first_id: "j249".into()
+            first_id: last.clone()
         }
     );
-    let r = store
-        .enqueue(job("again", "q", 300), key("evt-0", 1_000_000), None)
-        .await
-        .unwrap();
-    assert_eq!(r, Enqueued::Accepted);
+    accepted(
+        store
+            .enqueue(job("again", "q", 300), key("evt-0", 1_000_000), None)
+            .await
+            .unwrap(),
+    );
     store.shutdown().await;
     drop(store);
     // Reopened with the same bound: still bounded, still the newest.

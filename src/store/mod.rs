@@ -204,11 +204,9 @@ impl fmt::Display for JobState {
     }
 }
 
-/// A job to enqueue.
+/// A job to enqueue. Its id is given by the store ([`Enqueued::Accepted`]).
 #[derive(Debug, Clone)]
 pub struct NewJob {
-    /// Unique, time-ordered id (UUIDv7 string): the public delivery id.
-    pub id: String,
     pub queue: String,
     pub kind: String,
     pub payload: Vec<u8>,
@@ -230,8 +228,9 @@ pub struct DedupKey {
 /// Answer of [`Store::enqueue`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Enqueued {
-    /// Job (and dedup record) committed.
-    Accepted,
+    /// Job (and dedup record) committed; `id` is the job's public id (a
+    /// time-ordered UUIDv7-shaped string, unique per store).
+    Accepted { id: String },
     /// The dedup key is still live; nothing was written.
     Duplicate { first_id: String },
     /// The queue already holds `max_pending` pending+inflight jobs; nothing
@@ -311,8 +310,9 @@ pub struct JobFilter {
     pub state: Option<JobState>,
     /// Capped at [`LIST_LIMIT_CAP`].
     pub limit: usize,
-    /// Cursor: only jobs created after the job with this id (which must
-    /// still exist; [`StoreError::Invalid`] otherwise).
+    /// Cursor: only jobs created after the job with this id (it need not
+    /// exist any more; a string that is no job id of this store is
+    /// [`StoreError::Invalid`]).
     pub after: Option<String>,
 }
 

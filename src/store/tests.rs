@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use super::conformance::{enqueue_ok, job, key, Fixture};
+use super::conformance::{accepted, enqueue_ok, job, key, Fixture};
 use super::*;
 
 struct SqliteFixture {
@@ -87,7 +87,7 @@ async fn group_commit_batches_concurrent_writes() {
         })
         .collect();
     for t in tasks {
-        assert_eq!(t.await.unwrap().unwrap(), Enqueued::Accepted);
+        accepted(t.await.unwrap().unwrap());
     }
     let after = store.commit_stats();
     let requests = after.requests - before.requests;
@@ -104,8 +104,8 @@ async fn group_commit_batches_concurrent_writes() {
 }
 
 /// Requests queued while the writer is busy are committed together, and a
-/// failing request (duplicate job id) does not affect the others, in the
-/// file or in memory.
+/// failing request (here: one that stores a job and its key, then fails)
+/// does not affect the others, in the file or in memory.
 #[tokio::test]
 async fn one_batch_isolates_failing_requests() {
     let dir = TempDir::new().unwrap();
@@ -132,14 +132,17 @@ async fn one_batch_isolates_failing_requests() {
     let tasks: Vec<_> = (0..10)
         .map(|i| {
             let store = store.clone();
-            let id = if i == 5 {
-                "existing".to_owned()
-            } else {
-                format!("n{i}")
-            };
+            let (j, k) = (job(&format!("n{i}"), "q", 1), key(&format!("e{i}"), 1000));
             tokio::spawn(async move {
+                if i != 5 {
+                    return store.enqueue(j, k, None).await;
+                }
                 store
-                    .enqueue(job(&id, "q", 1), key(&format!("e{i}"), 1000), None)
+                    .sqlite()
+                    .write(move |c| {
+                        sqlite::enqueue(c, &j, k.as_ref(), None)?;
+                        Err(rusqlite::Error::InvalidQuery)
+                    })
                     .await
             })
         })
@@ -151,7 +154,7 @@ async fn one_batch_isolates_failing_requests() {
             let err = r.unwrap_err();
             assert!(matches!(err, StoreError::Other(_)), "{err:?}");
         } else {
-            assert_eq!(r.unwrap(), Enqueued::Accepted);
+            accepted(r.unwrap());
         }
     }
     let after = store.commit_stats();
@@ -208,7 +211,7 @@ async fn disk_full_is_unavailable_and_leaks_no_payload() {
         .enqueue(big(), key("big-evt", 1000), None)
         .await
         .unwrap();
-    assert_eq!(r, Enqueued::Accepted);
+    accepted(r);
     store.shutdown().await;
     assert_eq!(raw_count(&path, "SELECT COUNT(*) FROM job"), 2);
 }
@@ -221,7 +224,7 @@ async fn a_fingerprint_match_is_confirmed_against_the_stored_key() {
         .enqueue(job("a", "q", 0), key("evt-a", 1000), None)
         .await
         .unwrap();
-    assert_eq!(r, Enqueued::Accepted);
+    accepted(r);
     // Forge a collision: point evt-b's fingerprint at evt-a's record.
     {
         let b = store.sqlite();
@@ -234,17 +237,13 @@ async fn a_fingerprint_match_is_confirmed_against_the_stored_key() {
         .enqueue(job("b", "q", 0), key("evt-b", 1000), None)
         .await
         .unwrap();
-    assert_eq!(r, Enqueued::Accepted, "a different key is not a duplicate");
+    // A different key is not a duplicate.
+    let b = accepted(r);
     let r = store
         .enqueue(job("b2", "q", 0), key("evt-b", 1000), None)
         .await
         .unwrap();
-    assert_eq!(
-        r,
-        Enqueued::Duplicate {
-            first_id: "b".into()
-        }
-    );
+    assert_eq!(r, Enqueued::Duplicate { first_id: b });
     store.shutdown().await;
 }
 
@@ -270,7 +269,7 @@ async fn garbage_file_is_corrupt() {
 async fn closed_store_refuses_writes_but_still_reads() {
     let dir = TempDir::new().unwrap();
     let store = open_at(&db_path(&dir));
-    enqueue_ok(&store, job("j1", "q", 0)).await;
+    let j1 = enqueue_ok(&store, job("j1", "q", 0)).await;
     store.ping().await.unwrap();
     store.shutdown().await;
     let err = store
@@ -279,7 +278,7 @@ async fn closed_store_refuses_writes_but_still_reads() {
         .unwrap_err();
     assert!(err.is_unavailable(), "{err:?}");
     assert!(store.ping().await.unwrap_err().is_unavailable());
-    let d = store.get_job("j1").await.unwrap().unwrap();
+    let d = store.get_job(&j1).await.unwrap().unwrap();
     assert_eq!(d.summary.state, JobState::Pending);
     // Idempotent.
     store.close();
@@ -347,15 +346,29 @@ async fn schema_2_files_are_migrated() {
         .enqueue(job("new", "q", 100), key("evt-p", 1_000_000), None)
         .await
         .unwrap();
+    // Old ids still resolve; the jobs answer with their new ids.
+    let p = store.get_job("p").await.unwrap().unwrap().summary.id;
+    let i = store.get_job("i").await.unwrap().unwrap().summary.id;
+    assert_ne!(p, "p");
     assert_eq!(
         r,
         Enqueued::Duplicate {
-            first_id: "p".into()
+            first_id: p.clone()
         }
     );
     let claimed = store.claim("q", 100, 10, 1000).await.unwrap();
     let ids: Vec<&str> = claimed.iter().map(|c| c.id.as_str()).collect();
-    assert_eq!(ids, vec!["p", "i"]);
+    assert_eq!(ids, vec![p.as_str(), i.as_str()]);
+    let page = store
+        .list_jobs(JobFilter {
+            after: Some("p".into()),
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    // Rows were numbered in the old ids' order (d, i, p, x).
+    assert_eq!(page.len(), 1, "an old id works as a cursor");
+    assert_eq!(page[0].state, JobState::Dead);
     assert_eq!(claimed[0].payload, vec![1]);
     store.shutdown().await;
 }
@@ -385,10 +398,7 @@ async fn wal_stays_bounded_under_sustained_writes() {
                     let mut j = job(&format!("j{t:02}-{i:04}"), "q", i);
                     j.payload = payload.clone();
                     let k = key(&format!("e{t}-{i}"), 1_000_000);
-                    assert_eq!(
-                        store.enqueue(j, k, Some(1_000_000)).await.unwrap(),
-                        Enqueued::Accepted
-                    );
+                    accepted(store.enqueue(j, k, Some(1_000_000)).await.unwrap());
                 }
             })
         })

@@ -128,9 +128,13 @@ pub(crate) enum Field {
 pub(crate) struct LeaseEntry {
     pub token: u64,
     pub until: i64,
-    /// Row of the attempt record appended by the claim.
-    pub attempt_row: i64,
+    /// Number of the attempt record appended by the claim.
+    pub n: i64,
     pub queue: String,
+    /// Finished or released by a request of the batch being committed: no
+    /// longer a claim for the writer, still shown as one to readers until the
+    /// commit makes the job's new state visible (then it is dropped).
+    pub ended: bool,
 }
 
 /// Dedup bookkeeping of one scope.
@@ -141,6 +145,9 @@ pub(crate) struct Scope {
     /// No record of this scope below this row is indexed any more (evicted
     /// early); eviction resumes from here.
     pub evict_from: i64,
+    /// No record of this scope below this row is left in the table: the
+    /// purge of expired records resumes from here.
+    pub purge_from: i64,
 }
 
 /// The inverse of one mutation.
@@ -172,6 +179,12 @@ pub(crate) struct Mem {
     /// Where the purge's walk over old jobs resumes (not undone on
     /// rollback: it is only a position).
     pub purge_cursor: i64,
+    /// Per queue: no pending job below this row (a lower bound, raised by
+    /// `stats` as jobs complete, lowered when an older job becomes pending
+    /// again), and a generation that changes whenever it is lowered.
+    floors: HashMap<String, (i64, u64)>,
+    /// Leases ended in the current batch, dropped once it commits.
+    ended: Vec<i64>,
     next_token: u64,
     undo: Vec<Undo>,
 }
@@ -192,6 +205,8 @@ impl Mem {
             dedup: DedupIndex::default(),
             scopes: HashMap::new(),
             purge_cursor: 0,
+            floors: HashMap::new(),
+            ended: Vec::new(),
             next_token: 1,
             undo: Vec::new(),
         }
@@ -232,29 +247,44 @@ impl Mem {
     /// Sets or clears the lease of job row `seq` (undoable); keeps the
     /// `leased` counter in step. Answers the previous lease.
     pub(crate) fn set_lease(&mut self, seq: i64, lease: Option<LeaseEntry>) -> Option<LeaseEntry> {
+        if let Some(l) = &lease {
+            self.bump(&l.queue, Field::Leased, 1);
+        }
         let prev = match lease {
-            Some(l) => {
-                let q = l.queue.clone();
-                let prev = self.leases.insert(seq, l);
-                if prev.is_none() {
-                    self.bump(&q, Field::Leased, 1);
-                }
-                prev
-            }
-            None => {
-                let prev = self.leases.remove(&seq);
-                if let Some(p) = &prev {
-                    let q = p.queue.clone();
-                    self.bump(&q, Field::Leased, -1);
-                }
-                prev
-            }
+            Some(l) => self.leases.insert(seq, l),
+            None => self.leases.remove(&seq),
         };
+        if let Some(p) = prev.as_ref().filter(|p| !p.ended) {
+            let q = p.queue.clone();
+            self.bump(&q, Field::Leased, -1);
+        }
         self.undo.push(Undo::Lease {
             seq,
             prev: prev.clone(),
         });
         prev
+    }
+
+    /// The live claim of job row `seq`, if any (ended ones are not).
+    pub(crate) fn lease(&self, seq: i64) -> Option<&LeaseEntry> {
+        self.leases.get(&seq).filter(|l| !l.ended)
+    }
+
+    /// Ends the claim of job row `seq` (undoable): the writer sees it gone at
+    /// once, readers once the batch has committed ([`Mem::commit`]).
+    pub(crate) fn end_lease(&mut self, seq: i64) {
+        let Some(cur) = self.lease(seq).cloned() else {
+            return;
+        };
+        let mut ended = cur.clone();
+        ended.ended = true;
+        self.bump(&cur.queue, Field::Leased, -1);
+        self.leases.insert(seq, ended);
+        self.ended.push(seq);
+        self.undo.push(Undo::Lease {
+            seq,
+            prev: Some(cur),
+        });
     }
 
     /// Points `fp` at dedup row `row`, or removes it (undoable).
@@ -285,6 +315,10 @@ impl Mem {
 
     /// Reverts every mutation made since `mark`, newest first.
     pub(crate) fn rollback_to(&mut self, mark: usize) {
+        if mark == 0 {
+            // The whole batch is undone: nothing it ended stays ended.
+            self.ended.clear();
+        }
         while self.undo.len() > mark {
             let Some(u) = self.undo.pop() else { break };
             match u {
@@ -294,11 +328,13 @@ impl Mem {
                     delta,
                 } => self.bump(&queue, field, -delta),
                 Undo::Lease { seq, prev } => {
-                    if let Some(cur) = self.leases.remove(&seq) {
+                    if let Some(cur) = self.leases.remove(&seq).filter(|c| !c.ended) {
                         self.bump(&cur.queue, Field::Leased, -1);
                     }
                     if let Some(p) = prev {
-                        self.bump(&p.queue, Field::Leased, 1);
+                        if !p.ended {
+                            self.bump(&p.queue, Field::Leased, 1);
+                        }
                         self.leases.insert(seq, p);
                     }
                 }
@@ -318,8 +354,40 @@ impl Mem {
     }
 
     /// Forgets the undo log: everything since the last commit is durable.
+    /// Claims ended by the batch are dropped now that readers can see the
+    /// jobs' new state.
     pub(crate) fn commit(&mut self) {
         self.undo.clear();
+        for seq in std::mem::take(&mut self.ended) {
+            if self.leases.get(&seq).is_some_and(|l| l.ended) {
+                self.leases.remove(&seq);
+            }
+        }
+    }
+
+    /// The pending floor of `queue` and its generation.
+    pub(crate) fn pending_floor(&self, queue: &str) -> (i64, u64) {
+        self.floors.get(queue).copied().unwrap_or((0, 0))
+    }
+
+    /// Job row `seq` of `queue` is pending again: the floor goes down to it.
+    /// Not undone on rollback (a floor that is too low only costs a longer
+    /// walk).
+    pub(crate) fn lower_pending_floor(&mut self, queue: &str, seq: i64) {
+        let f = self.floors.entry(queue.to_owned()).or_insert((0, 0));
+        if seq < f.0 {
+            f.0 = seq;
+        }
+        f.1 += 1;
+    }
+
+    /// Raises the floor to `seq` (the first pending row found at or above
+    /// it), unless it was lowered since `generation` was read.
+    pub(crate) fn raise_pending_floor(&mut self, queue: &str, seq: i64, generation: u64) {
+        let f = self.floors.entry(queue.to_owned()).or_insert((0, 0));
+        if f.1 == generation && seq > f.0 {
+            f.0 = seq;
+        }
     }
 
     /// Counters of `queue` (zeros when unknown).
@@ -336,8 +404,9 @@ mod tests {
         LeaseEntry {
             token,
             until: 10,
-            attempt_row: 1,
+            n: 1,
             queue: queue.into(),
+            ended: false,
         }
     }
 
@@ -359,6 +428,9 @@ mod tests {
         let mark = m.mark();
         m.count("q", Field::Pending, -1);
         m.count("q", Field::Done, 1);
+        m.end_lease(1);
+        assert!(m.lease(1).is_none(), "ended for the writer");
+        assert!(m.leases.contains_key(&1), "still visible to readers");
         m.set_lease(1, None);
         m.set_lease(2, Some(lease(2, "q")));
         m.set_lease(2, Some(lease(3, "q")));
@@ -373,6 +445,23 @@ mod tests {
         assert_eq!(m.leases, before.1);
         assert_eq!(m.dedup, before.2);
         assert_eq!(m.scopes["q"].keys, before.3);
+        assert_eq!(m.counts_of("q").leased, 1);
+    }
+
+    #[test]
+    fn ended_leases_are_dropped_at_commit_and_restored_by_rollback() {
+        let mut m = Mem::new();
+        m.set_lease(1, Some(lease(1, "q")));
+        m.set_lease(2, Some(lease(2, "q")));
+        m.commit();
+        m.end_lease(1);
+        assert_eq!(m.counts_of("q").leased, 1);
+        m.commit();
+        assert!(!m.leases.contains_key(&1));
+        m.end_lease(2);
+        m.rollback_to(0);
+        m.commit();
+        assert_eq!(m.lease(2).map(|l| l.token), Some(2));
         assert_eq!(m.counts_of("q").leased, 1);
     }
 

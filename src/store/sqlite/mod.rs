@@ -274,26 +274,81 @@ fn take_lock(path: &Path) -> Result<File, StoreError> {
     }
 }
 
-/// The store's fingerprint key, created on first open.
-fn dedup_secret(conn: &Connection) -> Result<Vec<u8>, StoreError> {
+/// A random secret of the store named `key` in `meta`, created on first
+/// open.
+fn meta_secret(conn: &Connection, key: &str, len: usize) -> Result<Vec<u8>, StoreError> {
     let existing: Option<Vec<u8>> = conn
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'dedup_secret'",
-            [],
-            |r| r.get(0),
-        )
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
         .optional()
         .map_err(db_err)?;
-    if let Some(s) = existing {
+    if let Some(s) = existing.filter(|s| s.len() == len) {
         return Ok(s);
     }
-    let secret: [u8; 32] = rand::random();
+    let secret: Vec<u8> = (0..len).map(|_| rand::random::<u8>()).collect();
     conn.execute(
-        "INSERT INTO meta (key, value) VALUES ('dedup_secret', ?1)",
-        [&secret[..]],
+        "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+        params![key, secret],
     )
     .map_err(db_err)?;
-    Ok(secret.to_vec())
+    Ok(secret)
+}
+
+/// Public job ids. A job's id is its row key and creation time in the shape
+/// of a UUIDv7: the 48-bit millisecond timestamp (so ids sort by time), and
+/// the row key XOR a random per-store salt in the random bits (so two stores
+/// do not hand out the same ids). Looking a job up by id is then a primary
+/// key read, and no id index is written per job.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IdCodec {
+    salt: u64,
+}
+
+const ID_SEQ_MASK: u64 = (1 << 62) - 1;
+const ID_TS_MASK: u64 = (1 << 48) - 1;
+
+impl IdCodec {
+    pub(crate) fn encode(&self, seq: i64, created_at: i64) -> String {
+        let ts = (created_at as u64) & ID_TS_MASK;
+        let rand_a = (self.salt >> 52) & 0xfff;
+        let rand_b = ((seq as u64) ^ self.salt) & ID_SEQ_MASK;
+        let v = (u128::from(ts) << 80)
+            | (0x7u128 << 76)
+            | (u128::from(rand_a) << 64)
+            | (0b10u128 << 62)
+            | u128::from(rand_b);
+        uuid::Uuid::from_u128(v).hyphenated().to_string()
+    }
+
+    /// The row key and the creation time (48 bits) an id names; `None` for
+    /// anything this store did not hand out.
+    pub(crate) fn decode(&self, id: &str) -> Option<(i64, u64)> {
+        let v = uuid::Uuid::try_parse(id).ok()?.as_u128();
+        let version = (v >> 76) & 0xf;
+        let variant = (v >> 62) & 0b11;
+        let rand_a = ((v >> 64) & 0xfff) as u64;
+        if version != 7 || variant != 0b10 || rand_a != (self.salt >> 52) & 0xfff {
+            return None;
+        }
+        let seq = ((v as u64) ^ self.salt) & ID_SEQ_MASK;
+        Some((i64::try_from(seq).ok()?, (v >> 80) as u64))
+    }
+}
+
+/// The row of the job `id` names, if it exists (ids of the first layout
+/// resolve through `legacy_id`).
+fn resolve(c: &Connection, codec: IdCodec, id: &str) -> rusqlite::Result<Option<i64>> {
+    if let Some((seq, ts)) = codec.decode(id) {
+        let created: Option<i64> = c
+            .prepare_cached("SELECT created_at FROM job WHERE seq = ?1")?
+            .query_row([seq], |r| r.get(0))
+            .optional()?;
+        return Ok(created
+            .filter(|t| (*t as u64) & ID_TS_MASK == ts)
+            .map(|_| seq));
+    }
+    c.prepare_cached("SELECT seq FROM legacy_id WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()
 }
 
 // ---------------------------------------------------------------------------
@@ -365,6 +420,7 @@ pub(super) struct SqliteBackend {
     /// writer exits when every clone is gone and the queue is drained.
     writer: Mutex<Option<mpsc::Sender<Box<dyn PendingWrite>>>>,
     reads: Arc<ReadPool>,
+    codec: IdCodec,
     pub(super) mem: Arc<Mutex<Mem>>,
     counters: Arc<Counters>,
     /// Writer and checkpointer, joined by `shutdown`.
@@ -382,6 +438,7 @@ struct Counters {
 
 /// What the writer thread needs besides its connection.
 struct WriterEnv {
+    codec: IdCodec,
     fpr: Fingerprinter,
     max_keys: u64,
     max_keys_by_scope: HashMap<String, u64>,
@@ -408,8 +465,15 @@ impl SqliteBackend {
         let lock_file = Arc::new(take_lock(&path)?);
         let mut writer_conn = open_writer(&path)?;
         schema::migrate(&mut writer_conn)?;
-        let secret = dedup_secret(&writer_conn)?;
+        let secret = meta_secret(&writer_conn, "dedup_secret", 32)?;
+        let salt = meta_secret(&writer_conn, "id_salt", 8)?;
+        let mut salt_bytes = [0u8; 8];
+        salt_bytes.copy_from_slice(&salt);
+        let codec = IdCodec {
+            salt: u64::from_le_bytes(salt_bytes),
+        };
         let env = WriterEnv {
+            codec,
             fpr: Fingerprinter::new(&secret),
             max_keys: opts.dedup_max_keys.max(1),
             max_keys_by_scope: opts
@@ -491,6 +555,7 @@ impl SqliteBackend {
         Ok(SqliteBackend {
             writer: Mutex::new(Some(tx)),
             reads,
+            codec,
             mem,
             counters,
             threads: Mutex::new(vec![writer, checkpointer]),
@@ -606,22 +671,26 @@ impl SqliteBackend {
                 return Ok(false);
             };
             c.conn
-                .prepare_cached("DELETE FROM attempt WHERE seq = ?1")?
-                .execute([held.attempt_row])?;
-            c.mem.set_lease(lease.seq, None);
+                .prepare_cached("DELETE FROM attempt WHERE job = ?1 AND n = ?2")?
+                .execute([lease.seq, held.n])?;
+            c.mem.end_lease(lease.seq);
             Ok(true)
         })
         .await
     }
 
     pub(super) async fn replay(&self, id: String, now: i64) -> Result<bool, StoreError> {
+        let codec = self.codec;
         self.write(move |c| {
-            let row: Option<(i64, String)> = c
+            let Some(seq) = resolve(c.conn, codec, &id)? else {
+                return Ok(false);
+            };
+            let row: Option<String> = c
                 .conn
-                .prepare_cached("SELECT seq, queue FROM job WHERE id = ?1 AND state = 3")?
-                .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .prepare_cached("SELECT queue FROM job WHERE seq = ?1 AND state = 3")?
+                .query_row([seq], |r| r.get(0))
                 .optional()?;
-            let Some((seq, queue)) = row else {
+            let Some(queue) = row else {
                 return Ok(false);
             };
             restart_job(c, seq, &queue, &queue, STATE_DEAD, now)?;
@@ -649,15 +718,15 @@ impl SqliteBackend {
     }
 
     pub(super) async fn delete_job(&self, id: String) -> Result<bool, StoreError> {
+        let codec = self.codec;
         self.write(move |c| {
-            let row: Option<(i64, String, i64)> = c
-                .conn
-                .prepare_cached("SELECT seq, queue, state FROM job WHERE id = ?1")?
-                .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .optional()?;
-            let Some((seq, queue, state)) = row else {
+            let Some(seq) = resolve(c.conn, codec, &id)? else {
                 return Ok(false);
             };
+            let (queue, state): (String, i64) = c
+                .conn
+                .prepare_cached("SELECT queue, state FROM job WHERE seq = ?1")?
+                .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
             delete_row(c, seq, &queue, state)?;
             Ok(true)
         })
@@ -676,7 +745,7 @@ impl SqliteBackend {
             let mut n = 0;
             for &seq in &rows {
                 *cursor = seq;
-                if c.mem.leases.contains_key(&seq) {
+                if c.mem.lease(seq).is_some() {
                     continue;
                 }
                 delete_row(c, seq, &queue, STATE_PENDING)?;
@@ -713,7 +782,7 @@ impl SqliteBackend {
             let mut n = 0;
             for &(seq, state) in &rows {
                 *cursor = seq;
-                if c.mem.leases.contains_key(&seq) {
+                if c.mem.lease(seq).is_some() {
                     continue;
                 }
                 restart_job(c, seq, &from, &to, state, now)?;
@@ -740,7 +809,7 @@ impl SqliteBackend {
             let mut n = 0;
             for &(seq, state) in &rows {
                 *cursor = seq;
-                if c.mem.leases.contains_key(&seq) {
+                if c.mem.lease(seq).is_some() {
                     continue;
                 }
                 delete_row(c, seq, &queue, state)?;
@@ -760,9 +829,29 @@ impl SqliteBackend {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        let after = match &filter.after {
+            None => 0,
+            Some(id) => match self.codec.decode(id) {
+                Some((seq, _)) => seq,
+                None => {
+                    // A cursor from the first layout's ids.
+                    let id = id.clone();
+                    self.read(move |c| {
+                        c.prepare_cached("SELECT seq FROM legacy_id WHERE id = ?1")?
+                            .query_row([&id], |r| r.get(0))
+                            .optional()
+                    })
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::Invalid("`after` is not a job id of this store".into())
+                    })?
+                }
+            },
+        };
         let leases = self.leases_of(filter.queue.as_deref());
-        self.read(move |c| list_jobs(c, &filter, limit, &leases))
-            .await?
+        let codec = self.codec;
+        self.read(move |c| list_jobs(c, codec, &filter, after, limit, &leases))
+            .await
     }
 
     /// A copy of the live leases (of one queue), by job row.
@@ -776,19 +865,23 @@ impl SqliteBackend {
     }
 
     pub(super) async fn get_job(&self, id: String) -> Result<Option<JobDetail>, StoreError> {
+        let codec = self.codec;
         let detail = self
             .read(move |c| {
                 // One read transaction: the job and its attempts from one snapshot.
                 let tx = c.unchecked_transaction()?;
+                let Some(seq) = resolve(&tx, codec, &id)? else {
+                    return Ok(None);
+                };
                 let head = tx
                     .prepare_cached(&format!(
                         "SELECT {SUMMARY_COLUMNS},
                                 (SELECT length(body) FROM payload p WHERE p.seq = job.seq)
-                         FROM job WHERE id = ?1"
+                         FROM job WHERE seq = ?1"
                     ))?
-                    .query_row([&id], |r| {
+                    .query_row([seq], |r| {
                         let len: Option<i64> = r.get(SUMMARY_COLUMN_COUNT)?;
-                        Ok((summary_from_row(r)?, len.map(count)))
+                        Ok((summary_from_row(codec, r)?, len.map(count)))
                     })
                     .optional()?;
                 let Some(((seq, summary), payload_len)) = head else {
@@ -822,21 +915,24 @@ impl SqliteBackend {
             })
             .await?;
         Ok(detail.map(|(seq, mut d)| {
-            if let Some(l) = lock(&self.mem).leases.get(&seq) {
+            let leased = lock(&self.mem).leases.get(&seq).map(|l| l.until);
+            if let Some(until) = leased.filter(|_| d.summary.state == JobState::Pending) {
                 d.summary.state = JobState::Inflight;
-                d.summary.lease_until = Some(l.until);
+                d.summary.lease_until = Some(until);
             }
             d
         }))
     }
 
     pub(super) async fn get_payload(&self, id: String) -> Result<Option<Vec<u8>>, StoreError> {
+        let codec = self.codec;
         self.read(move |c| {
-            c.prepare_cached(
-                "SELECT p.body FROM job j JOIN payload p ON p.seq = j.seq WHERE j.id = ?1",
-            )?
-            .query_row([&id], |r| r.get(0))
-            .optional()
+            let Some(seq) = resolve(c, codec, &id)? else {
+                return Ok(None);
+            };
+            c.prepare_cached("SELECT body FROM payload WHERE seq = ?1")?
+                .query_row([seq], |r| r.get(0))
+                .optional()
         })
         .await
     }
@@ -864,24 +960,48 @@ impl SqliteBackend {
         if queues.is_empty() {
             return Ok(stats);
         }
-        // The oldest pending job of a queue is the first entry of the
-        // `job_pending` index: one point read per queue, whatever the backlog.
-        let oldest = self
+        // The oldest pending job of a queue is its first pending row in row
+        // order. Jobs leave pending roughly in that order, so the walk starts
+        // from where the last one found it (`pending_floor`, lowered when a
+        // replay or move makes an older job pending again) and only crosses
+        // rows finished since. `NOT INDEXED`: a row-key range, never a sort
+        // of the whole backlog through `job_due`.
+        let floors: Vec<(String, i64, u64)> = {
+            let m = lock(&self.mem);
+            queues
+                .iter()
+                .map(|q| {
+                    let (floor, generation) = m.pending_floor(q);
+                    (q.clone(), floor, generation)
+                })
+                .collect()
+        };
+        let found = self
             .read(move |c| {
                 let mut stmt = c.prepare_cached(
-                    "SELECT created_at FROM job WHERE queue = ?1 AND state = 0
-                     ORDER BY seq LIMIT 1",
+                    "SELECT seq, created_at FROM job NOT INDEXED
+                     WHERE seq >= ?1 AND queue = ?2 AND state = 0 ORDER BY seq LIMIT 1",
                 )?;
-                let mut out = HashMap::new();
-                for q in queues {
-                    let created: Option<i64> = stmt.query_row([&q], |r| r.get(0)).optional()?;
-                    if let Some(t) = created {
-                        out.insert(q, t);
+                let mut out = Vec::new();
+                for (q, floor, generation) in floors {
+                    let row: Option<(i64, i64)> = stmt
+                        .query_row(params![floor, q], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()?;
+                    if let Some((seq, created)) = row {
+                        out.push((q, seq, created, generation));
                     }
                 }
                 Ok(out)
             })
             .await?;
+        let mut oldest = HashMap::new();
+        {
+            let mut m = lock(&self.mem);
+            for (q, seq, created, generation) in found {
+                m.raise_pending_floor(&q, seq, generation);
+                oldest.insert(q, created);
+            }
+        }
         for s in &mut stats {
             s.oldest_pending_age_ms = oldest.get(&s.queue).map(|t| now.saturating_sub(*t).max(0));
         }
@@ -979,7 +1099,8 @@ fn rebuild(conn: &Connection, fpr: &Fingerprinter) -> Result<Mem, StoreError> {
         .map_err(db_err)?;
     let mut rows = stmt.query([]).map_err(db_err)?;
     // Scope names repeat on every row; count per scope with a borrowed key.
-    let mut per_scope: HashMap<String, u64> = HashMap::new();
+    // The first row of a scope is where its purge and eviction start.
+    let mut per_scope: HashMap<String, (u64, i64)> = HashMap::new();
     while let Some(r) = rows.next().map_err(db_err)? {
         let seq: i64 = r.get(0).map_err(db_err)?;
         let scope = r
@@ -996,17 +1117,20 @@ fn rebuild(conn: &Connection, fpr: &Fingerprinter) -> Result<Mem, StoreError> {
                 fpr.fp(scope, &key)
             }
         };
-        if mem.dedup.insert(fp, seq).is_none() {
-            match per_scope.get_mut(scope) {
-                Some(n) => *n += 1,
-                None => {
-                    per_scope.insert(scope.to_owned(), 1);
-                }
+        let fresh = mem.dedup.insert(fp, seq).is_none();
+        let add = u64::from(fresh);
+        match per_scope.get_mut(scope) {
+            Some((n, _)) => *n += add,
+            None => {
+                per_scope.insert(scope.to_owned(), (add, seq));
             }
         }
     }
-    for (scope, n) in per_scope {
-        mem.scopes.entry(scope).or_default().keys = n;
+    for (scope, (n, first)) in per_scope {
+        let s = mem.scopes.entry(scope).or_default();
+        s.keys = n;
+        s.purge_from = first;
+        s.evict_from = first;
     }
     Ok(mem)
 }
@@ -1379,7 +1503,7 @@ impl ReadPool {
 // Write operations (on the writer thread, inside a savepoint)
 // ---------------------------------------------------------------------------
 
-fn enqueue(
+pub(super) fn enqueue(
     c: &mut Ctx<'_>,
     job: &NewJob,
     dedup: Option<&DedupKey>,
@@ -1390,16 +1514,21 @@ fn enqueue(
         let f = c.env.fpr.fp(&d.scope, &d.key);
         if let Some(&row) = c.mem.dedup.get(&f) {
             // A fingerprint match is a candidate: confirm it on the record.
-            let rec: Option<(String, String, String, i64)> = c
+            let rec: Option<(String, String, i64, i64, i64)> = c
                 .conn
                 .prepare_cached(
-                    "SELECT scope, key, job_id, expires_at FROM dedup_record WHERE seq = ?1",
+                    "SELECT scope, key, job, job_created, expires_at FROM dedup_record
+                     WHERE seq = ?1",
                 )?
-                .query_row([row], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .query_row([row], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
                 .optional()?;
-            if let Some((scope, key, first_id, expires_at)) = rec {
+            if let Some((scope, key, first, first_created, expires_at)) = rec {
                 if scope == d.scope && key == d.key && expires_at > job.created_at {
-                    return Ok(Enqueued::Duplicate { first_id });
+                    return Ok(Enqueued::Duplicate {
+                        first_id: c.env.codec.encode(first, first_created),
+                    });
                 }
             }
             // Expired, or (vanishingly rare) another key with the same
@@ -1414,17 +1543,11 @@ fn enqueue(
     }
     c.conn
         .prepare_cached(
-            "INSERT INTO job (id, queue, kind, state, cycle_base, cycle_start, created_at,
-                              next_at, updated_at)
-             VALUES (?1, ?2, ?3, 0, 0, ?4, ?4, ?5, ?4)",
+            "INSERT INTO job (queue, kind, state, cycle_base, cycle_start, created_at, next_at,
+                              updated_at)
+             VALUES (?1, ?2, 0, 0, ?3, ?3, ?4, ?3)",
         )?
-        .execute(params![
-            job.id,
-            job.queue,
-            job.kind,
-            job.created_at,
-            job.next_at
-        ])?;
+        .execute(params![job.queue, job.kind, job.created_at, job.next_at])?;
     let seq = c.conn.last_insert_rowid();
     c.conn
         .prepare_cached("INSERT INTO payload (seq, body) VALUES (?1, ?2)")?
@@ -1433,14 +1556,15 @@ fn enqueue(
     if let (Some(d), Some(f)) = (dedup, fp) {
         c.conn
             .prepare_cached(
-                "INSERT INTO dedup_record (fp, scope, key, job_id, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO dedup_record (fp, scope, key, job, job_created, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
             .execute(params![
                 &fp_to_bytes(f)[..],
                 d.scope,
                 d.key,
-                job.id,
+                seq,
+                job.created_at,
                 d.expires_at
             ])?;
         let row = c.conn.last_insert_rowid();
@@ -1450,7 +1574,9 @@ fn enqueue(
             c.mem.scope_keys(&d.scope, 1);
         }
     }
-    Ok(Enqueued::Accepted)
+    Ok(Enqueued::Accepted {
+        id: c.env.codec.encode(seq, job.created_at),
+    })
 }
 
 fn claim(
@@ -1463,30 +1589,31 @@ fn claim(
     // Claimed jobs are still pending rows: read past as many as are leased.
     let leased = c.mem.counts_of(queue).leased;
     let fetch = sql_int(limit).saturating_add(sql_int(leased));
-    let mut due: Vec<(i64, String, String, i64, i64, i64)> = Vec::new();
+    let mut due: Vec<(i64, String, i64, i64, i64)> = Vec::new();
     {
         let mut stmt = c.conn.prepare_cached(
-            "SELECT seq, id, kind, created_at, cycle_base, cycle_start FROM job
+            "SELECT seq, kind, created_at, cycle_base, cycle_start FROM job
              WHERE queue = ?1 AND state = 0 AND next_at <= ?2
              ORDER BY next_at, seq LIMIT ?3",
         )?;
         let mut rows = stmt.query(params![queue, now, fetch])?;
         while let Some(r) = rows.next()? {
             let seq: i64 = r.get(0)?;
-            if let Some(l) = c.mem.leases.get(&seq) {
+            if let Some(l) = c.mem.lease(seq) {
                 if l.until > now {
                     continue;
                 }
                 // The lease ran out: this claim supersedes it.
             }
-            due.push((seq, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?));
+            due.push((seq, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?));
             if due.len() >= limit {
                 break;
             }
         }
     }
     let mut jobs = Vec::with_capacity(due.len());
-    for (seq, id, kind, created_at, cycle_base, cycle_start) in due {
+    for (seq, kind, created_at, cycle_base, cycle_start) in due {
+        let id = c.env.codec.encode(seq, created_at);
         let payload: Vec<u8> = c
             .conn
             .prepare_cached("SELECT body FROM payload WHERE seq = ?1")?
@@ -1518,15 +1645,15 @@ fn claim(
                 "INSERT INTO attempt (job, n, started_at, outcome) VALUES (?1, ?2, ?3, ?4)",
             )?
             .execute(params![seq, attempts + 1, now, OUTCOME_INTERRUPTED])?;
-        let attempt_row = c.conn.last_insert_rowid();
         let token = c.mem.token();
         c.mem.set_lease(
             seq,
             Some(LeaseEntry {
                 token,
                 until: now.saturating_add(lease_ms),
-                attempt_row,
+                n: attempts + 1,
                 queue: queue.to_owned(),
+                ended: false,
             }),
         );
         let attempts_u32 = u32::try_from(attempts).unwrap_or(u32::MAX);
@@ -1553,8 +1680,7 @@ fn claim(
 
 /// The lease entry of `lease`'s job if `lease` is still its current claim.
 fn current_lease(mem: &Mem, lease: &Lease) -> Option<LeaseEntry> {
-    mem.leases
-        .get(&lease.seq)
+    mem.lease(lease.seq)
         .filter(|l| l.token == lease.token)
         .cloned()
 }
@@ -1574,12 +1700,13 @@ fn finish(c: &mut Ctx<'_>, lease: &Lease, attempt: &Attempt, next: Next) -> rusq
         .map(|b| &b[..b.len().min(RESPONSE_BODY_CAP)]);
     c.conn
         .prepare_cached(
-            "UPDATE attempt SET started_at = ?2, duration_ms = ?3, outcome = ?4,
-                                http_status = ?5, error = ?6, response_body = ?7
-             WHERE seq = ?1",
+            "UPDATE attempt SET started_at = ?3, duration_ms = ?4, outcome = ?5,
+                                http_status = ?6, error = ?7, response_body = ?8
+             WHERE job = ?1 AND n = ?2",
         )?
         .execute(params![
-            held.attempt_row,
+            lease.seq,
+            held.n,
             attempt.started_at,
             attempt.duration_ms,
             attempt.outcome,
@@ -1622,7 +1749,7 @@ fn finish(c: &mut Ctx<'_>, lease: &Lease, attempt: &Attempt, next: Next) -> rusq
         }
         Next::Retry { .. } => {}
     }
-    c.mem.set_lease(lease.seq, None);
+    c.mem.end_lease(lease.seq);
     Ok(true)
 }
 
@@ -1658,6 +1785,7 @@ fn restart_job(
         .execute(params![seq, to, now])?;
     c.mem.count(from, state_field(state), -1);
     c.mem.count(to, Field::Pending, 1);
+    c.mem.lower_pending_floor(to, seq);
     Ok(())
 }
 
@@ -1682,41 +1810,74 @@ fn delete_row(c: &mut Ctx<'_>, seq: i64, queue: &str, state: i64) -> rusqlite::R
         .prepare_cached("DELETE FROM job WHERE seq = ?1")?
         .execute([seq])?;
     c.mem.count(queue, state_field(state), -1);
-    if c.mem.leases.contains_key(&seq) {
-        c.mem.set_lease(seq, None);
-    }
+    c.mem.end_lease(seq);
     Ok(attempts as u64)
 }
 
 fn purge(c: &mut Ctx<'_>, p: PurgePolicy) -> rusqlite::Result<PurgeStats> {
     let mut stats = PurgeStats::default();
 
-    // Expired dedup records, oldest expiry first (index range).
-    let expired: Vec<(i64, Option<Vec<u8>>, String, String)> = c
-        .conn
-        .prepare_cached(
-            "SELECT seq, fp, scope, key FROM dedup_record WHERE expires_at <= ?1
-             ORDER BY expires_at LIMIT ?2",
-        )?
-        .query_map(params![p.now, sql_int(STEP_ROWS)], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    for (seq, blob, scope, key) in &expired {
-        c.conn
-            .prepare_cached("DELETE FROM dedup_record WHERE seq = ?1")?
-            .execute([seq])?;
-        let fp = blob
-            .as_deref()
-            .and_then(fp_from_bytes)
-            .unwrap_or_else(|| c.env.fpr.fp(scope, key));
-        if c.mem.dedup.get(&fp) == Some(seq) {
-            c.mem.set_dedup(fp, None);
-            c.mem.scope_keys(scope, -1);
+    // Expired dedup records. Within a scope (one route, one window) expiry
+    // follows row order, so each scope's records expire from its head: walk
+    // from where the scope's last step stopped, delete what expired, stop at
+    // its first live record. Rows of other scopes are stepped over.
+    let scopes: Vec<(String, i64)> = c
+        .mem
+        .scopes
+        .iter()
+        .map(|(name, s)| (name.clone(), s.purge_from))
+        .collect();
+    let mut more = false;
+    for (scope, from) in scopes {
+        // (row, fingerprint, scope, key, expires_at)
+        type Record = (i64, Option<Vec<u8>>, String, String, i64);
+        let mut rows: Vec<Record> = Vec::new();
+        {
+            let mut stmt = c.conn.prepare_cached(
+                "SELECT seq, fp, scope, key, expires_at FROM dedup_record WHERE seq >= ?1
+                 ORDER BY seq LIMIT ?2",
+            )?;
+            let mut q = stmt.query(params![from, PURGE_SCAN_ROWS])?;
+            while let Some(r) = q.next()? {
+                rows.push((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?));
+            }
         }
-        stats.dedup_removed += 1;
+        let scanned = rows.len();
+        let (mut next_from, mut reached_live, mut deleted) = (from, false, 0usize);
+        for (seq, blob, s_name, key, expires_at) in rows {
+            if s_name != scope {
+                next_from = seq + 1;
+                continue;
+            }
+            if expires_at > p.now || deleted >= STEP_ROWS {
+                reached_live = expires_at > p.now;
+                next_from = seq;
+                break;
+            }
+            c.conn
+                .prepare_cached("DELETE FROM dedup_record WHERE seq = ?1")?
+                .execute([seq])?;
+            let fp = blob
+                .as_deref()
+                .and_then(fp_from_bytes)
+                .unwrap_or_else(|| c.env.fpr.fp(&scope, &key));
+            if c.mem.dedup.get(&fp) == Some(&seq) {
+                c.mem.set_dedup(fp, None);
+                c.mem.scope_keys(&scope, -1);
+            }
+            deleted += 1;
+            stats.dedup_removed += 1;
+            next_from = seq + 1;
+        }
+        if let Some(sc) = c.mem.scopes.get_mut(&scope) {
+            // A position only: not undone if this step rolls back (the
+            // records it skipped would just be looked at again).
+            sc.purge_from = next_from;
+        }
+        if !reached_live && (scanned as i64 == PURGE_SCAN_ROWS || deleted >= STEP_ROWS) {
+            more = true;
+        }
     }
-    let mut more = expired.len() == STEP_ROWS;
 
     // Old done and dead jobs: walk the jobs in creation order from where the
     // last step stopped, up to the first job too young to qualify.
@@ -1746,7 +1907,7 @@ fn purge(c: &mut Ctx<'_>, p: PurgePolicy) -> rusqlite::Result<PurgeStats> {
                 STATE_DEAD => updated_at < p.dead_before,
                 _ => false,
             };
-            if old && !c.mem.leases.contains_key(&seq) {
+            if old && c.mem.lease(seq).is_none() {
                 candidates.push((seq, r.get(1)?, state));
                 if candidates.len() >= STEP_ROWS {
                     break;
@@ -1758,7 +1919,7 @@ fn purge(c: &mut Ctx<'_>, p: PurgePolicy) -> rusqlite::Result<PurgeStats> {
         stats.attempts_removed += delete_row(c, *seq, queue, *state)?;
         stats.jobs_removed += 1;
     }
-    if reached_young || scanned < PURGE_SCAN_ROWS && candidates.len() < STEP_ROWS {
+    if reached_young || (scanned < PURGE_SCAN_ROWS && candidates.len() < STEP_ROWS) {
         // Walked to the end: the next purge round starts from the oldest.
         c.mem.purge_cursor = 0;
     } else {
@@ -1772,67 +1933,56 @@ fn purge(c: &mut Ctx<'_>, p: PurgePolicy) -> rusqlite::Result<PurgeStats> {
 // Read operations
 // ---------------------------------------------------------------------------
 
-const SUMMARY_COLUMNS: &str = "seq, id, queue, kind, state, \
+const SUMMARY_COLUMNS: &str = "seq, queue, kind, state, \
      (SELECT COALESCE(MAX(n), 0) FROM attempt a WHERE a.job = job.seq), \
      created_at, next_at, updated_at, last_status, last_error";
-const SUMMARY_COLUMN_COUNT: usize = 11;
+const SUMMARY_COLUMN_COUNT: usize = 10;
 
-fn summary_from_row(r: &Row<'_>) -> rusqlite::Result<(i64, JobSummary)> {
-    let state = match r.get::<_, i64>(4)? {
+fn summary_from_row(codec: IdCodec, r: &Row<'_>) -> rusqlite::Result<(i64, JobSummary)> {
+    let seq: i64 = r.get(0)?;
+    let created_at: i64 = r.get(5)?;
+    let state = match r.get::<_, i64>(3)? {
         STATE_DONE => JobState::Done,
         STATE_DEAD => JobState::Dead,
         _ => JobState::Pending,
     };
     Ok((
-        r.get(0)?,
+        seq,
         JobSummary {
-            id: r.get(1)?,
-            queue: r.get(2)?,
-            kind: r.get(3)?,
+            id: codec.encode(seq, created_at),
+            queue: r.get(1)?,
+            kind: r.get(2)?,
             state,
-            attempts: r.get(5)?,
-            created_at: r.get(6)?,
-            next_at: r.get(7)?,
-            updated_at: r.get(8)?,
+            attempts: r.get(4)?,
+            created_at,
+            next_at: r.get(6)?,
+            updated_at: r.get(7)?,
             lease_until: None,
-            last_status: r.get(9)?,
-            last_error: r.get(10)?,
+            last_status: r.get(8)?,
+            last_error: r.get(9)?,
         },
     ))
 }
 
 /// `leases`: job row -> lease end of the live claims (of the filtered
-/// queue). Claimed jobs are pending rows shown as inflight.
+/// queue). Claimed jobs are pending rows shown as inflight. `after`: only
+/// rows above it.
 fn list_jobs(
     c: &Connection,
+    codec: IdCodec,
     filter: &JobFilter,
+    after: i64,
     limit: usize,
     leases: &HashMap<i64, i64>,
-) -> rusqlite::Result<Result<Vec<JobSummary>, StoreError>> {
-    let after = match &filter.after {
-        None => 0,
-        Some(id) => {
-            let seq: Option<i64> = c
-                .prepare_cached("SELECT seq FROM job WHERE id = ?1")?
-                .query_row([id], |r| r.get(0))
-                .optional()?;
-            match seq {
-                Some(s) => s,
-                None => {
-                    return Ok(Err(StoreError::Invalid(
-                        "unknown cursor: the job named by `after` no longer exists".into(),
-                    )))
-                }
-            }
-        }
-    };
+) -> rusqlite::Result<Vec<JobSummary>> {
     let mark = |(seq, mut s): (i64, JobSummary)| {
-        if let Some(until) = leases.get(&seq) {
+        if let Some(until) = leases.get(&seq).filter(|_| s.state == JobState::Pending) {
             s.state = JobState::Inflight;
             s.lease_until = Some(*until);
         }
         s
     };
+    let summary = |r: &Row<'_>| summary_from_row(codec, r);
     if filter.state == Some(JobState::Inflight) {
         let mut seqs: Vec<i64> = leases.keys().copied().filter(|s| *s > after).collect();
         seqs.sort_unstable();
@@ -1840,13 +1990,20 @@ fn list_jobs(
             c.prepare_cached(&format!("SELECT {SUMMARY_COLUMNS} FROM job WHERE seq = ?1"))?;
         let mut out = Vec::new();
         for seq in seqs.into_iter().take(limit) {
-            if let Some(row) = stmt.query_row([seq], summary_from_row).optional()? {
+            if let Some(row) = stmt.query_row([seq], summary).optional()? {
                 out.push(mark(row));
             }
         }
-        return Ok(Ok(out));
+        return Ok(out);
     }
-    let mut sql = format!("SELECT {SUMMARY_COLUMNS} FROM job WHERE seq > ?1");
+    // Row-key order: a range of the table itself, except for the dead
+    // letters, which have their own (small) index.
+    let source = if filter.state == Some(JobState::Dead) {
+        "job"
+    } else {
+        "job NOT INDEXED"
+    };
+    let mut sql = format!("SELECT {SUMMARY_COLUMNS} FROM {source} WHERE seq > ?1");
     let mut args: Vec<Value> = vec![Value::Integer(after)];
     if let Some(queue) = &filter.queue {
         args.push(Value::Text(queue.clone()));
@@ -1866,7 +2023,7 @@ fn list_jobs(
     args.push(Value::Integer(sql_int(fetch)));
     sql.push_str(&format!(" ORDER BY seq LIMIT ?{}", args.len()));
     let mut stmt = c.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params_from_iter(args), summary_from_row)?;
+    let rows = stmt.query_map(params_from_iter(args), summary)?;
     let mut out = Vec::new();
     for row in rows {
         let s = mark(row?);
@@ -1878,5 +2035,5 @@ fn list_jobs(
             break;
         }
     }
-    Ok(Ok(out))
+    Ok(out)
 }

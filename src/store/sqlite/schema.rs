@@ -97,12 +97,15 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ",
     // 3: the append-only layout. Writes on the hot path are appends:
     // payloads in their own table keyed by an increasing integer (written
-    // once, deleted after delivery); small job rows; attempts appended (one
-    // at claim time, filled in at finish); dedup records appended in time
-    // order with a keyed fingerprint, answered by an in-memory index; claims,
-    // leases and counters live in memory (one process owns the file), so the
+    // once, deleted after delivery); small job rows whose row key is also the
+    // public id (no id index); attempts keyed by (job, n), one appended at
+    // claim time and filled in at finish; dedup records appended in time
+    // order with a keyed fingerprint, answered by an in-memory index and
+    // expired from the head of each scope (no expiry index). Claims, leases
+    // and counters live in memory (one process owns the file), so the
     // trigger-kept counters of migration 2 go. Job states: 0 pending (claimed
-    // or not), 2 done, 3 dead.
+    // or not), 2 done, 3 dead. Jobs of the first layout keep their UUIDs in
+    // `legacy_id` (the only lookups by a stored id).
     "
     CREATE TABLE meta (
         key   TEXT PRIMARY KEY,
@@ -110,7 +113,6 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE TABLE job (
         seq         INTEGER PRIMARY KEY,
-        id          TEXT NOT NULL,
         queue       TEXT NOT NULL,
         kind        TEXT NOT NULL,
         state       INTEGER NOT NULL CHECK (state IN (0, 2, 3)),
@@ -122,31 +124,35 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         last_status INTEGER,
         last_error  TEXT
     );
-    INSERT INTO job (id, queue, kind, state, cycle_base, cycle_start, created_at, next_at,
+    -- claims: due pending jobs of a queue, oldest next_at first.
+    CREATE INDEX job_due ON job (queue, next_at) WHERE state = 0;
+    -- dead letters of a queue (replay, lists); only dead rows are in it.
+    CREATE INDEX job_dead ON job (queue, seq) WHERE state = 3;
+
+    CREATE TABLE legacy_id (
+        id  TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO job (queue, kind, state, cycle_base, cycle_start, created_at, next_at,
                      updated_at, last_status, last_error)
-        SELECT id, queue, kind,
+        SELECT queue, kind,
                CASE state WHEN 'done' THEN 2 WHEN 'dead' THEN 3 ELSE 0 END,
                cycle_base, COALESCE(cycle_start, created_at), created_at, next_at,
                updated_at, last_status, last_error
         FROM jobs ORDER BY id;
-    CREATE UNIQUE INDEX job_id ON job (id);
-    -- claims: due pending jobs of a queue, oldest next_at first.
-    CREATE INDEX job_due ON job (queue, next_at) WHERE state = 0;
-    -- pending jobs of a queue in creation order (oldest pending age, lists).
-    CREATE INDEX job_pending ON job (queue, seq) WHERE state = 0;
-    -- dead letters of a queue (replay, lists); only dead rows are in it.
-    CREATE INDEX job_dead ON job (queue, seq) WHERE state = 3;
+    -- Both sides in id order: the n-th job by id got row n.
+    INSERT INTO legacy_id (id, seq)
+        SELECT id, ROW_NUMBER() OVER (ORDER BY id) FROM jobs;
 
     CREATE TABLE payload (
         seq  INTEGER PRIMARY KEY,
         body BLOB NOT NULL
     );
     INSERT INTO payload (seq, body)
-        SELECT j.seq, o.payload FROM job j JOIN jobs o ON o.id = j.id
-        WHERE o.payload IS NOT NULL ORDER BY j.seq;
+        SELECT l.seq, o.payload FROM legacy_id l JOIN jobs o ON o.id = l.id
+        WHERE o.payload IS NOT NULL ORDER BY l.seq;
 
     CREATE TABLE attempt (
-        seq           INTEGER PRIMARY KEY,
         job           INTEGER NOT NULL,
         n             INTEGER NOT NULL,
         started_at    BIGINT NOT NULL,
@@ -154,26 +160,29 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         outcome       TEXT NOT NULL,
         http_status   INTEGER,
         error         TEXT,
-        response_body BLOB
-    );
+        response_body BLOB,
+        PRIMARY KEY (job, n)
+    ) WITHOUT ROWID;
     INSERT INTO attempt (job, n, started_at, duration_ms, outcome, http_status, error,
                          response_body)
-        SELECT j.seq, a.n, a.started_at, a.duration_ms, a.outcome, a.http_status, a.error,
+        SELECT l.seq, a.n, a.started_at, a.duration_ms, a.outcome, a.http_status, a.error,
                a.response_body
-        FROM attempts a JOIN job j ON j.id = a.job_id ORDER BY j.seq, a.n;
-    CREATE INDEX attempt_job ON attempt (job, n);
+        FROM attempts a JOIN legacy_id l ON l.id = a.job_id ORDER BY l.seq, a.n;
 
     CREATE TABLE dedup_record (
-        seq        INTEGER PRIMARY KEY,
-        fp         BLOB,
-        scope      TEXT NOT NULL,
-        key        TEXT NOT NULL,
-        job_id     TEXT NOT NULL,
-        expires_at BIGINT NOT NULL
+        seq         INTEGER PRIMARY KEY,
+        fp          BLOB,
+        scope       TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        job         INTEGER NOT NULL,
+        job_created BIGINT NOT NULL,
+        expires_at  BIGINT NOT NULL
     );
-    INSERT INTO dedup_record (fp, scope, key, job_id, expires_at)
-        SELECT NULL, scope, key, job_id, expires_at FROM dedup ORDER BY expires_at;
-    CREATE INDEX dedup_record_expiry ON dedup_record (expires_at);
+    INSERT INTO dedup_record (fp, scope, key, job, job_created, expires_at)
+        SELECT NULL, d.scope, d.key, COALESCE(l.seq, 0), COALESCE(j.created_at, 0), d.expires_at
+        FROM dedup d LEFT JOIN legacy_id l ON l.id = d.job_id
+                     LEFT JOIN job j ON j.seq = l.seq
+        ORDER BY d.expires_at;
 
     DROP TRIGGER jobs_count_insert;
     DROP TRIGGER jobs_count_delete;
