@@ -1,78 +1,48 @@
 //! Crash safety of the real binary: under concurrent load, hookgate is
 //! killed with SIGKILL at a random moment and restarted on the same SQLite
-//! file. Every request answered 202 must reach the upstream at least once,
-//! and afterwards dedup and queue agree: an event id the store reports as
-//! seen always belongs to a job that is (or will be) delivered.
+//! file, over and over: mid-load, mid-purge, and mid-startup on a store
+//! holding tens of thousands of dedup keys. Every request answered 202 must
+//! still be there after each restart and reach the upstream at least once,
+//! every acknowledged event must stay a duplicate of its first delivery id,
+//! and dedup and queue agree: an event id the store reports as seen always
+//! belongs to a job that exists (or was delivered).
 
 mod common;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::*;
 
 const SECRET: &str = "crash-test-secret-0123456789abcdef";
-const ROUNDS: usize = 3;
+/// Load rounds: hookgate is killed 100-400 ms into concurrent load.
+const LOAD_ROUNDS: usize = 14;
+/// The load round that first acknowledges SEED events, so the later
+/// restarts open a store with that many dedup keys.
+const SEED_ROUND: usize = 6;
+const SEED: usize = 50_000;
+const SEED_CLIENTS: usize = 32;
+/// Kills at random short delays after spawning, on the seeded store.
+const STARTUP_KILLS: usize = 6;
+/// Clients on the deduplicated route; CHURN_CLIENTS more send to a route
+/// whose dedup window is one second, so the purge always has work.
 const CLIENTS: usize = 8;
+const CHURN_CLIENTS: usize = 2;
+const STRICT: &str = "/hooks/sigsentry";
+const CHURN: &str = "/hooks/churn";
+const CHECKERS: usize = 8;
+/// Seeded events checked one by one (all of them would take too long; the
+/// upstream must still receive every one).
+const SEED_SAMPLE: usize = 1000;
 
-struct Proc {
-    child: Child,
-    public: SocketAddr,
-    /// Every line the process wrote to stderr, once it has exited.
-    logs: std::thread::JoinHandle<Vec<String>>,
-}
-
-/// Starts the binary and reads its JSON startup line for the bound ports.
-fn spawn(config: &Path) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let logs = std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        let mut lines = Vec::new();
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Some(t) = &tx {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if v["fields"]["message"] == "hookgate listening" {
-                        let public = v["fields"]["public"].as_str().unwrap().parse().unwrap();
-                        let _ = t.send(public);
-                        tx = None;
-                    }
-                }
-            }
-            // Keep draining so the child never blocks on a full pipe.
-            lines.push(line);
-        }
-        lines
-    });
-    let public = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("hookgate printed its listening line");
-    Proc {
-        child,
-        public,
-        logs,
-    }
-}
-
-fn write_config(dir: &Path, upstream: &str) -> std::path::PathBuf {
+fn write_config(dir: &Path, upstream: &str) -> PathBuf {
     let cfg = dir.join("hookgate.toml");
-    let mut f = std::fs::File::create(&cfg).unwrap();
-    write!(
-        f,
-        r#"
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
 [server]
 listen = "127.0.0.1:0"
 shutdown_grace = "10s"
@@ -98,7 +68,8 @@ concurrency = 4
 initial = "50ms"
 max_delay = "500ms"
 "#,
-        db = dir.join("hookgate.db").display(),
+            db = dir.join("hookgate.db").display(),
+        ),
     )
     .unwrap();
     cfg
@@ -112,8 +83,8 @@ async fn sigterm_drains_and_a_restart_resumes_delivery() {
     let gone_addr = gone.local_addr().unwrap();
     drop(gone);
     let cfg = write_config(dir.path(), &format!("http://{gone_addr}/app"));
-    let mut p = spawn(&cfg);
-    let url = format!("http://{}/hooks/sigsentry", p.public);
+    let p = spawn_binary(&cfg, &[]).wait_listening(Duration::from_secs(30));
+    let url = p.url(STRICT);
     let mut ids = HashSet::new();
     for i in 0..20 {
         let body = analysis(&format!("anl_term_{i}"));
@@ -130,26 +101,9 @@ async fn sigterm_drains_and_a_restart_resumes_delivery() {
     )
     .await;
     assert_eq!(a.status, 401);
-    let st = Command::new("kill")
-        .args(["-TERM", &p.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let end = std::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = p.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < end,
-            "hookgate did not exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(status.success(), "clean exit after SIGTERM: {status:?}");
     // The run logged the refusal and the failed attempts, and no line of it
     // holds the route's secret.
-    let logs = p.logs.join().unwrap();
+    let logs = p.terminate(Duration::from_secs(20));
     assert!(logs.iter().any(|l| l.contains("request refused")));
     assert!(logs.iter().any(|l| l.contains("attempt failed")));
     let leaked: Vec<&String> = logs.iter().filter(|l| l.contains(SECRET)).collect();
@@ -158,7 +112,7 @@ async fn sigterm_drains_and_a_restart_resumes_delivery() {
     // Second run: the upstream is up; everything queued is delivered.
     let up = Upstream::start().await;
     let cfg = write_config(dir.path(), &up.url("/app"));
-    let mut p = spawn(&cfg);
+    let p = spawn_binary(&cfg, &[]).wait_listening(Duration::from_secs(30));
     let got = up.wait_for(20, Duration::from_secs(30)).await;
     let got: HashSet<String> = got
         .iter()
@@ -170,92 +124,274 @@ async fn sigterm_drains_and_a_restart_resumes_delivery() {
         })
         .collect();
     assert_eq!(got, ids);
-    p.child.kill().unwrap();
-    p.child.wait().unwrap();
+    p.kill();
+}
+
+/// The SIGKILL test's configuration: a route whose dedup window outlives
+/// the test, and a churn route whose one-second window (with a one-second
+/// history retention) gives the purge work after every restart. With
+/// `purge_interval`, the purge also runs that often during the load.
+fn kill_config(dir: &Path, upstream: &str, purge_interval: Option<&str>) -> String {
+    let purge = purge_interval.map_or(String::new(), |p| format!("purge_interval = \"{p}\""));
+    let route = |path: &str, window: &str| {
+        format!(
+            r#"
+[[routes]]
+path = "{path}"
+scheme = "sigsentry"
+secrets = [{{ value = "{SECRET}" }}]
+dedup = {{ key = "body:/analysisId", window = "{window}" }}
+[routes.upstream]
+url = "{upstream}"
+timeout = "1s"
+concurrency = 16
+[routes.retry]
+initial = "50ms"
+max_delay = "500ms"
+"#
+        )
+    };
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+shutdown_grace = "10s"
+[admin]
+listen = "127.0.0.1:0"
+[store]
+path = "{db}"
+history_retention = "1s"
+{purge}
+[log]
+format = "json"
+level = "info"
+[delivery]
+poll_interval = "50ms"
+{strict}
+{churn}
+"#,
+        db = dir.join("hookgate.db").display(),
+        strict = route(STRICT, "1h"),
+        churn = route(CHURN, "1s"),
+    )
+}
+
+/// How the upstream answers during a load round; the final run is always
+/// healthy, so everything acknowledged must then arrive.
+fn upstream_mode(up: &Upstream, round: usize) -> &'static str {
+    match round % 5 {
+        2 => {
+            up.set_default(Reply::status(503));
+            "failing"
+        }
+        4 => {
+            // Past the 1 s upstream timeout: attempts stay in flight, then fail.
+            up.set_default(Reply::delayed(Duration::from_millis(1500)));
+            "stalled"
+        }
+        _ => {
+            up.set_default(Reply::status(200));
+            "healthy"
+        }
+    }
+}
+
+/// Counts of the store, as the admin API reports them (for the log).
+async fn queue_counts(p: &Proc) -> String {
+    let a = send("GET", &p.admin_url("/admin/queues"), &[], "").await;
+    let v = a.json();
+    v["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| {
+            format!(
+                "{} pending {} in flight {} delivered {}",
+                q["route"], q["pending"], q["in_flight"], q["delivered"]
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Checks the acknowledgements and in-doubt events of the previous kill
+/// against the restarted binary `p`; answers the acknowledgements the
+/// in-doubt events turned into.
+async fn check_previous(
+    p: &Arc<Proc>,
+    what: &str,
+    acks: &[Ack],
+    in_doubt: &[(&'static str, String)],
+    up: &Upstream,
+) -> Vec<Ack> {
+    let up = up.clone();
+    let delivered: Delivered = Arc::new(move |id: &str| up.is_delivered(id));
+    let problems = check_acks(p, SECRET, acks, &delivered, &[STRICT], CHECKERS).await;
+    assert!(
+        problems.is_empty(),
+        "after {what}: {} problems with {} acknowledged requests, e.g.\n{}",
+        problems.len(),
+        acks.len(),
+        problems[..problems.len().min(10)].join("\n")
+    );
+    let (resolved, problems) = resolve_in_doubt(p, SECRET, in_doubt, &delivered).await;
+    assert!(problems.is_empty(), "after {what}: {problems:#?}");
+    resolved
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_requests_survive_sigkill() {
+    let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let up = Upstream::start().await;
-    let cfg = write_config(dir.path(), &up.url("/app"));
+    let purge_interval = binary_accepts_config(
+        dir.path(),
+        &kill_config(dir.path(), &up.url("/app"), Some("200ms")),
+    )
+    .then_some("200ms");
+    match purge_interval {
+        Some(i) => eprintln!("store.purge_interval = {i}: the purge also runs during the load"),
+        None => eprintln!(
+            "store.purge_interval is unknown to this binary: the purge runs at startup only"
+        ),
+    }
+    let cfg = dir.path().join("hookgate.toml");
+    std::fs::write(
+        &cfg,
+        kill_config(dir.path(), &up.url("/app"), purge_interval),
+    )
+    .unwrap();
+    let spawn = || spawn_binary(&cfg, &[]).wait_listening(Duration::from_secs(60));
 
-    // analysisId -> delivery id, for every 202.
-    let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-    let attempted: Arc<Mutex<Vec<String>>> = Arc::default();
-    for round in 0..ROUNDS {
-        let mut p = spawn(&cfg);
-        let url = format!("http://{}/hooks/sigsentry", p.public);
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut clients = Vec::new();
-        for c in 0..CLIENTS {
-            let (url, acked, attempted, stop) =
-                (url.clone(), acked.clone(), attempted.clone(), stop.clone());
-            clients.push(tokio::spawn(async move {
-                let client = client();
-                let mut n = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 5000 {
-                    let aid = format!("anl_r{round}_c{c}_{n}");
-                    n += 1;
-                    attempted.lock().unwrap().push(aid.clone());
-                    let body = analysis(&aid);
-                    let mut req = http::Request::post(&url);
-                    for (k, v) in sign("sigsentry", SECRET, &body, None, now()) {
-                        req = req.header(k, v);
-                    }
-                    let req = req
-                        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-                        .unwrap();
-                    let Ok(resp) = client.request(req).await else {
-                        break;
-                    };
-                    let status = resp.status();
-                    let Ok(b) = http_body_util::BodyExt::collect(resp.into_body()).await else {
-                        break;
-                    };
-                    if status == 202 {
-                        let v: serde_json::Value = serde_json::from_slice(&b.to_bytes()).unwrap();
-                        acked
-                            .lock()
-                            .unwrap()
-                            .push((aid, v["id"].as_str().unwrap().to_string()));
-                    }
-                }
-            }));
+    // Every acknowledgement; the seeded ones also apart.
+    let mut acked: Vec<Ack> = Vec::new();
+    let mut seeded: Vec<Ack> = Vec::new();
+    // What the next restart must check: the last kill's acknowledgements
+    // and the requests in flight when it came.
+    let mut unchecked: Vec<Ack> = Vec::new();
+    let mut in_doubt: Vec<(&'static str, String)> = Vec::new();
+    let mut kills = 0;
+    for round in 0..LOAD_ROUNDS {
+        let round_started = Instant::now();
+        let mode = upstream_mode(&up, round);
+        let p = Arc::new(spawn());
+        let startup = round_started.elapsed();
+        let check_started = Instant::now();
+        // All of the last load's acknowledgements; a sample of the seed's.
+        if unchecked.len() > SEED_SAMPLE * 2 {
+            let step = unchecked.len() / SEED_SAMPLE;
+            unchecked = unchecked.into_iter().step_by(step).collect();
         }
-        // Kill at a random moment while the load runs.
-        let wait = 150 + rand::random::<u64>() % 400;
-        tokio::time::sleep(Duration::from_millis(wait)).await;
-        p.child.kill().unwrap(); // SIGKILL
-        p.child.wait().unwrap();
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        for c in clients {
-            let _ = tokio::time::timeout(Duration::from_secs(10), c).await;
+        let resolved =
+            check_previous(&p, &format!("kill {kills}"), &unchecked, &in_doubt, &up).await;
+        acked.extend(resolved);
+        let checked = unchecked.len();
+        let check_time = check_started.elapsed();
+
+        let load = Arc::new(Load::default());
+        let tag = format!("anl_k{round}");
+        let clients = if round == SEED_ROUND {
+            let clients = start_load(&load, &p.url(""), &[(STRICT, SEED_CLIENTS)], SECRET, &tag);
+            let end = Instant::now() + Duration::from_secs(120);
+            while load.acked_len() < SEED {
+                assert!(
+                    Instant::now() < end,
+                    "seeding: only {} acks in 120 s",
+                    load.acked_len()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            clients
+        } else {
+            let clients = start_load(
+                &load,
+                &p.url(""),
+                &[(STRICT, CLIENTS), (CHURN, CHURN_CLIENTS)],
+                SECRET,
+                &tag,
+            );
+            let wait = 100 + rand::random::<u64>() % 300;
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            clients
+        };
+        let counts = queue_counts(&p).await;
+        Arc::into_inner(p).unwrap().kill(); // SIGKILL, load running
+        kills += 1;
+        finish_load(&load, clients).await;
+        unchecked = load.acked.lock().unwrap().clone();
+        in_doubt = load.in_doubt.lock().unwrap().clone();
+        acked.extend(unchecked.iter().cloned());
+        if round == SEED_ROUND {
+            seeded = unchecked.clone();
+        }
+        eprintln!(
+            "round {round} ({mode}): up in {:.2} s, {checked} acks checked in {:.2} s, \
+             then {} acks, {} in doubt; at the kill: {counts}; round took {:.1} s",
+            startup.as_secs_f64(),
+            check_time.as_secs_f64(),
+            unchecked.len(),
+            in_doubt.len(),
+            round_started.elapsed().as_secs_f64()
+        );
+
+        if round == SEED_ROUND {
+            // Kills during startup, on a store with SEED dedup keys and as
+            // many delivered jobs for the purge to remove.
+            up.set_default(Reply::status(200));
+            // The first restart shows how long startup takes; it is killed
+            // as soon as it listens (its startup purge running), the others
+            // at random within twice that time.
+            let spawned = spawn_binary(&cfg, &[]);
+            let t0 = Instant::now();
+            let p = spawned.wait_listening(Duration::from_secs(60));
+            let startup = t0.elapsed();
+            p.kill();
+            kills += 1;
+            let max = startup * 2 + Duration::from_millis(20);
+            let mut before_listening = 0;
+            for i in 1..STARTUP_KILLS {
+                let spawned = spawn_binary(&cfg, &[]);
+                // One delay in each of STARTUP_KILLS - 1 equal slices of
+                // [0, max]: some before the store is open, some after.
+                let slice = (i - 1) as f64 + rand::random::<f64>();
+                tokio::time::sleep(max.mul_f64(slice / (STARTUP_KILLS - 1) as f64)).await;
+                if !spawned.kill() {
+                    before_listening += 1;
+                }
+                kills += 1;
+            }
+            eprintln!(
+                "startup on the seeded store took {:.3} s; {STARTUP_KILLS} kills within {:.3} s \
+                 of spawning, {before_listening} of them before the listening line",
+                startup.as_secs_f64(),
+                max.as_secs_f64()
+            );
         }
     }
-    let acked = acked.lock().unwrap().clone();
+    let non_seeded = acked.len() - seeded.len();
+    assert!(kills >= 20, "only {kills} kills");
+    assert!(seeded.len() >= SEED, "seeded {} events", seeded.len());
     assert!(
-        acked.len() > ROUNDS * 10,
-        "the load produced too few acks: {}",
-        acked.len()
-    );
-    eprintln!(
-        "{} requests acknowledged across {ROUNDS} kills",
-        acked.len()
+        non_seeded > (LOAD_ROUNDS - 1) * 10,
+        "the load rounds produced too few acks: {non_seeded}"
     );
 
-    // Restart: everything acknowledged must arrive.
-    let mut p = spawn(&cfg);
-    let want: HashSet<String> = acked.iter().map(|(_, id)| id.clone()).collect();
-    let end = tokio::time::Instant::now() + Duration::from_secs(60);
+    // The last restart, its upstream healthy.
+    up.set_default(Reply::status(200));
+    let final_started = Instant::now();
+    let p = Arc::new(spawn());
+    acked.extend(check_previous(&p, &format!("kill {kills}"), &unchecked, &in_doubt, &up).await);
+    // Everything acknowledged arrives.
+    let want: HashSet<String> = acked.iter().map(|a| a.id.clone()).collect();
+    let end = Instant::now() + Duration::from_secs(60);
     loop {
-        let got = up.delivery_ids();
+        let got = up.delivered_ids();
         let missing: Vec<_> = want.difference(&got).collect();
         if missing.is_empty() {
             break;
         }
         assert!(
-            tokio::time::Instant::now() < end,
+            Instant::now() < end,
             "{} of {} acknowledged deliveries never arrived, e.g. {:?}",
             missing.len(),
             want.len(),
@@ -263,53 +399,42 @@ async fn acknowledged_requests_survive_sigkill() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-
-    // Dedup and queue agree: resend every attempted event id. A duplicate
-    // answer names a job that exists and is delivered; an acked event is
-    // always a duplicate of its own first delivery id.
-    let url = format!("http://{}/hooks/sigsentry", p.public);
-    let acked_map: std::collections::HashMap<_, _> = acked.iter().cloned().collect();
-    let attempted = attempted.lock().unwrap().clone();
-    let mut expect_delivered = HashSet::new();
-    for aid in attempted
+    let delivered_after = final_started.elapsed();
+    let check_started = Instant::now();
+    // Every acknowledged event of the load rounds, and a sample of the
+    // seeded ones, is still a duplicate of its first delivery id.
+    let seeded_ids: HashSet<&str> = seeded.iter().map(|a| a.id.as_str()).collect();
+    let mut again: Vec<Ack> = acked
         .iter()
-        .step_by(3)
-        .chain(acked.iter().map(|(a, _)| a).take(200))
-    {
-        let body = analysis(aid);
-        let a = post(&url, &sign("sigsentry", SECRET, &body, None, now()), body).await;
-        let id = a.json()["id"].as_str().unwrap().to_string();
-        match a.status {
-            200 => {
-                assert_eq!(a.json()["status"], "duplicate");
-                if let Some(first) = acked_map.get(aid) {
-                    assert_eq!(&id, first, "{aid}: dedup points at another job");
-                }
-                expect_delivered.insert(id);
-            }
-            202 => {
-                assert!(
-                    !acked_map.contains_key(aid),
-                    "{aid} was acked but its dedup record is gone"
-                );
-                expect_delivered.insert(id);
-            }
-            s => panic!("{aid}: unexpected {s}"),
-        }
-    }
-    let end = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let got = up.delivery_ids();
-        let missing = expect_delivered.difference(&got).count();
-        if missing == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < end,
-            "{missing} seen-but-not-queued event ids"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    p.child.kill().unwrap();
-    p.child.wait().unwrap();
+        .filter(|a| !seeded_ids.contains(a.id.as_str()))
+        .cloned()
+        .collect();
+    let step = (seeded.len() / SEED_SAMPLE).max(1);
+    again.extend(seeded.iter().step_by(step).cloned());
+    let problems = check_acks(
+        &p,
+        SECRET,
+        &again,
+        &(Arc::new(move |id: &str| up.is_delivered(id)) as Delivered),
+        &[STRICT],
+        CHECKERS,
+    )
+    .await;
+    assert!(
+        problems.is_empty(),
+        "at the end: {} problems, e.g.\n{}",
+        problems.len(),
+        problems[..problems.len().min(10)].join("\n")
+    );
+    Arc::into_inner(p).unwrap().kill();
+    eprintln!(
+        "{} requests acknowledged ({} seeded) across {kills} kills; all delivered {:.1} s \
+         after the last restart; {} checked again in {:.1} s; test took {:.1} s",
+        acked.len(),
+        seeded.len(),
+        delivered_after.as_secs_f64(),
+        again.len(),
+        check_started.elapsed().as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
 }

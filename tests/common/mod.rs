@@ -26,6 +26,9 @@ pub struct Received {
     pub uri: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The status the upstream answered, and how long it waited first.
+    pub status: u16,
+    pub delay: Duration,
 }
 
 /// One scripted answer of the upstream.
@@ -64,6 +67,8 @@ struct UpstreamState {
     notify: Notify,
     in_flight: std::sync::atomic::AtomicUsize,
     peak_in_flight: std::sync::atomic::AtomicUsize,
+    /// Delivery ids answered 2xx at once, recorded before the answer goes.
+    delivered: Mutex<std::collections::HashSet<String>>,
 }
 
 /// A real HTTP/1.1 server on 127.0.0.1:0.
@@ -110,11 +115,19 @@ impl Upstream {
                                     headers: vec![("x-upstream", "yes")],
                                     delay: Duration::ZERO,
                                 });
+                            if (200..300).contains(&reply.status) && reply.delay.is_zero() {
+                                if let Some(id) = parts.headers.get("x-hookgate-delivery-id") {
+                                    let id = id.to_str().unwrap_or_default().to_string();
+                                    st.delivered.lock().unwrap().insert(id);
+                                }
+                            }
                             st.received.lock().unwrap().push(Received {
                                 method: parts.method,
                                 uri: parts.uri.to_string(),
                                 headers: parts.headers,
                                 body,
+                                status: reply.status,
+                                delay: reply.delay,
                             });
                             st.notify.notify_waiters();
                             if !reply.delay.is_zero() {
@@ -161,11 +174,28 @@ impl Upstream {
 
     /// The distinct `X-Hookgate-Delivery-Id`s received so far.
     pub fn delivery_ids(&self) -> std::collections::HashSet<String> {
-        self.received()
+        // Under the lock, without cloning every received body: crash tests
+        // poll this with tens of thousands of requests recorded.
+        self.state
+            .received
+            .lock()
+            .unwrap()
             .iter()
             .filter_map(|r| r.headers.get("x-hookgate-delivery-id"))
             .map(|v| v.to_str().unwrap().to_string())
             .collect()
+    }
+
+    /// The distinct delivery ids answered 2xx at once (without a delay):
+    /// those hookgate may have recorded as delivered. Each is recorded
+    /// before its answer is sent, so a job hookgate marked done is in here.
+    pub fn delivered_ids(&self) -> std::collections::HashSet<String> {
+        self.state.delivered.lock().unwrap().clone()
+    }
+
+    /// Whether `id` is in [`Upstream::delivered_ids`], now.
+    pub fn is_delivered(&self, id: &str) -> bool {
+        self.state.delivered.lock().unwrap().contains(id)
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -332,4 +362,401 @@ pub fn analysis(id: &str) -> Vec<u8> {
 \"timestamp\":\"2026-04-25T18:00:00.000Z\"   }}\n"
     )
     .into_bytes()
+}
+
+/// The real `hookgate` binary, started by [`spawn_binary`]. Dropping it
+/// (say, when a test fails) kills the process.
+pub struct Proc {
+    pub child: std::process::Child,
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+    /// Collects every line the process writes to stderr.
+    logs: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+/// A started binary that may not have printed its listening line yet.
+/// Dropping it kills the process.
+pub struct Spawned {
+    child: Option<std::process::Child>,
+    listening: std::sync::mpsc::Receiver<(SocketAddr, SocketAddr)>,
+    logs: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+/// SIGKILL unless it already exited, then reap.
+fn kill_child(child: &mut std::process::Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}
+
+/// Starts `hookgate run --config <config>` with `envs` added to its
+/// environment (JSON logs on stderr are collected; RUST_LOG is removed).
+pub fn spawn_binary(config: &std::path::Path, envs: &[(&str, &std::ffi::OsStr)]) -> Spawned {
+    use std::io::BufRead;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"));
+    cmd.args(["run", "--config", config.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("the hookgate binary starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let logs = std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(t) = &tx {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if v["fields"]["message"] == "hookgate listening" {
+                        let addr = |k: &str| v["fields"][k].as_str().unwrap().parse().unwrap();
+                        let _ = t.send((addr("public"), addr("admin")));
+                        tx = None;
+                    }
+                }
+            }
+            // Keep draining so the child never blocks on a full pipe.
+            lines.push(line);
+        }
+        lines
+    });
+    Spawned {
+        child: Some(child),
+        listening: rx,
+        logs: Some(logs),
+    }
+}
+
+impl Spawned {
+    /// Waits for the listening line; panics with the process's logs if it
+    /// exits (or stays silent for `timeout`) first.
+    pub fn wait_listening(mut self, timeout: Duration) -> Proc {
+        let listening = self.listening.recv_timeout(timeout);
+        let mut child = self.child.take().unwrap();
+        let logs = self.logs.take().unwrap();
+        match listening {
+            Ok((public, admin)) => Proc {
+                child,
+                public,
+                admin,
+                logs: Some(logs),
+            },
+            Err(e) => {
+                kill_child(&mut child);
+                let status = child.wait().unwrap();
+                let logs = logs.join().unwrap_or_default();
+                panic!(
+                    "hookgate did not print its listening line ({e}; {status}); its logs:\n{}",
+                    logs.join("\n")
+                );
+            }
+        }
+    }
+
+    /// SIGKILL, then reap. Answers whether it had printed its listening line.
+    pub fn kill(mut self) -> bool {
+        kill_child(self.child.as_mut().unwrap());
+        if let Some(logs) = self.logs.take() {
+            let _ = logs.join();
+        }
+        self.listening.try_recv().is_ok()
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            kill_child(child);
+        }
+    }
+}
+
+impl Proc {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.public, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    /// SIGKILL, then reap. Answers the process's logs.
+    pub fn kill(mut self) -> Vec<String> {
+        kill_child(&mut self.child);
+        self.logs.take().unwrap().join().unwrap_or_default()
+    }
+
+    /// SIGTERM; asserts a clean exit within `deadline`. Answers the logs.
+    pub fn terminate(mut self, deadline: Duration) -> Vec<String> {
+        let st = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let end = std::time::Instant::now() + deadline;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            // Drop kills it.
+            assert!(
+                std::time::Instant::now() < end,
+                "hookgate did not exit within {deadline:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let logs = self.logs.take().unwrap().join().unwrap();
+        assert!(
+            status.success(),
+            "clean exit after SIGTERM: {status:?}; logs:\n{}",
+            logs.join("\n")
+        );
+        logs
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        kill_child(&mut self.child);
+    }
+}
+
+/// Whether the binary accepts `toml` as a configuration (`check-config`):
+/// lets a test use a knob that a newer binary adds, and still run on an
+/// older one.
+pub fn binary_accepts_config(dir: &std::path::Path, toml: &str) -> bool {
+    let path = dir.join("probe.toml");
+    std::fs::write(&path, toml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    out.status.success()
+}
+
+/// A request the real binary answered 202.
+#[derive(Clone, Debug)]
+pub struct Ack {
+    pub route: &'static str,
+    /// The event id (`analysisId`).
+    pub aid: String,
+    /// The delivery id of the 202.
+    pub id: String,
+}
+
+/// Concurrent signed load against a [`Proc`], recorded.
+#[derive(Default)]
+pub struct Load {
+    pub acked: Mutex<Vec<Ack>>,
+    /// Sent, but answered neither 202 nor anything final (the process was
+    /// killed, or the commit missed its deadline): in doubt.
+    pub in_doubt: Mutex<Vec<(&'static str, String)>>,
+    pub stop: std::sync::atomic::AtomicBool,
+}
+
+impl Load {
+    pub fn acked_len(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    pub fn stop(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// One client of a [`Load`]: sends `analysis("<tag>_<n>")` for n = 0, 1, …
+/// signed with `secret` to `base` + `route` over one keep-alive connection
+/// until the load is stopped or a request goes unanswered (then it is in
+/// doubt, and the client ends). Any answer but 202 and 503 panics.
+pub async fn load_client(
+    load: Arc<Load>,
+    base: String,
+    route: &'static str,
+    secret: &'static str,
+    tag: String,
+) {
+    let client = client();
+    let url = format!("{base}{route}");
+    for n in 0.. {
+        if load.stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let aid = format!("{tag}_{n}");
+        let body = analysis(&aid);
+        let mut req = Request::post(&url);
+        for (k, v) in sign("sigsentry", secret, &body, None, now()) {
+            req = req.header(k, v);
+        }
+        let req = req.body(Full::new(Bytes::from(body))).unwrap();
+        let answer = async {
+            let resp = client.request(req).await.ok()?;
+            let status = resp.status().as_u16();
+            let b = resp.into_body().collect().await.ok()?;
+            Some((status, b.to_bytes()))
+        }
+        .await;
+        match answer {
+            Some((202, b)) => {
+                let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+                let id = v["id"].as_str().unwrap().to_string();
+                load.acked.lock().unwrap().push(Ack { route, aid, id });
+            }
+            // The commit missed its deadline: it may still happen.
+            Some((503, _)) => load.in_doubt.lock().unwrap().push((route, aid)),
+            Some((status, b)) => panic!(
+                "{aid}: unexpected {status}: {}",
+                String::from_utf8_lossy(&b)
+            ),
+            None => {
+                load.in_doubt.lock().unwrap().push((route, aid));
+                return;
+            }
+        }
+    }
+}
+
+/// Starts `clients` load clients per `(route, clients)` against `base`.
+pub fn start_load(
+    load: &Arc<Load>,
+    base: &str,
+    routes: &[(&'static str, usize)],
+    secret: &'static str,
+    tag: &str,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for (route, clients) in routes {
+        for c in 0..*clients {
+            tasks.push(tokio::spawn(load_client(
+                load.clone(),
+                base.to_string(),
+                route,
+                secret,
+                format!("{tag}_{}_c{c}", route.rsplit('/').next().unwrap()),
+            )));
+        }
+    }
+    tasks
+}
+
+/// Stops the load and waits for its clients (their process is gone).
+pub async fn finish_load(load: &Load, tasks: Vec<tokio::task::JoinHandle<()>>) {
+    load.stop();
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(10), t)
+            .await
+            .expect("a load client stops once hookgate is gone")
+            .unwrap();
+    }
+}
+
+/// `GET /admin/jobs/<id>`: its status.
+pub async fn admin_job_status(p: &Proc, id: &str) -> u16 {
+    send("GET", &p.admin_url(&format!("/admin/jobs/{id}")), &[], "")
+        .await
+        .status
+}
+
+/// Sends event `aid` again: status and JSON answer.
+pub async fn resend(p: &Proc, secret: &str, route: &str, aid: &str) -> (u16, serde_json::Value) {
+    let body = analysis(aid);
+    let a = post(
+        &p.url(route),
+        &sign("sigsentry", secret, &body, None, now()),
+        body,
+    )
+    .await;
+    let v = a.json();
+    (a.status, v)
+}
+
+/// Whether a delivery id was delivered (answered 2xx by an upstream), asked
+/// when a job is not found: only a delivered job's history may be purged.
+/// Asked after the 404, so it must see deliveries up to that moment.
+pub type Delivered = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// Checks acknowledgements against a restarted binary, with `checkers`
+/// concurrent clients: every job exists (`GET /admin/jobs/<id>` is 200; a
+/// 404 only for a job `delivered`, whose history a purge may have
+/// removed), and every event of a route in `dedup_routes` is answered as a
+/// duplicate of its first delivery id. Answers the problems found.
+pub async fn check_acks(
+    p: &Arc<Proc>,
+    secret: &'static str,
+    acks: &[Ack],
+    delivered: &Delivered,
+    dedup_routes: &'static [&'static str],
+    checkers: usize,
+) -> Vec<String> {
+    let mut tasks = Vec::new();
+    for chunk in acks.chunks(acks.len().div_ceil(checkers).max(1)) {
+        let (p, delivered, chunk) = (p.clone(), delivered.clone(), chunk.to_vec());
+        tasks.push(tokio::spawn(async move {
+            let mut problems = Vec::new();
+            for a in chunk {
+                match admin_job_status(&p, &a.id).await {
+                    200 => {}
+                    404 if delivered(&a.id) => {}
+                    s => problems.push(format!("{} ({}): GET /admin/jobs -> {s}", a.id, a.aid)),
+                }
+                if dedup_routes.contains(&a.route) {
+                    let (status, v) = resend(&p, secret, a.route, &a.aid).await;
+                    if status != 200 || v["status"] != "duplicate" || v["id"] != a.id.as_str() {
+                        problems.push(format!(
+                            "{} ({}): sent again, got {status} {v}, want a duplicate of it",
+                            a.id, a.aid
+                        ));
+                    }
+                }
+            }
+            problems
+        }));
+    }
+    let mut problems = Vec::new();
+    for t in tasks {
+        problems.extend(t.await.unwrap());
+    }
+    problems
+}
+
+/// Sends again every event that was in doubt when its process died: it was
+/// either forgotten (202, a new job) or seen and queued together (a
+/// duplicate whose job exists, or was delivered and purged), never seen but
+/// not queued. Answers the acknowledgements this makes, and the problems.
+pub async fn resolve_in_doubt(
+    p: &Proc,
+    secret: &str,
+    in_doubt: &[(&'static str, String)],
+    delivered: &Delivered,
+) -> (Vec<Ack>, Vec<String>) {
+    let (mut acks, mut problems) = (Vec::new(), Vec::new());
+    for (route, aid) in in_doubt {
+        let (status, v) = resend(p, secret, route, aid).await;
+        let id = v["id"].as_str().unwrap_or_default().to_string();
+        match status {
+            202 => {}
+            200 if v["status"] == "duplicate" => match admin_job_status(p, &id).await {
+                200 => {}
+                404 if delivered(&id) => {}
+                s => problems.push(format!(
+                    "{aid}: its dedup record names job {id}, which is gone ({s}): seen but not queued"
+                )),
+            },
+            s => {
+                problems.push(format!("{aid}: sent again, got {s} {v}"));
+                continue;
+            }
+        }
+        acks.push(Ack {
+            route,
+            aid: aid.clone(),
+            id,
+        });
+    }
+    (acks, problems)
 }
