@@ -30,6 +30,7 @@ WORKDIR /src
 # embedded default config (include_str!) and the bench targets Cargo.toml
 # declares (cargo refuses a manifest whose declared targets are missing).
 COPY Cargo.toml Cargo.lock ./
+COPY .cargo ./.cargo
 COPY benches ./benches
 COPY config ./config
 COPY src ./src

@@ -239,7 +239,7 @@ impl Engine {
         self: Arc<Self>,
         q: Arc<QueueTarget>,
         job: ClaimedJob,
-        _permit: OwnedSemaphorePermit,
+        permit: OwnedSemaphorePermit,
     ) {
         let started_at = now_ms(&self.clock);
         let started = tokio::time::Instant::now();
@@ -329,6 +329,9 @@ impl Engine {
             error,
             response_body: body.map(|b| b.to_vec()),
         };
+        // The target is free again; recording the attempt need not hold its
+        // slot (the job's buffer slot is held until it is recorded).
+        drop(permit);
         match self.store.finish(&job.lease, attempt, next).await {
             Ok(true) => {}
             Ok(false) => tracing::warn!(id = %job.id, "lease lost before the attempt was recorded"),

@@ -450,12 +450,19 @@ async fn delivered_payloads_are_deleted_and_their_space_reused() {
             "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
         ));
     }
-    assert_eq!(raw_count(&path, "SELECT COUNT(*) FROM payload"), 0);
+    // Deleted in groups: at most one group waits.
+    let waiting = raw_count(&path, "SELECT COUNT(*) FROM payload");
+    assert!(waiting < 256, "{waiting} delivered payloads not deleted");
     // Pages freed by round 1 are reused by rounds 2 and 3 (checkpointed or
     // not, the page count is what the file will hold).
     assert!(
-        sizes[2] < sizes[0] + 256 * 1024,
+        sizes[2] < sizes[0] + 512 * 1024,
         "file kept growing: {sizes:?}"
     );
     store.shutdown().await;
+    assert_eq!(
+        raw_count(&path, "SELECT COUNT(*) FROM payload"),
+        0,
+        "the rest goes at shutdown"
+    );
 }

@@ -169,6 +169,10 @@ enum Undo {
         scope: String,
         delta: i64,
     },
+    /// A payload put in the trash.
+    Trashed,
+    /// The trash emptied into the batch.
+    TrashTaken(Vec<i64>),
 }
 
 pub(crate) struct Mem {
@@ -185,6 +189,11 @@ pub(crate) struct Mem {
     floors: HashMap<String, (i64, u64)>,
     /// Leases ended in the current batch, dropped once it commits.
     ended: Vec<i64>,
+    /// Rows of delivered jobs whose payload is still to be deleted.
+    trash: Vec<i64>,
+    /// The next job row: rows are never reused while this process runs, so
+    /// nothing kept in memory (a lease, the trash) can name a later job.
+    next_seq: i64,
     next_token: u64,
     undo: Vec<Undo>,
 }
@@ -207,9 +216,40 @@ impl Mem {
             purge_cursor: 0,
             floors: HashMap::new(),
             ended: Vec::new(),
+            trash: Vec::new(),
+            next_seq: 1,
             next_token: 1,
             undo: Vec::new(),
         }
+    }
+
+    /// Sets where job rows start (above every row in the file).
+    pub(crate) fn set_next_seq(&mut self, seq: i64) {
+        self.next_seq = seq.max(1);
+    }
+
+    /// A new job row (not undone: a skipped row number is harmless).
+    pub(crate) fn next_seq(&mut self) -> i64 {
+        let s = self.next_seq;
+        self.next_seq += 1;
+        s
+    }
+
+    /// Marks the payload of job row `seq` for deletion (undoable).
+    pub(crate) fn trash_payload(&mut self, seq: i64) {
+        self.trash.push(seq);
+        self.undo.push(Undo::Trashed);
+    }
+
+    pub(crate) fn trash_len(&self) -> usize {
+        self.trash.len()
+    }
+
+    /// Empties the trash for deletion (undoable).
+    pub(crate) fn take_trash(&mut self) -> Vec<i64> {
+        let taken = std::mem::take(&mut self.trash);
+        self.undo.push(Undo::TrashTaken(taken.clone()));
+        taken
     }
 
     /// A fresh fencing token (never reused within the process; tokens need
@@ -344,6 +384,10 @@ impl Mem {
                         None => self.dedup.remove(&fp),
                     };
                 }
+                Undo::Trashed => {
+                    self.trash.pop();
+                }
+                Undo::TrashTaken(taken) => self.trash = taken,
                 Undo::ScopeKeys { scope, delta } => {
                     if let Some(s) = self.scopes.get_mut(&scope) {
                         apply_delta(&mut s.keys, -delta);

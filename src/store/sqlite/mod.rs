@@ -88,6 +88,17 @@ const CHECKPOINT_NUDGE_REQUESTS: u64 = 1000;
 /// Most write requests applied in one transaction (one fsync).
 const BATCH_MAX: usize = 512;
 
+/// Delivered payloads are deleted together once this many are waiting.
+/// Rows next to each other go in one statement, so a page of payloads is
+/// freed once rather than rewritten for each of its rows.
+const TRASH_FLUSH: usize = 256;
+
+/// Longest a lazy write (the end of an attempt) waits to share a commit.
+const LAZY_WAIT: Duration = Duration::from_millis(2);
+
+/// Lazy writes that commit at once when this many are waiting.
+const LAZY_MAX: usize = 256;
+
 /// Capacity of the bounded channel in front of the writer; callers wait
 /// (asynchronously) when it is full.
 const CHANNEL_CAPACITY: usize = 4096;
@@ -581,9 +592,29 @@ impl SqliteBackend {
         T: Send + 'static,
         F: FnOnce(&mut Ctx<'_>) -> rusqlite::Result<T> + Send + 'static,
     {
+        self.submit(false, op).await
+    }
+
+    /// [`Self::write`] for a request nobody waits on urgently (recording an
+    /// attempt's end): it may wait up to [`LAZY_WAIT`] so that it shares a
+    /// commit with other writes instead of paying for one of its own.
+    async fn write_lazy<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Ctx<'_>) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.submit(true, op).await
+    }
+
+    async fn submit<T, F>(&self, lazy: bool, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Ctx<'_>) -> rusqlite::Result<T> + Send + 'static,
+    {
         let sender = self.sender().ok_or_else(writer_stopped)?;
         let (reply, answer) = oneshot::channel();
         let request = Box::new(Request {
+            lazy,
             op: Some(op),
             result: None,
             reply,
@@ -662,7 +693,8 @@ impl SqliteBackend {
         attempt: Attempt,
         next: Next,
     ) -> Result<bool, StoreError> {
-        self.write(move |c| finish(c, &lease, &attempt, next)).await
+        self.write_lazy(move |c| finish(c, &lease, &attempt, next))
+            .await
     }
 
     pub(super) async fn release(&self, lease: Lease) -> Result<bool, StoreError> {
@@ -876,7 +908,8 @@ impl SqliteBackend {
                 let head = tx
                     .prepare_cached(&format!(
                         "SELECT {SUMMARY_COLUMNS},
-                                (SELECT length(body) FROM payload p WHERE p.seq = job.seq)
+                                (SELECT length(body) FROM payload p
+                                 WHERE p.seq = job.seq AND job.state <> 2)
                          FROM job WHERE seq = ?1"
                     ))?
                     .query_row([seq], |r| {
@@ -930,9 +963,13 @@ impl SqliteBackend {
             let Some(seq) = resolve(c, codec, &id)? else {
                 return Ok(None);
             };
-            c.prepare_cached("SELECT body FROM payload WHERE seq = ?1")?
-                .query_row([seq], |r| r.get(0))
-                .optional()
+            // A delivered job's payload may wait for its deletion.
+            c.prepare_cached(
+                "SELECT p.body FROM payload p JOIN job j ON j.seq = p.seq
+                 WHERE p.seq = ?1 AND j.state <> 2",
+            )?
+            .query_row([seq], |r| r.get(0))
+            .optional()
         })
         .await
     }
@@ -1074,6 +1111,10 @@ fn spawn_thread(
 /// owns the file, so nothing is claimed when it opens.
 fn rebuild(conn: &Connection, fpr: &Fingerprinter) -> Result<Mem, StoreError> {
     let mut mem = Mem::new();
+    let max_seq: i64 = conn
+        .query_row("SELECT COALESCE(MAX(seq), 0) FROM job", [], |r| r.get(0))
+        .map_err(db_err)?;
+    mem.set_next_seq(max_seq + 1);
     {
         let mut stmt = conn
             .prepare("SELECT queue, state, COUNT(*) FROM job GROUP BY queue, state")
@@ -1228,6 +1269,9 @@ pub(super) struct Ctx<'a> {
 /// A type-erased write request: applied inside the batch transaction, then
 /// completed once the batch has committed or failed.
 trait PendingWrite: Send {
+    /// Whether the request may wait (up to [`LAZY_WAIT`]) for other writes
+    /// to share its commit.
+    fn lazy(&self) -> bool;
     /// Runs the request; `false` if it failed (its savepoint and memory
     /// effects are then rolled back).
     fn apply(&mut self, ctx: &mut Ctx<'_>) -> bool;
@@ -1237,6 +1281,7 @@ trait PendingWrite: Send {
 }
 
 struct Request<T, F> {
+    lazy: bool,
     op: Option<F>,
     result: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
@@ -1247,6 +1292,10 @@ where
     T: Send,
     F: FnOnce(&mut Ctx<'_>) -> rusqlite::Result<T> + Send,
 {
+    fn lazy(&self) -> bool {
+        self.lazy
+    }
+
     fn apply(&mut self, ctx: &mut Ctx<'_>) -> bool {
         let Some(op) = self.op.take() else {
             return false;
@@ -1289,16 +1338,68 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Box<dyn PendingWrite>>) {
+        // Only to wait for the channel with a deadline.
+        let timer = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| warn!(error = %e, "store writer: no timer, lazy writes commit at once"))
+            .ok();
         let mut batch: Vec<Box<dyn PendingWrite>> = Vec::with_capacity(BATCH_MAX);
-        // Ends when every sender is gone (closed) and the queue is drained.
-        while let Some(first) = rx.blocking_recv() {
-            batch.push(first);
+        // When the oldest lazy request of `batch` arrived; whether any request
+        // in it is eager (then it commits as soon as the channel is drained).
+        let mut lazy_since: Option<Instant> = None;
+        let mut eager = false;
+        let mut open = true;
+        // Ends when every sender is gone (closed) and everything is applied.
+        while open || !batch.is_empty() {
+            let next = if !open {
+                None
+            } else if let (Some(since), Some(timer)) = (lazy_since, &timer) {
+                // Only lazy requests wait: for more work, or their deadline.
+                let left = LAZY_WAIT.saturating_sub(since.elapsed());
+                // The timeout is made inside the timer's runtime.
+                match timer.block_on(async { tokio::time::timeout(left, rx.recv()).await }) {
+                    Ok(Some(r)) => Some(r),
+                    Ok(None) => {
+                        open = false;
+                        None
+                    }
+                    Err(_) => None,
+                }
+            } else if batch.is_empty() {
+                let r = rx.blocking_recv();
+                open = r.is_some();
+                r
+            } else {
+                None
+            };
+            let mut push = |r: Box<dyn PendingWrite>, batch: &mut Vec<Box<dyn PendingWrite>>| {
+                if r.lazy() {
+                    lazy_since.get_or_insert_with(Instant::now);
+                } else {
+                    eager = true;
+                }
+                batch.push(r);
+            };
+            if let Some(r) = next {
+                push(r, &mut batch);
+            }
             while batch.len() < BATCH_MAX {
                 match rx.try_recv() {
-                    Ok(request) => batch.push(request),
+                    Ok(request) => push(request, &mut batch),
                     Err(_) => break,
                 }
             }
+            let due = eager
+                || !open
+                || timer.is_none()
+                || batch.len() >= LAZY_MAX
+                || lazy_since.is_some_and(|t| t.elapsed() >= LAZY_WAIT);
+            if batch.is_empty() || !due {
+                continue;
+            }
+            eager = false;
+            lazy_since = None;
             let started = Instant::now();
             let outcome = self.apply_batch(&mut batch);
             let served = batch.len() as u64;
@@ -1330,6 +1431,26 @@ impl Writer {
                 self.let_wal_restart();
             }
         }
+        // What the trash still holds goes now (a crash instead leaves those
+        // payloads to the purge of their delivered jobs).
+        if lock(&self.mem).trash_len() > 0 {
+            let result = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)
+                .and_then(|tx| {
+                    flush_trash(&tx, &mut lock(&self.mem))?;
+                    tx.commit().map_err(db_err)
+                });
+            let mut m = lock(&self.mem);
+            match result {
+                Ok(()) => m.commit(),
+                Err(e) => {
+                    m.rollback_to(0);
+                    warn!(error = %e, "could not delete delivered payloads at shutdown");
+                }
+            }
+        }
         debug!("store writer stopped");
     }
 
@@ -1339,40 +1460,50 @@ impl Writer {
     fn apply_batch(&mut self, batch: &mut [Box<dyn PendingWrite>]) -> Result<(), StoreError> {
         let mem = Arc::clone(&self.mem);
         let result = (|| {
-            let mut tx = self
+            let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db_err)?;
             {
                 let mut m = lock(&mem);
+                // One savepoint per request, by cached statements: parsing
+                // `SAVEPOINT`/`RELEASE` anew per request was a visible share
+                // of the writer's CPU.
+                let run = |sql: &str| -> Result<(), StoreError> {
+                    tx.prepare_cached(sql)
+                        .and_then(|mut s| s.execute([]))
+                        .map(|_| ())
+                        .map_err(db_err)
+                };
                 for request in batch.iter_mut() {
-                    let sp = tx.savepoint().map_err(db_err)?;
+                    run("SAVEPOINT request")?;
                     let mark = m.mark();
                     let ok = request.apply(&mut Ctx {
-                        conn: &sp,
+                        conn: &tx,
                         mem: &mut m,
                         env: &self.env,
                     });
                     // SQLite may roll back the whole transaction on some
                     // errors (disk full, I/O); then nothing of this batch
                     // can commit, and the savepoint is gone too.
-                    if sp.is_autocommit() {
+                    if tx.is_autocommit() {
                         return Err(StoreError::Unavailable(
                             "write transaction was rolled back by the database".into(),
                         ));
                     }
-                    if ok {
-                        sp.commit().map_err(db_err)?;
-                    } else {
+                    if !ok {
                         m.rollback_to(mark);
-                        // Default drop behaviour: ROLLBACK TO + RELEASE,
-                        // undoing only this request's writes.
-                        sp.finish().map_err(db_err)?;
+                        // Undo only this request's writes.
+                        run("ROLLBACK TO request")?;
                     }
+                    run("RELEASE request")?;
                 }
                 // Memory only, and undone with the batch if it fails: the
                 // key count never exceeds its bound when answers go out.
                 evict_over_limit(&tx, &mut m, &self.env)?;
+                if m.trash_len() >= TRASH_FLUSH {
+                    flush_trash(&tx, &mut m)?;
+                }
             }
             tx.commit().map_err(db_err)
         })();
@@ -1543,11 +1674,17 @@ pub(super) fn enqueue(
     }
     c.conn
         .prepare_cached(
-            "INSERT INTO job (queue, kind, state, cycle_base, cycle_start, created_at, next_at,
-                              updated_at)
-             VALUES (?1, ?2, 0, 0, ?3, ?3, ?4, ?3)",
+            "INSERT INTO job (seq, queue, kind, state, cycle_base, cycle_start, created_at,
+                              next_at, updated_at)
+             VALUES (?1, ?2, ?3, 0, 0, ?4, ?4, ?5, ?4)",
         )?
-        .execute(params![job.queue, job.kind, job.created_at, job.next_at])?;
+        .execute(params![
+            c.mem.next_seq(),
+            job.queue,
+            job.kind,
+            job.created_at,
+            job.next_at
+        ])?;
     let seq = c.conn.last_insert_rowid();
     c.conn
         .prepare_cached("INSERT INTO payload (seq, body) VALUES (?1, ?2)")?
@@ -1589,10 +1726,24 @@ fn claim(
     // Claimed jobs are still pending rows: read past as many as are leased.
     let leased = c.mem.counts_of(queue).leased;
     let fetch = sql_int(limit).saturating_add(sql_int(leased));
-    let mut due: Vec<(i64, String, i64, i64, i64)> = Vec::new();
+    // One statement finds the due jobs with their payload and attempt count
+    // (first attempts, the common case, need nothing else).
+    struct Due {
+        seq: i64,
+        kind: String,
+        created_at: i64,
+        cycle_base: i64,
+        cycle_start: i64,
+        payload: Vec<u8>,
+        attempts: i64,
+    }
+    let mut due: Vec<Due> = Vec::new();
     {
         let mut stmt = c.conn.prepare_cached(
-            "SELECT seq, kind, created_at, cycle_base, cycle_start FROM job
+            "SELECT seq, kind, created_at, cycle_base, cycle_start,
+                    (SELECT body FROM payload p WHERE p.seq = job.seq),
+                    (SELECT COALESCE(MAX(n), 0) FROM attempt a WHERE a.job = job.seq)
+             FROM job
              WHERE queue = ?1 AND state = 0 AND next_at <= ?2
              ORDER BY next_at, seq LIMIT ?3",
         )?;
@@ -1605,39 +1756,52 @@ fn claim(
                 }
                 // The lease ran out: this claim supersedes it.
             }
-            due.push((seq, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?));
+            due.push(Due {
+                seq,
+                kind: r.get(1)?,
+                created_at: r.get(2)?,
+                cycle_base: r.get(3)?,
+                cycle_start: r.get(4)?,
+                payload: r.get::<_, Option<Vec<u8>>>(5)?.unwrap_or_default(),
+                attempts: r.get(6)?,
+            });
             if due.len() >= limit {
                 break;
             }
         }
     }
     let mut jobs = Vec::with_capacity(due.len());
-    for (seq, kind, created_at, cycle_base, cycle_start) in due {
+    for Due {
+        seq,
+        kind,
+        created_at,
+        cycle_base,
+        cycle_start,
+        payload,
+        attempts,
+    } in due
+    {
         let id = c.env.codec.encode(seq, created_at);
-        let payload: Vec<u8> = c
-            .conn
-            .prepare_cached("SELECT body FROM payload WHERE seq = ?1")?
-            .query_row([seq], |r| r.get(0))
-            .optional()?
-            .unwrap_or_default();
-        // Attempts so far, and how many of the latest were interrupted.
-        let (mut attempts, mut interrupted, mut streak) = (0i64, 0u32, true);
-        {
+        // How many of the latest attempts were interrupted (only a job that
+        // was attempted before has any).
+        let mut interrupted = 0u32;
+        if attempts > 0 {
             let mut stmt = c
                 .conn
-                .prepare_cached("SELECT n, outcome FROM attempt WHERE job = ?1 ORDER BY n DESC")?;
+                .prepare_cached("SELECT outcome FROM attempt WHERE job = ?1 ORDER BY n DESC")?;
             let mut rows = stmt.query([seq])?;
             while let Some(r) = rows.next()? {
-                let n: i64 = r.get(0)?;
-                attempts = attempts.max(n);
-                if streak && r.get::<_, String>(1)? == OUTCOME_INTERRUPTED {
-                    interrupted += 1;
-                } else {
-                    streak = false;
-                }
-                if !streak {
+                if r.get_ref(0)?.as_str().map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        0,
+                        rusqlite::types::Type::Text,
+                        e.into(),
+                    )
+                })? != OUTCOME_INTERRUPTED
+                {
                     break;
                 }
+                interrupted += 1;
             }
         }
         c.conn
@@ -1736,10 +1900,10 @@ fn finish(c: &mut Ctx<'_>, lease: &Lease, attempt: &Attempt, next: Next) -> rusq
         ])?;
     match next {
         Next::Done => {
-            // A delivered payload is never needed again.
-            c.conn
-                .prepare_cached("DELETE FROM payload WHERE seq = ?1")?
-                .execute([lease.seq])?;
+            // A delivered payload is never needed again; it is deleted with
+            // others later (see `flush_trash`): deleted one by one, a page
+            // of payloads is rewritten once per delivery instead of freed once.
+            c.mem.trash_payload(lease.seq);
             c.mem.count(&held.queue, Field::Pending, -1);
             c.mem.count(&held.queue, Field::Done, 1);
         }
@@ -1751,6 +1915,20 @@ fn finish(c: &mut Ctx<'_>, lease: &Lease, attempt: &Attempt, next: Next) -> rusq
     }
     c.mem.end_lease(lease.seq);
     Ok(true)
+}
+
+/// Deletes the payloads of delivered jobs that wait for it (in row order;
+/// undone with the batch if it fails).
+fn flush_trash(conn: &Connection, mem: &mut Mem) -> Result<(), StoreError> {
+    let mut seqs = mem.take_trash();
+    seqs.sort_unstable();
+    let mut stmt = conn
+        .prepare_cached("DELETE FROM payload WHERE seq = ?1")
+        .map_err(db_err)?;
+    for seq in seqs {
+        stmt.execute([seq]).map_err(db_err)?;
+    }
+    Ok(())
 }
 
 /// Job rows of one queue matching `sql` (which binds queue, cursor, limit).
