@@ -218,6 +218,8 @@ mark() {
     io_snap "$pid" "$prefix" >"$RES/${name}_io_$phase.json"
     if [ -n "$admin" ]; then
         admin_queues "$admin" >"$RES/${name}_queues_$phase.json"
+        # The store's commit-duration histogram (cumulative since start).
+        curl -s --max-time 5 "http://127.0.0.1:$admin/metrics" >"$RES/${name}_metrics_$phase.txt" || true
     fi
 }
 
@@ -378,6 +380,7 @@ timeout "${FILL_TIMEOUT:-600}" taskset -c "$LOAD_CPU" "$LOADGEN" \
     >"$RES/drain_fill.json" 2>>"$WORK/loadgen.log" || log "fill run ended early (timeout?)"
 tail -n 1 "$WORK/loadgen.log" >&2
 admin_queues $QUEUE_ADMIN >"$RES/drain_before_queues.json"
+curl -s --max-time 5 "http://127.0.0.1:$QUEUE_ADMIN/metrics" >"$RES/drain_fill_metrics_after.txt" || true
 # One idle second before the "after" edge: the store's deferred writes
 # (checkpoints) of the fill land in the window.
 sleep 1

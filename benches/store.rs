@@ -12,9 +12,15 @@
 //!   plus the process RSS and the time the reopen took to rebuild the dedup
 //!   index from those keys.
 //!
+//! - `open` (printed, not a criterion group): the time a reopen takes to
+//!   rebuild the dedup index from 1M and 10M records
+//!   (`STORE_BENCH_OPEN_KEYS`, comma-separated), and the RSS it adds. The
+//!   records are written with plain SQL, so the fill takes seconds.
+//!
 //! ```text
 //! cargo bench --bench store
-//! STORE_BENCH_KEYS=10000000 cargo bench --bench store -- lifecycle
+//! STORE_BENCH_KEYS=200000 cargo bench --bench store -- lifecycle
+//! STORE_BENCH_ONLY=open cargo bench --bench store
 //! ```
 //!
 //! Throughput is in enqueues (lifecycles) per second. The figures depend on
@@ -164,7 +170,52 @@ async fn lifecycle_n(
     start.elapsed()
 }
 
+/// Reopen time and memory of the dedup index with `keys` records.
+fn open_time(keys: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bench.db");
+    let mut opts = StoreOptions::sqlite(&path);
+    opts.dedup_max_keys = keys.max(1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(Store::open(opts.clone()).expect("open store").shutdown());
+    let filled = Instant::now();
+    let conn = rusqlite::Connection::open(&path).expect("raw open");
+    conn.execute(
+        "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < ?1)
+         INSERT INTO dedup_record (fp, scope, key, job, job_created, expires_at)
+         SELECT randomblob(16), '/hooks/sigsentry', 'anl_' || x, x, 0, 9000000000000000 FROM n",
+        [keys as i64],
+    )
+    .expect("fill");
+    drop(conn);
+    let fill = filled.elapsed();
+    let rss_before = rss_mb();
+    let started = Instant::now();
+    let store = Store::open(opts).expect("reopen");
+    let took = started.elapsed();
+    println!(
+        "open: {} dedup keys indexed in {:.2} s at open (fill {:.1} s); RSS +{:.1} MB = {:.1} bytes per key",
+        store.dedup_keys(),
+        took.as_secs_f64(),
+        fill.as_secs_f64(),
+        rss_mb() - rss_before,
+        (rss_mb() - rss_before) * 1024.0 * 1024.0 / keys.max(1) as f64
+    );
+    rt.block_on(store.shutdown());
+}
+
 fn bench(c: &mut Criterion) {
+    if std::env::var("STORE_BENCH_ONLY").as_deref() == Ok("open") {
+        let sizes =
+            std::env::var("STORE_BENCH_OPEN_KEYS").unwrap_or_else(|_| "1000000,10000000".into());
+        for n in sizes.split(',').filter_map(|s| s.trim().parse().ok()) {
+            open_time(n);
+        }
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

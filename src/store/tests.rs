@@ -229,9 +229,11 @@ async fn a_fingerprint_match_is_confirmed_against_the_stored_key() {
     {
         let b = store.sqlite();
         let fp = b.fingerprint("github", "evt-b");
+        let a = b.fingerprint("github", "evt-a");
         let mut mem = b.mem.lock().unwrap();
-        let row = *mem.dedup.values().next().unwrap();
-        mem.dedup.insert(fp, row);
+        let row = mem.dedup.get(a).unwrap();
+        mem.set_dedup(fp, Some(row));
+        mem.commit();
     }
     let r = store
         .enqueue(job("b", "q", 0), key("evt-b", 1000), None)

@@ -25,8 +25,9 @@ use sha2::Sha256;
 /// A keyed 128-bit fingerprint of `(scope, key)`.
 pub(crate) type Fp = [u64; 2];
 
-/// Hashes a [`Fp`] by taking its first word: it is already uniformly
-/// distributed (a keyed MAC), so hashing it again would only cost time.
+/// Hashes an index key (two 32-bit halves of a fingerprint's first word):
+/// it is already uniformly distributed (a keyed MAC), so hashing it again
+/// would only cost time.
 #[derive(Default)]
 pub(crate) struct FpHasher(u64);
 
@@ -35,23 +36,19 @@ impl Hasher for FpHasher {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        // Not reached for `[u64; 2]` keys (they hash via `write_u64`), but
-        // stay correct for anything else.
+        // Not reached for `[u32; 2]` keys, but stay correct for anything else.
         for b in bytes {
             self.0 = self.0.rotate_left(8) ^ u64::from(*b);
         }
     }
-    fn write_u64(&mut self, n: u64) {
-        // The first word wins; the array length prefix (`write_usize`) and
-        // the second word are folded in cheaply.
-        self.0 = self.0.rotate_left(5) ^ n;
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 << 32) | u64::from(n);
     }
     fn write_usize(&mut self, _n: usize) {}
 }
 
-/// Bytes one indexed dedup key costs in the index's table (key + value),
-/// before the table's own slack; see [`DedupIndex`].
-pub(crate) const DEDUP_ENTRY_BYTES: usize = std::mem::size_of::<(Fp, i64)>() + 1;
+/// Bytes one slot of the dedup index takes (key + value + control byte).
+pub(crate) const DEDUP_ENTRY_BYTES: usize = std::mem::size_of::<([u32; 2], u32)>() + 1;
 
 /// The fingerprint function of one store.
 #[derive(Clone)]
@@ -102,7 +99,64 @@ pub(crate) fn fp_from_bytes(b: &[u8]) -> Option<Fp> {
 }
 
 /// Fingerprint -> row of the newest dedup record with that fingerprint.
-pub(crate) type DedupIndex = HashMap<Fp, i64, BuildHasherDefault<FpHasher>>;
+///
+/// Packed for memory (12 bytes a key, 13 a slot): the key is the first 64
+/// bits of the 128-bit fingerprint, the value the low 32 bits of the row,
+/// whose high bits are those of the newest row (records live in the index
+/// are among the last 2^32 written). Either shortcut can only make a lookup
+/// land on another record, and every match is confirmed against the stored
+/// key before an event is called a duplicate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct DedupIndex {
+    map: HashMap<[u32; 2], u32, BuildHasherDefault<FpHasher>>,
+    /// The highest row ever indexed.
+    max_row: i64,
+}
+
+fn index_key(fp: Fp) -> [u32; 2] {
+    [(fp[0] >> 32) as u32, fp[0] as u32]
+}
+
+impl DedupIndex {
+    fn row(&self, low: u32) -> i64 {
+        let m = self.max_row;
+        m - (m - i64::from(low)).rem_euclid(1 << 32)
+    }
+
+    /// The row `fp` points at.
+    pub(crate) fn get(&self, fp: Fp) -> Option<i64> {
+        self.map.get(&index_key(fp)).map(|low| self.row(*low))
+    }
+
+    /// Whether `fp` points at `row`.
+    pub(crate) fn points_at(&self, fp: Fp, row: i64) -> bool {
+        self.get(fp) == Some(row)
+    }
+
+    pub(crate) fn contains(&self, fp: Fp) -> bool {
+        self.map.contains_key(&index_key(fp))
+    }
+
+    fn insert(&mut self, fp: Fp, row: i64) -> Option<i64> {
+        self.max_row = self.max_row.max(row);
+        let prev = self.map.insert(index_key(fp), row as u32);
+        prev.map(|low| self.row(low))
+    }
+
+    fn remove(&mut self, fp: Fp) -> Option<i64> {
+        let prev = self.map.remove(&index_key(fp));
+        prev.map(|low| self.row(low))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Slots allocated (memory is this times [`DEDUP_ENTRY_BYTES`]).
+    pub(crate) fn capacity(&self) -> usize {
+        self.map.capacity()
+    }
+}
 
 /// Rows per state of one queue.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -327,11 +381,17 @@ impl Mem {
         });
     }
 
+    /// Points `fp` at dedup row `row` without undo (rebuilding at open);
+    /// answers whether the fingerprint is new.
+    pub(crate) fn index_dedup(&mut self, fp: Fp, row: i64) -> bool {
+        self.dedup.insert(fp, row).is_none()
+    }
+
     /// Points `fp` at dedup row `row`, or removes it (undoable).
     pub(crate) fn set_dedup(&mut self, fp: Fp, row: Option<i64>) {
         let prev = match row {
             Some(r) => self.dedup.insert(fp, r),
-            None => self.dedup.remove(&fp),
+            None => self.dedup.remove(fp),
         };
         self.undo.push(Undo::Dedup { fp, prev });
     }
@@ -381,7 +441,7 @@ impl Mem {
                 Undo::Dedup { fp, prev } => {
                     match prev {
                         Some(r) => self.dedup.insert(fp, r),
-                        None => self.dedup.remove(&fp),
+                        None => self.dedup.remove(fp),
                     };
                 }
                 Undo::Trashed => {
@@ -483,11 +543,15 @@ mod tests {
         m.set_dedup([1, 2], None);
         m.scope_keys("q", 1);
         assert_eq!(m.counts_of("q").leased, 1);
+        assert_eq!(m.dedup.get([1, 2]), None);
         m.rollback_to(mark);
 
         assert_eq!(m.counts_of("q"), before.0);
         assert_eq!(m.leases, before.1);
-        assert_eq!(m.dedup, before.2);
+        // (The highest row seen is only a bound and stays raised.)
+        assert_eq!(m.dedup.len(), before.2.len());
+        assert_eq!(m.dedup.get([1, 2]), before.2.get([1, 2]));
+        assert_eq!(m.dedup.get([3, 4]), None);
         assert_eq!(m.scopes["q"].keys, before.3);
         assert_eq!(m.counts_of("q").leased, 1);
     }
@@ -507,6 +571,18 @@ mod tests {
         m.commit();
         assert_eq!(m.lease(2).map(|l| l.token), Some(2));
         assert_eq!(m.counts_of("q").leased, 1);
+    }
+
+    #[test]
+    fn the_index_restores_full_rows_from_their_low_bits() {
+        let mut m = Mem::new();
+        let big = (5i64 << 32) + 7;
+        m.set_dedup([9, 9], Some(big - 10));
+        m.set_dedup([8, 8], Some(big));
+        assert_eq!(m.dedup.get([9, 9]), Some(big - 10));
+        assert_eq!(m.dedup.get([8, 8]), Some(big));
+        assert!(m.dedup.points_at([8, 8], big));
+        assert!(!m.dedup.points_at([8, 8], big - (1 << 32)));
     }
 
     #[test]

@@ -385,7 +385,10 @@ impl StoreMetrics {
                     "hookgate_store_commit_duration_seconds",
                     "Duration of store commits (one commit serves a batch of requests).",
                 )
-                .buckets(exponential_buckets(0.0001, 2.0, 16).map_err(err)?),
+                .buckets(vec![
+                    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075,
+                    0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+                ]),
             )
             .map_err(err)?,
             commit_batch: prometheus::Histogram::with_opts(
@@ -1158,7 +1161,7 @@ fn rebuild(conn: &Connection, fpr: &Fingerprinter) -> Result<Mem, StoreError> {
                 fpr.fp(scope, &key)
             }
         };
-        let fresh = mem.dedup.insert(fp, seq).is_none();
+        let fresh = mem.index_dedup(fp, seq);
         let add = u64::from(fresh);
         match per_scope.get_mut(scope) {
             Some((n, _)) => *n += add,
@@ -1222,7 +1225,7 @@ fn evict_over_limit(conn: &Connection, mem: &mut Mem, env: &WriterEnv) -> Result
                     Some(fp) => fp,
                     None => env.fpr.fp(&s, &r.get::<_, String>(3).map_err(db_err)?),
                 };
-                if mem.dedup.get(&fp) == Some(&seq) {
+                if mem.dedup.points_at(fp, seq) {
                     mem.set_dedup(fp, None);
                     mem.scope_keys(&scope, -1);
                     evicted += 1;
@@ -1643,7 +1646,7 @@ pub(super) fn enqueue(
     let mut fp: Option<Fp> = None;
     if let Some(d) = dedup {
         let f = c.env.fpr.fp(&d.scope, &d.key);
-        if let Some(&row) = c.mem.dedup.get(&f) {
+        if let Some(row) = c.mem.dedup.get(f) {
             // A fingerprint match is a candidate: confirm it on the record.
             let rec: Option<(String, String, i64, i64, i64)> = c
                 .conn
@@ -1705,7 +1708,7 @@ pub(super) fn enqueue(
                 d.expires_at
             ])?;
         let row = c.conn.last_insert_rowid();
-        let fresh = !c.mem.dedup.contains_key(&f);
+        let fresh = !c.mem.dedup.contains(f);
         c.mem.set_dedup(f, Some(row));
         if fresh {
             c.mem.scope_keys(&d.scope, 1);
@@ -2039,7 +2042,7 @@ fn purge(c: &mut Ctx<'_>, p: PurgePolicy) -> rusqlite::Result<PurgeStats> {
                 .as_deref()
                 .and_then(fp_from_bytes)
                 .unwrap_or_else(|| c.env.fpr.fp(&scope, &key));
-            if c.mem.dedup.get(&fp) == Some(&seq) {
+            if c.mem.dedup.points_at(fp, seq) {
                 c.mem.set_dedup(fp, None);
                 c.mem.scope_keys(&scope, -1);
             }
