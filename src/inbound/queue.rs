@@ -35,16 +35,12 @@ pub fn event_id(
                     .to_string(),
             ),
         },
-        DedupKey::Body(pointer) => {
-            let v: serde_json::Value =
-                serde_json::from_slice(body).map_err(|_| ApiError::InvalidJson)?;
-            match v.pointer(pointer) {
-                None | Some(serde_json::Value::Null) => None,
-                Some(serde_json::Value::String(s)) => Some(s.clone()),
-                Some(n @ serde_json::Value::Number(_)) => Some(n.to_string()),
-                Some(_) => return Err(ApiError::DedupKeyInvalid),
-            }
-        }
+        DedupKey::Body(pointer) => match json_pointer(body, pointer)? {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) => Some(s),
+            Some(n @ serde_json::Value::Number(_)) => Some(n.to_string()),
+            Some(_) => return Err(ApiError::DedupKeyInvalid),
+        },
     };
     match id {
         Some(id) if id.is_empty() => missing(route),
@@ -52,6 +48,55 @@ pub fn event_id(
         Some(id) => Ok(Some(id)),
         None => missing(route),
     }
+}
+
+/// The value at RFC 6901 `pointer` in the JSON document `body`, which must
+/// be valid JSON as a whole (`invalid_json` otherwise). The document is not
+/// built: each level on the way is read as a map (or list) of raw values,
+/// and only the value found is parsed. Same answers as
+/// `serde_json::Value::pointer`, without allocating the whole tree.
+fn json_pointer(body: &[u8], pointer: &str) -> Result<Option<serde_json::Value>, ApiError> {
+    use serde_json::value::RawValue;
+    use std::borrow::Cow;
+    use std::collections::HashMap;
+    let invalid = |_| ApiError::InvalidJson;
+    // Validates the whole document, including what the pointer skips.
+    let mut cur: &RawValue = serde_json::from_slice(body).map_err(invalid)?;
+    if pointer.is_empty() {
+        return serde_json::from_str(cur.get()).map(Some).map_err(invalid);
+    }
+    for raw_token in pointer.split('/').skip(1) {
+        let token = raw_token.replace("~1", "/").replace("~0", "~");
+        let text = cur.get();
+        let next = match text.trim_start().as_bytes().first() {
+            Some(b'{') => {
+                let map: HashMap<Cow<'_, str>, &RawValue> =
+                    serde_json::from_str(text).map_err(invalid)?;
+                map.get(token.as_str()).copied()
+            }
+            Some(b'[') => {
+                // Indexes as RFC 6901 reads them: digits, no leading zero.
+                let index = (!token.is_empty()
+                    && token.bytes().all(|b| b.is_ascii_digit())
+                    && (token == "0" || !token.starts_with('0')))
+                .then(|| token.parse::<usize>().ok())
+                .flatten();
+                match index {
+                    Some(i) => {
+                        let list: Vec<&RawValue> = serde_json::from_str(text).map_err(invalid)?;
+                        list.get(i).copied()
+                    }
+                    None => None,
+                }
+            }
+            _ => None,
+        };
+        match next {
+            Some(v) => cur = v,
+            None => return Ok(None),
+        }
+    }
+    serde_json::from_str(cur.get()).map(Some).map_err(invalid)
 }
 
 fn missing(route: &Route) -> Result<Option<String>, ApiError> {
@@ -145,6 +190,110 @@ impl Inbound {
                     retry_after_secs: 5,
                 })
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What `serde_json::Value::pointer` answers, for comparison.
+    fn by_value(body: &[u8], pointer: &str) -> Result<Option<serde_json::Value>, ()> {
+        let v: serde_json::Value = serde_json::from_slice(body).map_err(|_| ())?;
+        Ok(v.pointer(pointer).cloned())
+    }
+
+    #[test]
+    fn json_pointer_answers_as_value_pointer_does() {
+        let docs: &[&[u8]] = &[
+            br#"{"analysisId":"anl_1","a":{"b":[10,{"c":"x"}],"":1,"m~n":2,"s/t":3},"n":42,"f":1.5e2,"z":null}"#,
+            br#" [ "x" , {"id" : "y"} ] "#,
+            br#"{"id":"first","id":"second"}"#,
+            br#""just a string""#,
+            br#"{"a":[1,2,3]}"#,
+        ];
+        let pointers = [
+            "",
+            "/analysisId",
+            "/a/b/0",
+            "/a/b/1/c",
+            "/a/b/01",
+            "/a/b/2",
+            "/a/",
+            "/a/m~0n",
+            "/a/s~1t",
+            "/n",
+            "/f",
+            "/z",
+            "/missing",
+            "/0",
+            "/1/id",
+            "/id",
+            "/a/-",
+            "/a/b/x",
+        ];
+        for doc in docs {
+            for p in pointers {
+                assert_eq!(
+                    json_pointer(doc, p).map_err(|_| ()),
+                    by_value(doc, p),
+                    "{} at {p:?}",
+                    String::from_utf8_lossy(doc)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_documents_are_invalid_json_whatever_the_pointer_skips() {
+        for doc in [
+            &b"{\"id\":\"x\",\"rest\":[1,2"[..],
+            b"{\"id\":\"x\"} trailing",
+            b"",
+            b"{\"id\":\"x\",\"bad\":tru}",
+        ] {
+            assert!(matches!(
+                json_pointer(doc, "/id"),
+                Err(ApiError::InvalidJson)
+            ));
+        }
+    }
+
+    fn json() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i32>().prop_map(|n| serde_json::json!(n)),
+            "[a-z0-9~/]{0,4}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z0-9~/]{0,2}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_value_pointer_on_json_documents(
+            doc in json(),
+            p in "(/([a-z0-9]|~0|~1){0,2}){0,3}",
+        ) {
+            let bytes = serde_json::to_vec_pretty(&doc).unwrap();
+            prop_assert_eq!(json_pointer(&bytes, &p).map_err(|_| ()), by_value(&bytes, &p));
+        }
+
+        #[test]
+        fn never_disagrees_with_value_pointer(
+            doc in proptest::collection::vec(any::<u8>(), 0..64),
+            p in "(/[a-z0-9~]{0,3}){0,3}",
+        ) {
+            prop_assert_eq!(json_pointer(&doc, &p).map_err(|_| ()), by_value(&doc, &p));
         }
     }
 }
