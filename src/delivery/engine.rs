@@ -6,8 +6,10 @@
 //!   lease outlives the attempt (timeout x 2 + 5 s), so two replicas never
 //!   attempt the same job at once unless one of them died;
 //! - at most `concurrency` attempts per queue (upstream) run at once;
-//! - a queue holds at most `2 x concurrency` claimed jobs: the ones in flight
-//!   and a buffer of as many waiting for a permit (FIFO), so a worker that
+//! - a queue holds at most `2 x concurrency` claimed jobs not yet attempted
+//!   or being attempted: the ones in flight and a buffer of as many waiting
+//!   for a permit (FIFO); jobs whose attempt ended and is being recorded do
+//!   not count (the store's lease still covers them), so a worker that
 //!   frees a permit starts the next job at once instead of waiting for a
 //!   claim (one store commit) first, and claims come in batches. A buffered
 //!   job waits for at most one round of attempts (<= timeout) and its own
@@ -206,18 +208,20 @@ impl Engine {
             p = q.concurrency.clone().acquire_owned() => p.ok(),
         };
         match permit {
-            Some(permit) if !shutdown.is_triggered() => self.clone().attempt(q, job, permit).await,
+            Some(permit) if !shutdown.is_triggered() => {
+                self.clone().attempt(q, job, permit, held).await
+            }
             _ => {
                 if let Err(e) = self.store.release(&job.lease).await {
                     tracing::warn!(id = %job.id, error = %e, "cannot release a job at shutdown; it returns when its lease expires");
                 }
+                // Both permits are free before the claim loop is woken, so
+                // it sees the room it is woken for.
+                drop(held);
+                self.wake.notify_one();
             }
         }
         self.unhold(&id);
-        // Both permits are free before the claim loop is woken, so it sees
-        // the room it is woken for.
-        drop(held);
-        self.wake.notify_one();
     }
 
     /// Marks `id` as held by this process; `false` if it already was.
@@ -240,6 +244,7 @@ impl Engine {
         q: Arc<QueueTarget>,
         job: ClaimedJob,
         permit: OwnedSemaphorePermit,
+        held: OwnedSemaphorePermit,
     ) {
         let started_at = now_ms(&self.clock);
         let started = tokio::time::Instant::now();
@@ -329,9 +334,12 @@ impl Engine {
             error,
             response_body: body.map(|b| b.to_vec()),
         };
-        // The target is free again; recording the attempt need not hold its
-        // slot (the job's buffer slot is held until it is recorded).
+        // The target is free again, and the claim loop may claim the next
+        // job: recording this attempt may wait a little for a shared commit
+        // (the store's lease keeps the job from being claimed meanwhile).
         drop(permit);
+        drop(held);
+        self.wake.notify_one();
         match self.store.finish(&job.lease, attempt, next).await {
             Ok(true) => {}
             Ok(false) => tracing::warn!(id = %job.id, "lease lost before the attempt was recorded"),
