@@ -29,9 +29,6 @@ const STARTUP_KILLS: usize = 6;
 /// Clients on the deduplicated route; CHURN_CLIENTS more send to a route
 /// whose dedup window is one second, so the purge always has work.
 const CLIENTS: usize = 8;
-const CHURN_CLIENTS: usize = 2;
-const STRICT: &str = "/hooks/sigsentry";
-const CHURN: &str = "/hooks/churn";
 const CHECKERS: usize = 8;
 /// Seeded events checked one by one (all of them would take too long; the
 /// upstream must still receive every one).
@@ -127,55 +124,6 @@ async fn sigterm_drains_and_a_restart_resumes_delivery() {
     p.kill();
 }
 
-/// The SIGKILL test's configuration: a route whose dedup window outlives
-/// the test, and a churn route whose one-second window (with a one-second
-/// history retention) gives the purge work after every restart. With
-/// `purge_interval`, the purge also runs that often during the load.
-fn kill_config(dir: &Path, upstream: &str, purge_interval: Option<&str>) -> String {
-    let purge = purge_interval.map_or(String::new(), |p| format!("purge_interval = \"{p}\""));
-    let route = |path: &str, window: &str| {
-        format!(
-            r#"
-[[routes]]
-path = "{path}"
-scheme = "sigsentry"
-secrets = [{{ value = "{SECRET}" }}]
-dedup = {{ key = "body:/analysisId", window = "{window}" }}
-[routes.upstream]
-url = "{upstream}"
-timeout = "1s"
-concurrency = 16
-[routes.retry]
-initial = "50ms"
-max_delay = "500ms"
-"#
-        )
-    };
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-shutdown_grace = "10s"
-[admin]
-listen = "127.0.0.1:0"
-[store]
-path = "{db}"
-history_retention = "1s"
-{purge}
-[log]
-format = "json"
-level = "info"
-[delivery]
-poll_interval = "50ms"
-{strict}
-{churn}
-"#,
-        db = dir.join("hookgate.db").display(),
-        strict = route(STRICT, "1h"),
-        churn = route(CHURN, "1s"),
-    )
-}
-
 /// How the upstream answers during a load round; the final run is always
 /// healthy, so everything acknowledged must then arrive.
 fn upstream_mode(up: &Upstream, round: usize) -> &'static str {
@@ -244,21 +192,10 @@ async fn acknowledged_requests_survive_sigkill() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let up = Upstream::start().await;
-    let purge_interval = binary_accepts_config(
-        dir.path(),
-        &kill_config(dir.path(), &up.url("/app"), Some("200ms")),
-    )
-    .then_some("200ms");
-    match purge_interval {
-        Some(i) => eprintln!("store.purge_interval = {i}: the purge also runs during the load"),
-        None => eprintln!(
-            "store.purge_interval is unknown to this binary: the purge runs at startup only"
-        ),
-    }
     let cfg = dir.path().join("hookgate.toml");
     std::fs::write(
         &cfg,
-        kill_config(dir.path(), &up.url("/app"), purge_interval),
+        durability_config(dir.path(), &up.url("/app"), SECRET, 16, "10s"),
     )
     .unwrap();
     let spawn = || spawn_binary(&cfg, &[]).wait_listening(Duration::from_secs(60));

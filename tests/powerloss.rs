@@ -31,11 +31,8 @@ const ROUNDS: usize = 5;
 /// Clients on the deduplicated route; CHURN_CLIENTS more send to a route
 /// whose dedup window is one second, so the purge always has work.
 const CLIENTS: usize = 6;
-const CHURN_CLIENTS: usize = 2;
 /// Each round must acknowledge more than this many requests.
 const MIN_ACKS: usize = 20;
-const STRICT: &str = "/hooks/sigsentry";
-const CHURN: &str = "/hooks/churn";
 /// Concurrent checks against the restored binary.
 const CHECKERS: usize = 8;
 /// Once the load is going, the kill comes within this many milliseconds.
@@ -87,51 +84,6 @@ fn build_shim(dir: &Path) -> PathBuf {
     out
 }
 
-fn config(data: &Path, upstream: &str, purge_interval: Option<&str>) -> String {
-    let purge = purge_interval.map_or(String::new(), |p| format!("purge_interval = \"{p}\""));
-    let route = |path: &str, window: &str| {
-        format!(
-            r#"
-[[routes]]
-path = "{path}"
-scheme = "sigsentry"
-secrets = [{{ value = "{SECRET}" }}]
-dedup = {{ key = "body:/analysisId", window = "{window}" }}
-[routes.upstream]
-url = "{upstream}"
-timeout = "1s"
-concurrency = 4
-[routes.retry]
-initial = "50ms"
-max_delay = "500ms"
-"#
-        )
-    };
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-shutdown_grace = "5s"
-[admin]
-listen = "127.0.0.1:0"
-[store]
-path = "{db}"
-history_retention = "1s"
-{purge}
-[log]
-format = "json"
-level = "info"
-[delivery]
-poll_interval = "50ms"
-{strict}
-{churn}
-"#,
-        db = data.join("hookgate.db").display(),
-        strict = route(STRICT, "1h"),
-        churn = route(CHURN, "1s"),
-    )
-}
-
 fn write_config(path: PathBuf, toml: &str) -> PathBuf {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, toml).unwrap();
@@ -181,20 +133,6 @@ async fn acknowledged_requests_survive_power_loss() {
     let tmp = tempfile::tempdir().unwrap();
     let shim = build_shim(tmp.path());
 
-    // Use `store.purge_interval` when the binary knows it, so the purge
-    // runs during the load and not only at startup.
-    let purge_interval = binary_accepts_config(
-        tmp.path(),
-        &config(&tmp.path().join("probe"), &refused_url(), Some("200ms")),
-    )
-    .then_some("200ms");
-    match purge_interval {
-        Some(i) => eprintln!("store.purge_interval = {i}: the purge also runs during the load"),
-        None => eprintln!(
-            "store.purge_interval is unknown to this binary: the purge runs at startup only"
-        ),
-    }
-
     let mut acked: Vec<Ack> = Vec::new();
     let mut delivered: HashSet<String> = HashSet::new();
     // The data the next round starts on: empty at first, then what the
@@ -214,7 +152,7 @@ async fn acknowledged_requests_survive_power_loss() {
         let up = upstream(*mode).await;
         let cfg = write_config(
             rdir.join("load.toml"),
-            &config(&data, &up.url("/app"), purge_interval),
+            &durability_config(&data, &up.url("/app"), SECRET, 4, "5s"),
         );
         let envs: Vec<(&str, &OsStr)> = vec![
             ("LD_PRELOAD", shim.as_os_str()),
@@ -280,7 +218,7 @@ async fn acknowledged_requests_survive_power_loss() {
         assert!(!files.is_empty(), "round {round}: empty snapshot");
         let cfg = write_config(
             rdir.join("check.toml"),
-            &config(&restored, &refused_url(), purge_interval),
+            &durability_config(&restored, &refused_url(), SECRET, 4, "5s"),
         );
         let p = Arc::new(spawn_binary(&cfg, &[]).wait_listening(Duration::from_secs(30)));
         let check_started = Instant::now();

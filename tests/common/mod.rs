@@ -526,18 +526,66 @@ impl Drop for Proc {
     }
 }
 
-/// Whether the binary accepts `toml` as a configuration (`check-config`):
-/// lets a test use a knob that a newer binary adds, and still run on an
-/// older one.
-pub fn binary_accepts_config(dir: &std::path::Path, toml: &str) -> bool {
-    let path = dir.join("probe.toml");
-    std::fs::write(&path, toml).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
-        .args(["check-config", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_file(&path);
-    out.status.success()
+/// The strict route of the durability tests: its dedup window outlives the
+/// test, so every acknowledged event must stay a duplicate.
+pub const STRICT: &str = "/hooks/sigsentry";
+/// The churn route: a one-second dedup window and history, so the purge
+/// always has work.
+pub const CHURN: &str = "/hooks/churn";
+/// Load clients on the churn route.
+pub const CHURN_CLIENTS: usize = 2;
+
+/// The configuration of the durability tests (crash, power loss): the store
+/// in `store_dir`, the strict and the churn route forwarding to `upstream`,
+/// and a purge every 200 ms, so it also runs during the load.
+pub fn durability_config(
+    store_dir: &std::path::Path,
+    upstream: &str,
+    secret: &str,
+    concurrency: usize,
+    shutdown_grace: &str,
+) -> String {
+    let route = |path: &str, window: &str| {
+        format!(
+            r#"
+[[routes]]
+path = "{path}"
+scheme = "sigsentry"
+secrets = [{{ value = "{secret}" }}]
+dedup = {{ key = "body:/analysisId", window = "{window}" }}
+[routes.upstream]
+url = "{upstream}"
+timeout = "1s"
+concurrency = {concurrency}
+[routes.retry]
+initial = "50ms"
+max_delay = "500ms"
+"#
+        )
+    };
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+shutdown_grace = "{shutdown_grace}"
+[admin]
+listen = "127.0.0.1:0"
+[store]
+path = "{db}"
+history_retention = "1s"
+purge_interval = "200ms"
+[log]
+format = "json"
+level = "info"
+[delivery]
+poll_interval = "50ms"
+{strict}
+{churn}
+"#,
+        db = store_dir.join("hookgate.db").display(),
+        strict = route(STRICT, "1h"),
+        churn = route(CHURN, "1s"),
+    )
 }
 
 /// A request the real binary answered 202.
