@@ -498,6 +498,10 @@ impl Store {
     /// if `lease` is still the job's current lease (it may have run out as
     /// long as nobody claimed the job again). Otherwise answers `false` and
     /// writes nothing. `updated_at` becomes `started_at + duration_ms`.
+    ///
+    /// Nobody waits on this urgently, so a backend may hold it briefly (the
+    /// SQLite backend: up to 2 ms) to share a commit with other writes; the
+    /// answer still comes only once it is durable.
     pub async fn finish(
         &self,
         lease: &Lease,
