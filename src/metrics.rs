@@ -136,6 +136,36 @@ impl Metrics {
         out
     }
 
+    /// Creates, at zero, every per-route series an alert would watch, so
+    /// that `rate()` and absence alerts see them from startup rather than
+    /// from the first event of each kind.
+    pub fn init_route(&self, route: &str, queue: bool, verify_codes: &[&str]) {
+        let outcomes: &[&str] = if queue {
+            &["accepted", "duplicate", "payload_too_large", "unavailable"]
+        } else {
+            &[
+                "proxied",
+                "payload_too_large",
+                "upstream_unreachable",
+                "upstream_timeout",
+            ]
+        };
+        for outcome in outcomes.iter().chain(verify_codes) {
+            self.requests.with_label_values(&[route, outcome]);
+        }
+        for code in verify_codes {
+            self.verify_failures.with_label_values(&[route, code]);
+        }
+        if queue {
+            self.duplicates.with_label_values(&[route]);
+            self.ack_seconds.with_label_values(&[route]);
+            for result in ["success", "retry", "dead"] {
+                self.forward_attempts.with_label_values(&[route, result]);
+            }
+            self.forward_seconds.with_label_values(&[route]);
+        }
+    }
+
     /// The registry, for components that register their own metrics (the
     /// store).
     pub fn registry(&self) -> &Registry {

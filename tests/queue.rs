@@ -501,6 +501,31 @@ async fn metrics_count_requests_failures_attempts_and_commits() {
     hg.stop().await;
 }
 
+/// The series an alert would watch exist at zero from startup.
+#[tokio::test]
+async fn per_route_series_exist_at_zero_from_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start().await;
+    let hg = Hookgate::start(&config(dir.path(), &up.url("/app"), "")).await;
+    let a = send("GET", &hg.admin_url("/metrics"), &[], "").await;
+    let text = String::from_utf8(a.body.to_vec()).unwrap();
+    for want in [
+        r#"hookgate_requests_total{outcome="accepted",route="/hooks/sigsentry"} 0"#,
+        r#"hookgate_requests_total{outcome="duplicate",route="/hooks/sigsentry"} 0"#,
+        r#"hookgate_requests_total{outcome="signature_mismatch",route="/hooks/sigsentry"} 0"#,
+        r#"hookgate_requests_total{outcome="unavailable",route="/hooks/sigsentry"} 0"#,
+        r#"hookgate_verification_failures_total{reason="signature_missing",route="/hooks/sigsentry"} 0"#,
+        r#"hookgate_verification_failures_total{reason="timestamp_out_of_tolerance",route="/hooks/sigsentry"} 0"#,
+        r#"hookgate_duplicates_total{route="/hooks/sigsentry"} 0"#,
+        r#"hookgate_forward_attempts_total{result="success",route="/hooks/sigsentry"} 0"#,
+        r#"hookgate_forward_attempts_total{result="dead",route="/hooks/sigsentry"} 0"#,
+        r#"hookgate_ack_duration_seconds_count{route="/hooks/sigsentry"} 0"#,
+    ] {
+        assert!(text.contains(want), "missing {want} in:\n{text}");
+    }
+    hg.stop().await;
+}
+
 #[tokio::test]
 async fn upstream_concurrency_limit_is_respected() {
     let dir = tempfile::tempdir().unwrap();

@@ -71,6 +71,10 @@ impl Inbound {
             .collect::<Result<Vec<_>, _>>()?;
         // Longest prefix first, so `/hooks/a/b` wins over `/hooks/a`.
         routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
+        let verify_codes = crate::signature::VerifyError::ALL.map(|e| e.code());
+        for r in &routes {
+            metrics.init_route(&r.path, r.mode == Mode::Queue, &verify_codes);
+        }
         let forwarded_proto = HeaderValue::from_static(if config.server.tls.is_some() {
             "https"
         } else {

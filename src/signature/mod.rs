@@ -293,6 +293,14 @@ pub enum VerifyError {
 }
 
 impl VerifyError {
+    /// Every verification failure, for metrics that exist from startup.
+    pub const ALL: [VerifyError; 4] = [
+        VerifyError::Missing,
+        VerifyError::Malformed,
+        VerifyError::Mismatch,
+        VerifyError::TimestampOutOfTolerance,
+    ];
+
     pub fn code(self) -> &'static str {
         match self {
             VerifyError::Missing => "signature_missing",
