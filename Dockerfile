@@ -62,9 +62,10 @@ COPY config/example.toml /etc/hookgate/hookgate.toml
 COPY --from=build --chown=65532:65532 /out/data /data
 
 # Container defaults, layered over the config file (env wins): listen on all
-# interfaces (the admin listener too, for probes and scrapes: set
-# [admin] token or token_env so the admin API is not open), store on the
-# volume, JSON logs for collectors.
+# interfaces (the admin listener too, for probes and scrapes; hookgate then
+# refuses to start without an admin token: set [admin] token or token_env,
+# e.g. HOOKGATE_ADMIN__TOKEN_ENV=ADMIN_TOKEN with ADMIN_TOKEN from a
+# secret), store on the volume, JSON logs for collectors.
 ENV HOOKGATE_SERVER__LISTEN=0.0.0.0:8080 \
     HOOKGATE_ADMIN__LISTEN=0.0.0.0:9090 \
     HOOKGATE_STORE__PATH=/data/hookgate.db \

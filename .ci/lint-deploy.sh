@@ -130,12 +130,22 @@ if [ -n "${HOOKGATE_BIN:-}" ]; then
     HOOKGATE_LOG__FORMAT=json
   )
   check() {
-    echo "-- hookgate check-config --config $1"
+    local f=$1; shift
+    echo "-- hookgate check-config --config $f $*"
     env -i "${container_env[@]}" SIGSENTRY_SECRET=dummy-sigsentry-secret \
-      HOOKGATE_ADMIN_TOKEN=dummy-admin-token "$HOOKGATE_BIN" check-config --config "$1"
+      HOOKGATE_ADMIN_TOKEN=dummy-admin-token "$@" "$HOOKGATE_BIN" check-config --config "$f"
   }
   check deploy/hookgate.compose.toml
-  check config/example.toml # the image's default config
+  # The image's default config: refused without an admin token (its admin
+  # listener is on all interfaces), accepted with one, as deploy/README.md
+  # runs it.
+  if check config/example.toml 2>"$work/refused.txt"; then
+    echo "the image's default config started an open admin API without a token" >&2
+    exit 1
+  fi
+  grep -q "admin.token: required" "$work/refused.txt" || { cat "$work/refused.txt" >&2; exit 1; }
+  echo "refused without a token, as it should be"
+  check config/example.toml HOOKGATE_ADMIN__TOKEN_ENV=ADMIN_TOKEN ADMIN_TOKEN=dummy-admin-token
   for f in "$work"/*.toml; do
     check "$f"
   done

@@ -126,6 +126,11 @@ pub struct AdminConfig {
     /// Shorthand for `token = { env = "..." }`.
     #[serde(default)]
     pub token_env: Option<String>,
+    /// Lets the admin API run without a token on a non-loopback listener
+    /// (refused otherwise: anyone reaching the port could replay or delete
+    /// acknowledged jobs).
+    #[serde(default)]
+    pub allow_unauthenticated: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -623,8 +628,19 @@ impl Config {
         if self.admin.token.is_some() && self.admin.token_env.is_some() {
             errs.push("admin.token: give either `token` or `token_env`, not both".into());
         }
-        if let Err(e) = self.admin_token() {
-            errs.push(format!("admin.token: {e}"));
+        match self.admin_token() {
+            Err(e) => errs.push(format!("admin.token: {e}")),
+            Ok(None)
+                if !self.admin.listen.ip().is_loopback() && !self.admin.allow_unauthenticated =>
+            {
+                errs.push(format!(
+                    "admin.token: required when admin.listen ({}) is not a loopback address: \
+                     anyone reaching it could replay or delete acknowledged jobs (set admin.token \
+                     or admin.token_env, or admin.allow_unauthenticated = true to accept that)",
+                    self.admin.listen
+                ))
+            }
+            Ok(_) => {}
         }
         match self.store.kind {
             StoreKind::Sqlite => {

@@ -142,6 +142,14 @@ pub async fn run(
     let admin_token = config
         .admin_token()
         .map_err(|e| RunError::Config(format!("admin.token: {e}")))?;
+    if admin_token.is_none() && !config.admin.listen.ip().is_loopback() {
+        // Only reachable with admin.allow_unauthenticated = true (validate).
+        tracing::warn!(
+            admin = %config.admin.listen,
+            "the admin API listens beyond loopback WITHOUT a token (admin.allow_unauthenticated): \
+             anyone reaching it can replay or delete acknowledged jobs"
+        );
+    }
     let (public_addr, admin_addr) = listeners
         .addrs()
         .map_err(|e| RunError::Config(e.to_string()))?;

@@ -31,6 +31,8 @@ pub struct Metrics {
     pub forward_attempts: IntCounterVec,
     /// Duration of forward attempts by route.
     pub forward_seconds: HistogramVec,
+    /// Admin API requests refused for a missing or wrong token.
+    pub admin_auth_failures: prometheus::IntCounter,
     /// Jobs held by the store for a queue no configured route serves (a
     /// route removed or renamed), by queue; set at start and at scrape.
     pub orphaned_jobs: IntGaugeVec,
@@ -104,6 +106,11 @@ impl Metrics {
                 &["route"],
             )
             .unwrap(),
+            admin_auth_failures: prometheus::IntCounter::new(
+                "hookgate_admin_auth_failures_total",
+                "Admin API requests refused for a missing or wrong token.",
+            )
+            .unwrap(),
             orphaned_jobs: IntGaugeVec::new(
                 Opts::new(
                     "hookgate_queue_orphaned_jobs",
@@ -125,6 +132,7 @@ impl Metrics {
         r.register(Box::new(m.forward_attempts.clone())).unwrap();
         r.register(Box::new(m.forward_seconds.clone())).unwrap();
         r.register(Box::new(m.orphaned_jobs.clone())).unwrap();
+        r.register(Box::new(m.admin_auth_failures.clone())).unwrap();
         m
     }
 

@@ -84,6 +84,43 @@ fn every_invalid_config_fails_with_its_message() {
     assert!(n >= 10);
 }
 
+/// An admin API reachable beyond loopback needs a token: `run` refuses to
+/// start without one (naming the key), unless explicitly allowed.
+#[test]
+fn an_open_admin_listener_without_a_token_refuses_to_start() {
+    let open = [
+        ("SIGSENTRY_SECRET", "x"),
+        ("HOOKGATE_ADMIN__LISTEN", "0.0.0.0:0"),
+    ];
+    let out = hookgate(&["run", "--config", "config/example.toml"], b"", &open);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("admin.token: required"), "{err}");
+    let allowed = [
+        ("SIGSENTRY_SECRET", "x"),
+        ("HOOKGATE_ADMIN__LISTEN", "0.0.0.0:0"),
+        ("HOOKGATE_ADMIN__ALLOW_UNAUTHENTICATED", "true"),
+    ];
+    let out = hookgate(
+        &["check-config", "--config", "config/example.toml"],
+        b"",
+        &allowed,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let with_token = [
+        ("SIGSENTRY_SECRET", "x"),
+        ("HOOKGATE_ADMIN__LISTEN", "0.0.0.0:0"),
+        ("HOOKGATE_ADMIN__TOKEN_ENV", "ADMIN_T"),
+        ("ADMIN_T", "t0ken"),
+    ];
+    let out = hookgate(
+        &["check-config", "--config", "config/example.toml"],
+        b"",
+        &with_token,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
 #[test]
 fn missing_config_file_is_an_error() {
     let out = hookgate(

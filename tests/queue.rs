@@ -450,6 +450,10 @@ async fn admin_api_requires_the_token_when_configured() {
             .status,
         200
     );
+    // The two refusals are counted.
+    let m = send("GET", &hg.admin_url("/metrics"), &[], "").await;
+    let m = String::from_utf8(m.body.to_vec()).unwrap();
+    assert!(m.contains("hookgate_admin_auth_failures_total 2"), "{m}");
     // Probes need no token.
     assert_eq!(
         send("GET", &hg.admin_url("/healthz"), &[], "").await.status,
