@@ -108,6 +108,55 @@ async fn valid_request_arrives_upstream_byte_identical() {
     hg.stop().await;
 }
 
+/// A sender's own forwarded headers are dropped unless it connects from a
+/// trusted proxy; exactly one value of each reaches the upstream.
+#[tokio::test]
+async fn forwarded_headers_are_kept_only_from_trusted_proxies() {
+    let forged = |body: &[u8]| {
+        let mut h = sign("sigsentry", SECRET, body, None, now());
+        for (k, v) in [
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-real-ip", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+        ] {
+            h.push((k.to_string(), v.to_string()));
+        }
+        h
+    };
+    // 127.0.0.1 is not a trusted proxy: everything forged goes.
+    let (up, hg) = setup("").await;
+    let body = analysis("anl_fwd1");
+    let a = post(&hg.url("/hooks/sigsentry"), &forged(&body), body).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let r = &up.received()[0];
+    assert_eq!(r.headers.get_all("x-forwarded-for").iter().count(), 1);
+    assert_eq!(r.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(r.headers.get_all("x-forwarded-proto").iter().count(), 1);
+    assert_eq!(r.headers["x-forwarded-proto"], "http");
+    for gone in ["x-forwarded-host", "x-real-ip", "forwarded"] {
+        assert!(r.headers.get(gone).is_none(), "{gone} was forwarded");
+    }
+    hg.stop().await;
+
+    // A trusted proxy's chain is kept, and the peer appended to it.
+    let up = Upstream::start().await;
+    let toml = config(&up, "").replace(
+        "[server]\n",
+        "[server]\ntrusted_proxies = [\"127.0.0.0/8\"]\n",
+    );
+    let hg = Hookgate::start(&toml).await;
+    let body = analysis("anl_fwd2");
+    let a = post(&hg.url("/hooks/sigsentry"), &forged(&body), body).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let r = &up.received()[0];
+    assert_eq!(r.headers["x-forwarded-for"], "6.6.6.6, 127.0.0.1");
+    assert_eq!(r.headers["x-forwarded-proto"], "https");
+    assert_eq!(r.headers["x-real-ip"], "6.6.6.6");
+    hg.stop().await;
+}
+
 #[tokio::test]
 async fn rotated_secret_is_accepted() {
     let (up, hg) = setup("").await;

@@ -144,6 +144,28 @@ async fn accepted_request_is_acked_then_forwarded_byte_identical() {
     hg.stop().await;
 }
 
+/// Queue mode forwards the same trustworthy forwarded headers as
+/// passthrough: a sender's forged ones never reach the upstream.
+#[tokio::test]
+async fn forged_forwarded_headers_are_not_stored_or_forwarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start().await;
+    let hg = Hookgate::start(&config(dir.path(), &up.url("/app"), "")).await;
+    let body = analysis("anl_fwdq");
+    let mut headers = sign("sigsentry", SECRET, &body, None, now());
+    headers.push(("x-forwarded-for".into(), "6.6.6.6".into()));
+    headers.push(("x-real-ip".into(), "6.6.6.6".into()));
+    let a = post(&hg.url("/hooks/sigsentry"), &headers, body).await;
+    assert_eq!(a.status, 202, "{:?}", a.body);
+    let got = up.wait_for(1, Duration::from_secs(10)).await;
+    let r = &got[0];
+    assert_eq!(r.headers.get_all("x-forwarded-for").iter().count(), 1);
+    assert_eq!(r.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(r.headers["x-forwarded-proto"], "http");
+    assert!(r.headers.get("x-real-ip").is_none());
+    hg.stop().await;
+}
+
 #[tokio::test]
 async fn duplicates_are_answered_with_the_first_id_and_not_forwarded_twice() {
     let dir = tempfile::tempdir().unwrap();

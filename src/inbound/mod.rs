@@ -9,6 +9,7 @@
 //! as soon as the limit is crossed otherwise; the raw body bytes verified are
 //! the bytes forwarded.
 
+pub mod forwarded;
 pub mod queue;
 pub mod route;
 
@@ -20,7 +21,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue};
+use http::header::HeaderValue;
 use http::{header, Request, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Frame, Incoming, SizeHint};
@@ -37,13 +38,11 @@ use crate::Clock;
 
 pub use route::Route;
 
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-
 /// The receiver: every route, and what they share.
 pub struct Inbound {
     routes: Vec<Route>,
     forwarded_proto: HeaderValue,
+    trusted_proxies: Vec<crate::config::Cidr>,
     body_timeout: Duration,
     store_timeout: Duration,
     clock: Clock,
@@ -83,6 +82,7 @@ impl Inbound {
         Ok(Inbound {
             routes,
             forwarded_proto,
+            trusted_proxies: config.server.trusted_proxies.clone(),
             body_timeout: config.server.body_timeout.0,
             store_timeout: config.server.store_timeout.0,
             clock,
@@ -160,7 +160,7 @@ impl Inbound {
                 allow: route.allow.clone(),
             });
         }
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         if let Some(len) = content_length(&parts.headers)? {
             if len > route.max_body {
                 return Err(ApiError::PayloadTooLarge);
@@ -170,8 +170,12 @@ impl Inbound {
         route
             .verifier
             .verify(&parts.headers, &body, (self.clock)())?;
+        // What the upstream may trust about the sender (both modes).
+        let peer_ip = peer.ip();
+        let trusted = self.trusted_proxies.iter().any(|c| c.contains(peer_ip));
+        forwarded::rewrite(&mut parts.headers, peer_ip, trusted, &self.forwarded_proto);
         match route.mode {
-            Mode::Passthrough => Ok(("proxied", self.passthrough(route, parts, body, peer).await?)),
+            Mode::Passthrough => Ok(("proxied", self.passthrough(route, parts, body).await?)),
             Mode::Queue => self.enqueue(route, parts, body).await,
         }
     }
@@ -181,7 +185,6 @@ impl Inbound {
         route: &Route,
         parts: http::request::Parts,
         body: Bytes,
-        peer: SocketAddr,
     ) -> Result<Response<Body>, ApiError> {
         let deadline = tokio::time::Instant::now() + route.upstream_timeout;
         let _permit = tokio::time::timeout_at(deadline, route.concurrency.acquire())
@@ -202,12 +205,6 @@ impl Inbound {
                 X_HOOKGATE_DELIVERY_ID.clone(),
                 HeaderValue::from_str(&id).expect("uuid is a valid header value"),
             ),
-            (
-                X_FORWARDED_FOR.clone(),
-                HeaderValue::from_str(&peer.ip().to_string())
-                    .expect("an IP is a valid header value"),
-            ),
-            (X_FORWARDED_PROTO.clone(), self.forwarded_proto.clone()),
         ];
         let req = upstream_request(parts.method, uri, &parts.headers, body, &extra)
             .map_err(|_| ApiError::BadRequest("request cannot be forwarded"))?;

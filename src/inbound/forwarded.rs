@@ -1,0 +1,121 @@
+//! The forwarded headers an upstream can trust.
+//!
+//! An app behind hookgate reads the client's address and scheme from
+//! `X-Forwarded-For` / `X-Forwarded-Proto`. A sender can put anything in
+//! them, so they are kept only when the peer that connected to hookgate is
+//! a trusted proxy (`server.trusted_proxies`, CIDRs); otherwise every
+//! sender-supplied `Forwarded`, `X-Forwarded-*` and `X-Real-IP` is dropped.
+//! Then exactly one value of each is set: `X-Forwarded-For` is the trusted
+//! chain (if any) followed by the peer's address, `X-Forwarded-Proto` the
+//! trusted proxy's scheme or hookgate's own. The same headers are forwarded
+//! in passthrough and in queue mode (they are stored with the request).
+
+use std::net::IpAddr;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Rewrites the forwarded headers of a request from `peer` (see the module
+/// docs). `proto` is hookgate's own scheme (`http` or `https`).
+pub fn rewrite(headers: &mut HeaderMap, peer: IpAddr, trusted: bool, proto: &HeaderValue) {
+    let chain: Vec<String> = if trusted {
+        headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let proxy_proto = trusted
+        .then(|| headers.get(&X_FORWARDED_PROTO).cloned())
+        .flatten();
+    if !trusted {
+        let forged: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| {
+                let k = k.as_str();
+                k == "forwarded" || k == "x-real-ip" || k.starts_with("x-forwarded-")
+            })
+            .cloned()
+            .collect();
+        for k in forged {
+            headers.remove(k);
+        }
+    }
+    let mut xff = chain.join(", ");
+    if !xff.is_empty() {
+        xff.push_str(", ");
+    }
+    xff.push_str(&peer.to_string());
+    // Every part came from a header value or an IP: always a valid value.
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    headers.insert(
+        X_FORWARDED_PROTO.clone(),
+        proxy_proto.unwrap_or_else(|| proto.clone()),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn forged() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", "6.6.6.6".parse().unwrap());
+        h.append("x-forwarded-for", "7.7.7.7, 8.8.8.8".parse().unwrap());
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        h.insert("x-forwarded-host", "evil.example".parse().unwrap());
+        h.insert("forwarded", "for=6.6.6.6".parse().unwrap());
+        h.insert("x-real-ip", "6.6.6.6".parse().unwrap());
+        h.insert("content-type", "application/json".parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn an_untrusted_peers_forwarded_headers_are_replaced() {
+        let mut h = forged();
+        rewrite(
+            &mut h,
+            ip("192.0.2.1"),
+            false,
+            &HeaderValue::from_static("http"),
+        );
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        for gone in ["x-forwarded-host", "forwarded", "x-real-ip"] {
+            assert!(!h.contains_key(gone), "{gone}");
+        }
+        assert_eq!(h["content-type"], "application/json");
+    }
+
+    #[test]
+    fn a_trusted_proxys_chain_is_kept_and_extended_in_one_value() {
+        let mut h = forged();
+        rewrite(
+            &mut h,
+            ip("10.0.0.2"),
+            true,
+            &HeaderValue::from_static("http"),
+        );
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "6.6.6.6, 7.7.7.7, 8.8.8.8, 10.0.0.2");
+        assert_eq!(
+            h["x-forwarded-proto"], "https",
+            "the proxy knows the scheme"
+        );
+        assert_eq!(h["x-forwarded-host"], "evil.example");
+    }
+}
