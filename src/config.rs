@@ -216,6 +216,20 @@ pub struct RouteConfig {
     pub queue_limit: u64,
     #[serde(default)]
     pub retry: RetryConfig,
+    /// `append` (default): the sender's path below the route prefix and its
+    /// query are forwarded (after a check for traversal forms); `fixed`:
+    /// always the upstream URL's own path and query.
+    #[serde(default)]
+    pub forward_path: ForwardPath,
+}
+
+/// What a route forwards of the sender's path and query.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardPath {
+    #[default]
+    Append,
+    Fixed,
 }
 
 fn default_queue_limit() -> u64 {

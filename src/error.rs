@@ -45,6 +45,8 @@ pub enum ApiError {
     DedupKeyInvalid,
     #[error("body is not valid JSON")]
     InvalidJson,
+    #[error("request path cannot be forwarded")]
+    InvalidPath,
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -79,6 +81,7 @@ impl ApiError {
             ApiError::DedupKeyMissing
             | ApiError::DedupKeyInvalid
             | ApiError::InvalidJson
+            | ApiError::InvalidPath
             | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -98,6 +101,7 @@ impl ApiError {
             ApiError::DedupKeyMissing => "dedup_key_missing",
             ApiError::DedupKeyInvalid => "dedup_key_invalid",
             ApiError::InvalidJson => "invalid_json",
+            ApiError::InvalidPath => "invalid_path",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::RequestTimeout => "request_timeout",

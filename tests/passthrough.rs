@@ -157,6 +157,51 @@ async fn forwarded_headers_are_kept_only_from_trusted_proxies() {
     hg.stop().await;
 }
 
+/// The path below the prefix is signed by nothing: traversal forms are
+/// refused before verification, and a `fixed` route ignores the path.
+#[tokio::test]
+async fn traversal_paths_are_refused_and_fixed_routes_ignore_the_path() {
+    let (up, hg) = setup("").await;
+    let body = analysis("anl_path");
+    let headers = sign("sigsentry", SECRET, &body, None, now());
+    for bad in [
+        "/hooks/sigsentry/../admin",
+        "/hooks/sigsentry/%2e%2e/admin",
+        "/hooks/sigsentry/./x",
+        "/hooks/sigsentry/a%2Fb",
+        "/hooks/sigsentry/a%00",
+        "/hooks/sigsentry/%ff",
+    ] {
+        let a = post(&hg.url(bad), &headers, body.clone()).await;
+        assert_eq!(
+            (a.status, a.code().as_str()),
+            (400, "invalid_path"),
+            "{bad}"
+        );
+    }
+    // Refused before verification: an unsigned request gets the same answer.
+    let a = post(&hg.url("/hooks/sigsentry/../x"), &[], body.clone()).await;
+    assert_eq!(a.code(), "invalid_path");
+    assert!(up.received().is_empty(), "nothing reached the upstream");
+    hg.stop().await;
+
+    let up = Upstream::start().await;
+    let toml = one_route_to(&up.url("/only/here?k=1"), "").replace(
+        "mode = \"passthrough\"",
+        "mode = \"passthrough\"\nforward_path = \"fixed\"",
+    );
+    let hg = Hookgate::start(&toml).await;
+    let a = post(
+        &hg.url("/hooks/sigsentry/../../admin?drop=all"),
+        &headers,
+        body,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(up.received()[0].uri, "/only/here?k=1");
+    hg.stop().await;
+}
+
 #[tokio::test]
 async fn rotated_secret_is_accepted() {
     let (up, hg) = setup("").await;

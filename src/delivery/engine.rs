@@ -450,6 +450,7 @@ mod tests {
             target: Target {
                 base: "http://127.0.0.1:9/app".parse().unwrap(),
                 strip: Some("/hooks/x".into()),
+                fixed: false,
             },
             timeout: Duration::from_secs(1),
             concurrency: Arc::new(Semaphore::new(1)),

@@ -23,6 +23,9 @@ pub struct Target {
     pub base: Uri,
     /// The route prefix removed from the request path (when stripping).
     pub strip: Option<String>,
+    /// Forward to the base URL's own path and query only (the sender's
+    /// path and query are dropped).
+    pub fixed: bool,
 }
 
 const HOP_BY_HOP: &[&str] = &[
@@ -60,6 +63,9 @@ impl Target {
     /// replaced by the upstream URL's path (or appended to it when not
     /// stripping), and the query is kept.
     pub fn uri_for(&self, path_and_query: &str) -> Result<Uri, http::Error> {
+        if self.fixed {
+            return Ok(self.base.clone());
+        }
         let (path, query) = match path_and_query.split_once('?') {
             Some((p, q)) => (p, Some(q)),
             None => (path_and_query, None),
@@ -136,10 +142,19 @@ pub fn upstream_request(
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_fixed_target_ignores_the_senders_path_and_query() {
+        let mut target = t("http://up:3000/app/hook?k=1", Some("/hooks/x"));
+        target.fixed = true;
+        let u = target.uri_for("/hooks/x/../../admin?delete=all").unwrap();
+        assert_eq!(u, "http://up:3000/app/hook?k=1");
+    }
+
     fn t(base: &str, strip: Option<&str>) -> Target {
         Target {
             base: base.parse().unwrap(),
             strip: strip.map(str::to_string),
+            fixed: false,
         }
     }
 

@@ -9,6 +9,11 @@
 //! chain (if any) followed by the peer's address, `X-Forwarded-Proto` the
 //! trusted proxy's scheme or hookgate's own. The same headers are forwarded
 //! in passthrough and in queue mode (they are stored with the request).
+//!
+//! The sender's path below a route's prefix is signed by no scheme, so a
+//! route that forwards it (`forward_path = "append"`) refuses paths that
+//! could aim a captured request elsewhere on the upstream: see
+//! [`check_path`].
 
 use std::net::IpAddr;
 
@@ -63,6 +68,40 @@ pub fn rewrite(headers: &mut HeaderMap, peer: IpAddr, trusted: bool, proto: &Hea
     );
 }
 
+/// Whether `path` may be forwarded: no segment decodes to `.` or `..`, or
+/// contains an encoded `/` or `\\`, a NUL, or bytes that are not UTF-8; no
+/// malformed `%` escape.
+pub fn check_path(path: &str) -> bool {
+    path.split('/').all(|segment| {
+        let Some(d) = percent_decode(segment) else {
+            return false;
+        };
+        d != b"."
+            && d != b".."
+            && !d.iter().any(|b| matches!(b, b'/' | b'\\' | 0))
+            && std::str::from_utf8(&d).is_ok()
+    })
+}
+
+/// `%XX`-decodes `s`; `None` on a malformed escape.
+fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +120,37 @@ mod tests {
         h.insert("x-real-ip", "6.6.6.6".parse().unwrap());
         h.insert("content-type", "application/json".parse().unwrap());
         h
+    }
+
+    #[test]
+    fn traversal_forms_are_refused_and_plain_paths_pass() {
+        for ok in [
+            "/hooks/x",
+            "/hooks/x/a/b",
+            "/hooks/x/a%20b",
+            "/hooks/x/.well-known",
+            "/hooks/x/%C3%A9",
+            "/",
+        ] {
+            assert!(check_path(ok), "{ok}");
+        }
+        for bad in [
+            "/hooks/x/..",
+            "/hooks/x/../admin",
+            "/hooks/x/./a",
+            "/hooks/x/%2e%2e/admin",
+            "/hooks/x/%2E%2e",
+            "/hooks/x/.%2e/a",
+            "/hooks/x/a%2Fb",
+            "/hooks/x/a%2fb",
+            "/hooks/x/a%5Cb",
+            "/hooks/x/a%00",
+            "/hooks/x/%ff",
+            "/hooks/x/%zz",
+            "/hooks/x/%2",
+        ] {
+            assert!(!check_path(bad), "{bad}");
+        }
     }
 
     #[test]

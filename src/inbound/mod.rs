@@ -160,6 +160,9 @@ impl Inbound {
                 allow: route.allow.clone(),
             });
         }
+        if !route.target.fixed && !forwarded::check_path(req.uri().path()) {
+            return Err(ApiError::InvalidPath);
+        }
         let (mut parts, body) = req.into_parts();
         if let Some(len) = content_length(&parts.headers)? {
             if len > route.max_body {

@@ -92,6 +92,7 @@ impl Route {
             target: Target {
                 base,
                 strip: r.upstream.strip_prefix.then(|| r.path.clone()),
+                fixed: r.forward_path == crate::config::ForwardPath::Fixed,
             },
             upstream_timeout: r.upstream.timeout.0,
             concurrency: Arc::new(Semaphore::new(r.upstream.concurrency)),
