@@ -620,6 +620,16 @@ async fn retry_after_from_the_upstream_sets_the_next_attempt() {
 /// (queue = route path, kind, payload), before hookgate runs on that file.
 /// Returns the open store so the caller can act as another worker.
 async fn seed_job(dir: &Path, kind: &str, event: &str) -> (hookgate::store::Store, String) {
+    seed_job_in(dir, "/hooks/sigsentry", kind, event).await
+}
+
+/// [`seed_job`] into the queue `queue`.
+async fn seed_job_in(
+    dir: &Path,
+    queue: &str,
+    kind: &str,
+    event: &str,
+) -> (hookgate::store::Store, String) {
     use hookgate::delivery::job::StoredRequest;
     use hookgate::store::{Enqueued, NewJob, Store, StoreOptions};
     let store = Store::open(StoreOptions::sqlite(dir.join("hookgate.db"))).unwrap();
@@ -641,7 +651,7 @@ async fn seed_job(dir: &Path, kind: &str, event: &str) -> (hookgate::store::Stor
     .encode();
     let at = now_ms();
     let job = NewJob {
-        queue: "/hooks/sigsentry".into(),
+        queue: queue.into(),
         kind: kind.into(),
         payload,
         created_at: at,
@@ -658,6 +668,110 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+/// Jobs of a route that was removed or renamed: reported at start (the
+/// queue marked orphaned, a metric), moved to a configured route and
+/// delivered there, or deleted; the queue of a configured route cannot be
+/// deleted whole, nor moved to a route that does not exist.
+#[tokio::test]
+async fn orphaned_queues_are_reported_moved_and_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, moved) = seed_job_in(
+        dir.path(),
+        "/hooks/renamed",
+        hookgate::delivery::job::KIND_FORWARD,
+        "anl_orphan1",
+    )
+    .await;
+    store.shutdown().await;
+    drop(store);
+    let (store, _) = seed_job_in(
+        dir.path(),
+        "/hooks/removed",
+        hookgate::delivery::job::KIND_FORWARD,
+        "anl_orphan2",
+    )
+    .await;
+    store.shutdown().await;
+    drop(store);
+
+    let up = Upstream::start().await;
+    let hg = Hookgate::start(&config(dir.path(), &up.url("/app"), "")).await;
+    let queues = admin_get(&hg, "/admin/queues").await;
+    let orphaned = |q: &serde_json::Value, name: &str| {
+        q["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["route"] == name)
+            .map(|e| (e["orphaned"].clone(), e["pending"].clone()))
+    };
+    assert_eq!(
+        orphaned(&queues, "/hooks/renamed"),
+        Some((serde_json::json!(true), serde_json::json!(1))),
+        "{queues}"
+    );
+    let m = send("GET", &hg.admin_url("/metrics"), &[], "").await;
+    let m = String::from_utf8(m.body.to_vec()).unwrap();
+    assert!(
+        m.contains(r#"hookgate_queue_orphaned_jobs{queue="/hooks/removed"} 1"#),
+        "{m}"
+    );
+    assert!(up.received().is_empty(), "orphaned jobs are not delivered");
+
+    // Refusals: `to` must be a configured route; a configured route's queue
+    // cannot be deleted whole; an `after` cursor must be a job id.
+    let r = send(
+        "POST",
+        &hg.admin_url("/admin/queues/move?from=/hooks/renamed&to=/hooks/nowhere"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!((r.status, r.code().as_str()), (400, "bad_request"));
+    let r = send(
+        "DELETE",
+        &hg.admin_url("/admin/queues?route=/hooks/sigsentry"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!((r.status, r.code().as_str()), (409, "conflict"));
+    let r = send(
+        "GET",
+        &hg.admin_url("/admin/jobs?after=not-a-job-id"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!((r.status, r.code().as_str()), (400, "bad_request"));
+
+    // Moved: pending in the configured route, delivered there.
+    let r = send(
+        "POST",
+        &hg.admin_url("/admin/queues/move?from=/hooks/renamed&to=/hooks/sigsentry"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.json()["moved"], 1);
+    let got = up.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].headers["x-hookgate-delivery-id"], moved.as_str());
+    // Deleted: gone from the queues.
+    let r = send(
+        "DELETE",
+        &hg.admin_url("/admin/queues?route=/hooks/removed"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.json()["deleted"], 1);
+    let queues = admin_get(&hg, "/admin/queues").await;
+    assert_eq!(orphaned(&queues, "/hooks/removed"), None, "{queues}");
+    hg.stop().await;
 }
 
 /// A process that claimed a job and died during the attempt: the attempt
