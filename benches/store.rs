@@ -53,7 +53,7 @@ fn job(n: u64, payload: &[u8]) -> (NewJob, DedupKey) {
         NewJob {
             queue: QUEUE.to_string(),
             kind: "forward".to_string(),
-            payload: payload.to_vec(),
+            payload: bytes::Bytes::copy_from_slice(payload),
             created_at: now,
             next_at: now,
         },

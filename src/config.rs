@@ -55,6 +55,11 @@ pub struct ServerConfig {
     pub header_timeout: Dur,
     /// How long a client may take to send its whole body.
     pub body_timeout: Dur,
+    /// How long a client may leave a response unread (a write that makes
+    /// no progress for this long closes the connection).
+    pub write_timeout: Dur,
+    /// Request bodies held in memory at once, across all connections.
+    pub max_inflight_body: Size,
     pub max_connections: usize,
     /// How long open connections may take to finish after SIGTERM.
     pub shutdown_grace: Dur,
@@ -626,6 +631,15 @@ impl Config {
         if self.server.store_timeout.0.is_zero() {
             errs.push("server.store_timeout: must be greater than zero".into());
         }
+        if self.server.write_timeout.0.is_zero() {
+            errs.push("server.write_timeout: must be greater than zero".into());
+        }
+        if self.server.max_inflight_body.0 < self.server.max_body.0 {
+            errs.push(format!(
+                "server.max_inflight_body: must be at least server.max_body ({} bytes)",
+                self.server.max_body.0
+            ));
+        }
         if self.server.body_timeout.0.is_zero() {
             errs.push("server.body_timeout: must be greater than zero".into());
         }
@@ -783,6 +797,14 @@ impl Config {
             }
             if r.max_body.is_some_and(|s| s.0 == 0) {
                 errs.push(format!("{at}.max_body: must be greater than zero"));
+            }
+            if r.max_body
+                .is_some_and(|s| s.0 > self.server.max_inflight_body.0)
+            {
+                errs.push(format!(
+                    "{at}.max_body: must not exceed server.max_inflight_body ({} bytes)",
+                    self.server.max_inflight_body.0
+                ));
             }
         }
         if errs.is_empty() {

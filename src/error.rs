@@ -61,6 +61,9 @@ pub enum ApiError {
     Conflict(&'static str),
     #[error("service unavailable")]
     Unavailable { retry_after_secs: u64 },
+    /// The shared request-body budget (`server.max_inflight_body`) is spent.
+    #[error("too many request bodies in flight")]
+    Overloaded,
     #[error("upstream unreachable")]
     UpstreamUnreachable,
     #[error("upstream timed out")]
@@ -87,7 +90,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable { .. } | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -109,6 +112,7 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::Conflict(_) => "conflict",
             ApiError::Unavailable { .. } => "unavailable",
+            ApiError::Overloaded => "overloaded",
             ApiError::UpstreamUnreachable => "upstream_unreachable",
             ApiError::UpstreamTimeout => "upstream_timeout",
         }
@@ -128,6 +132,13 @@ impl ApiError {
             ApiError::Unavailable { retry_after_secs } => {
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            ApiError::Overloaded => {
+                // The body was not read: the connection cannot be reused.
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             ApiError::Unauthorized => {
                 r.headers_mut()

@@ -190,6 +190,7 @@ pub async fn run(
     let serve_opts = server::ServeOptions {
         max_connections: config.server.max_connections,
         header_timeout: config.server.header_timeout.0,
+        write_timeout: config.server.write_timeout.0,
         grace,
         tls: None,
         handshake_timeout: std::time::Duration::from_secs(10),

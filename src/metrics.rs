@@ -36,6 +36,8 @@ pub struct Metrics {
     /// Jobs held by the store for a queue no configured route serves (a
     /// route removed or renamed), by queue; set at start and at scrape.
     pub orphaned_jobs: IntGaugeVec,
+    /// Request-body bytes reserved against `server.max_inflight_body`.
+    pub inflight_body_bytes: prometheus::IntGauge,
 }
 
 impl Metrics {
@@ -119,6 +121,11 @@ impl Metrics {
                 &["queue"],
             )
             .unwrap(),
+            inflight_body_bytes: prometheus::IntGauge::new(
+                "hookgate_inflight_body_bytes",
+                "Request-body bytes buffered now, against server.max_inflight_body.",
+            )
+            .unwrap(),
             registry,
         };
         let r = &m.registry;
@@ -133,6 +140,7 @@ impl Metrics {
         r.register(Box::new(m.forward_seconds.clone())).unwrap();
         r.register(Box::new(m.orphaned_jobs.clone())).unwrap();
         r.register(Box::new(m.admin_auth_failures.clone())).unwrap();
+        r.register(Box::new(m.inflight_body_bytes.clone())).unwrap();
         m
     }
 
@@ -149,11 +157,18 @@ impl Metrics {
     /// from the first event of each kind.
     pub fn init_route(&self, route: &str, queue: bool, verify_codes: &[&str]) {
         let outcomes: &[&str] = if queue {
-            &["accepted", "duplicate", "payload_too_large", "unavailable"]
+            &[
+                "accepted",
+                "duplicate",
+                "payload_too_large",
+                "unavailable",
+                "overloaded",
+            ]
         } else {
             &[
                 "proxied",
                 "payload_too_large",
+                "overloaded",
                 "upstream_unreachable",
                 "upstream_timeout",
             ]

@@ -648,7 +648,8 @@ async fn seed_job_in(
         headers,
         body: body.into(),
     }
-    .encode();
+    .encode()
+    .into();
     let at = now_ms();
     let job = NewJob {
         queue: queue.into(),

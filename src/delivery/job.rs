@@ -29,28 +29,59 @@ pub struct DecodeError(&'static str);
 
 impl StoredRequest {
     pub fn encode(&self) -> Vec<u8> {
-        let hdr_len: usize = self
-            .headers
+        let mut out = Vec::with_capacity(
+            Self::head_len(&self.method, &self.path_and_query, &self.headers) + self.body.len(),
+        );
+        Self::encode_head_into(
+            &mut out,
+            &self.method,
+            &self.path_and_query,
+            &self.headers,
+            self.body.len(),
+        );
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    /// The length of what [`StoredRequest::encode_head`] writes.
+    pub fn head_len(method: &Method, path_and_query: &str, headers: &HeaderMap) -> usize {
+        let hdr_len: usize = headers
             .iter()
             .map(|(k, v)| 8 + k.as_str().len() + v.len())
             .sum();
-        let mut out = Vec::with_capacity(
-            1 + 12
-                + self.method.as_str().len()
-                + self.path_and_query.len()
-                + hdr_len
-                + self.body.len(),
-        );
-        out.push(VERSION);
-        put(&mut out, self.method.as_str().as_bytes());
-        put(&mut out, self.path_and_query.as_bytes());
-        out.extend_from_slice(&(self.headers.len() as u32).to_be_bytes());
-        for (k, v) in &self.headers {
-            put(&mut out, k.as_str().as_bytes());
-            put(&mut out, v.as_bytes());
-        }
-        put(&mut out, &self.body);
+        1 + 4 + method.as_str().len() + 4 + path_and_query.len() + 4 + hdr_len + 4
+    }
+
+    /// Everything the encoding puts before the body's bytes: the encoding of
+    /// a request is this followed by the body, so a caller holding the body
+    /// in a buffer with room in front can encode without copying the body.
+    pub fn encode_head(
+        method: &Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body_len: usize,
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::head_len(method, path_and_query, headers));
+        Self::encode_head_into(&mut out, method, path_and_query, headers, body_len);
         out
+    }
+
+    fn encode_head_into(
+        out: &mut Vec<u8>,
+        method: &Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body_len: usize,
+    ) {
+        out.push(VERSION);
+        put(out, method.as_str().as_bytes());
+        put(out, path_and_query.as_bytes());
+        out.extend_from_slice(&(headers.len() as u32).to_be_bytes());
+        for (k, v) in headers {
+            put(out, k.as_str().as_bytes());
+            put(out, v.as_bytes());
+        }
+        out.extend_from_slice(&(body_len as u32).to_be_bytes());
     }
 
     pub fn decode(buf: &[u8]) -> Result<StoredRequest, DecodeError> {
@@ -141,6 +172,20 @@ mod tests {
         let d = StoredRequest::decode(&s.encode()).unwrap();
         assert_eq!(d, s);
         assert_eq!(d.headers.get_all("x-multi").iter().count(), 2);
+    }
+
+    #[test]
+    fn head_then_body_is_the_encoding() {
+        let s = sample();
+        let head =
+            StoredRequest::encode_head(&s.method, &s.path_and_query, &s.headers, s.body.len());
+        assert_eq!(
+            head.len(),
+            StoredRequest::head_len(&s.method, &s.path_and_query, &s.headers)
+        );
+        let mut joined = head;
+        joined.extend_from_slice(&s.body);
+        assert_eq!(joined, s.encode());
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! as soon as the limit is crossed otherwise; the raw body bytes verified are
 //! the bytes forwarded.
 
+pub mod body;
 pub mod forwarded;
 pub mod queue;
 pub mod route;
@@ -23,7 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{header, Request, Response};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming, SizeHint};
 use tokio::sync::Notify;
 
@@ -44,6 +45,7 @@ pub struct Inbound {
     forwarded_proto: HeaderValue,
     trusted_proxies: Vec<crate::config::Cidr>,
     body_timeout: Duration,
+    budget: body::BodyBudget,
     store_timeout: Duration,
     clock: Clock,
     store: Option<Store>,
@@ -84,6 +86,10 @@ impl Inbound {
             forwarded_proto,
             trusted_proxies: config.server.trusted_proxies.clone(),
             body_timeout: config.server.body_timeout.0,
+            budget: body::BodyBudget::new(
+                config.server.max_inflight_body.0,
+                metrics.inflight_body_bytes.clone(),
+            ),
             store_timeout: config.server.store_timeout.0,
             clock,
             store,
@@ -164,23 +170,45 @@ impl Inbound {
             return Err(ApiError::InvalidPath);
         }
         let (mut parts, body) = req.into_parts();
-        if let Some(len) = content_length(&parts.headers)? {
-            if len > route.max_body {
-                return Err(ApiError::PayloadTooLarge);
-            }
+        let announced = content_length(&parts.headers)?;
+        if announced.is_some_and(|len| len > route.max_body) {
+            return Err(ApiError::PayloadTooLarge);
         }
-        let body = read_body(body, route.max_body, self.body_timeout).await?;
+        // Queue mode keeps room in front of the body for the stored
+        // request's header, so encoding it does not copy the body.
+        let headroom = match route.mode {
+            Mode::Queue => queue::headroom(&parts),
+            Mode::Passthrough => 0,
+        };
+        let mut reservation = self.budget.reservation();
+        let body = body::read(
+            body,
+            announced,
+            route.max_body,
+            headroom,
+            self.body_timeout,
+            &self.budget,
+            &mut reservation,
+        )
+        .await?;
         route
             .verifier
-            .verify(&parts.headers, &body, (self.clock)())?;
+            .verify(&parts.headers, body.bytes(), (self.clock)())?;
         // What the upstream may trust about the sender (both modes).
         let peer_ip = peer.ip();
         let trusted = self.trusted_proxies.iter().any(|c| c.contains(peer_ip));
         forwarded::rewrite(&mut parts.headers, peer_ip, trusted, &self.forwarded_proto);
-        match route.mode {
-            Mode::Passthrough => Ok(("proxied", self.passthrough(route, parts, body).await?)),
+        // The body's budget is held until the answer is ready: by then the
+        // upstream has the body (passthrough) or the store has committed it.
+        let answer = match route.mode {
+            Mode::Passthrough => Ok((
+                "proxied",
+                self.passthrough(route, parts, body.into_body()).await?,
+            )),
             Mode::Queue => self.enqueue(route, parts, body).await,
-        }
+        };
+        drop(reservation);
+        answer
     }
 
     async fn passthrough(
@@ -280,17 +308,5 @@ fn content_length(headers: &http::HeaderMap) -> Result<Option<u64>, ApiError> {
             .and_then(|s| s.trim().parse::<u64>().ok())
             .map(Some)
             .ok_or(ApiError::BadRequest("invalid content-length")),
-    }
-}
-
-/// Reads the whole body, refusing it as soon as it exceeds `limit` bytes or
-/// takes longer than `timeout`.
-async fn read_body(body: Incoming, limit: u64, timeout: Duration) -> Result<Bytes, ApiError> {
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
-        Err(_) => Err(ApiError::RequestTimeout),
-        Ok(Ok(c)) => Ok(c.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::PayloadTooLarge),
-        Ok(Err(_)) => Err(ApiError::BadRequest("body could not be read")),
     }
 }

@@ -5,13 +5,13 @@
 //! every store failure (disk full, I/O error, queue over its limit) is a 503
 //! with `Retry-After` and nothing half-written, so the sender retries.
 
-use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode};
 
 use crate::clock::now_ms;
 use crate::config::DedupKey;
 use crate::delivery::job::{StoredRequest, KIND_FORWARD};
 use crate::error::{json, ApiError, Body};
+use crate::inbound::body::BodyBuf;
 use crate::inbound::{Inbound, Route};
 use crate::store::{self, Enqueued, NewJob};
 
@@ -63,7 +63,7 @@ fn json_pointer(body: &[u8], pointer: &str) -> Result<Option<serde_json::Value>,
     // Validates the whole document, including what the pointer skips.
     let mut cur: &RawValue = serde_json::from_slice(body).map_err(invalid)?;
     if pointer.is_empty() {
-        return serde_json::from_str(cur.get()).map(Some).map_err(invalid);
+        return found(cur).map(Some);
     }
     for raw_token in pointer.split('/').skip(1) {
         let token = raw_token.replace("~1", "/").replace("~0", "~");
@@ -96,7 +96,20 @@ fn json_pointer(body: &[u8], pointer: &str) -> Result<Option<serde_json::Value>,
             None => return Ok(None),
         }
     }
-    serde_json::from_str(cur.get()).map(Some).map_err(invalid)
+    found(cur).map(Some)
+}
+
+/// Parses the value a pointer found. A container nested past serde_json's
+/// recursion limit (valid JSON all the same: the whole document was checked
+/// above) is answered as an empty container of its kind: what matters is
+/// that it is one (never an event id, `dedup_key_invalid`), not what it
+/// holds. `Value::pointer` cannot answer for such documents at all.
+fn found(raw: &serde_json::value::RawValue) -> Result<serde_json::Value, ApiError> {
+    serde_json::from_str(raw.get()).or_else(|_| match raw.get().trim_start().as_bytes().first() {
+        Some(b'[') => Ok(serde_json::Value::Array(Vec::new())),
+        Some(b'{') => Ok(serde_json::Value::Object(serde_json::Map::new())),
+        _ => Err(ApiError::InvalidJson),
+    })
 }
 
 fn missing(route: &Route) -> Result<Option<String>, ApiError> {
@@ -107,28 +120,30 @@ fn missing(route: &Route) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// Room to keep in front of a queue-mode body for its stored header: the
+/// header as received plus what the forwarded-header rewrite may add.
+pub(super) fn headroom(parts: &http::request::Parts) -> usize {
+    const FORWARDED_SLACK: usize = 256;
+    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    StoredRequest::head_len(&parts.method, pq, &parts.headers) + FORWARDED_SLACK
+}
+
 impl Inbound {
     pub(super) async fn enqueue(
         &self,
         route: &Route,
         parts: http::request::Parts,
-        body: Bytes,
+        body: BodyBuf,
     ) -> Result<(&'static str, Response<Body>), ApiError> {
-        let event_id = event_id(route, &parts.headers, &body)?;
+        let event_id = event_id(route, &parts.headers, body.bytes())?;
         let store = self.store.as_ref().ok_or(ApiError::Unavailable {
             retry_after_secs: 5,
         })?;
         let now = now_ms(&self.clock);
-        let payload = StoredRequest {
-            method: parts.method,
-            path_and_query: parts
-                .uri
-                .path_and_query()
-                .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
-            headers: parts.headers,
-            body,
-        }
-        .encode();
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let head =
+            StoredRequest::encode_head(&parts.method, pq, &parts.headers, body.bytes().len());
+        let payload = body.into_prefixed(&head);
         let dedup = event_id.map(|key| store::DedupKey {
             scope: route.path.clone(),
             key,

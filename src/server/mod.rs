@@ -6,14 +6,17 @@
 //! (further ones wait in the kernel backlog); a client that does not finish
 //! its TLS handshake within `handshake_timeout` or its request head within
 //! `header_timeout` is disconnected (the handshake runs in the connection's
-//! own task, so a slow client never blocks accepting); on shutdown the
-//! listener closes at once and open connections get `grace` to finish.
+//! own task, so a slow client never blocks accepting); a client that stops
+//! reading its response (a write making no progress for `write_timeout`) is
+//! disconnected; on shutdown the listener closes at once and open
+//! connections get `grace` to finish.
 
 pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +27,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_io_timeout::TimeoutStream;
 
 use crate::error::Body;
 use crate::shutdown::Shutdown;
@@ -32,11 +36,24 @@ use crate::shutdown::Shutdown;
 pub struct ServeOptions {
     pub max_connections: usize,
     pub header_timeout: Duration,
+    /// How long a write to the client may make no progress.
+    pub write_timeout: Duration,
     /// How long open connections may take to finish after shutdown starts.
     pub grace: Duration,
     /// Serve TLS with this acceptor (plain HTTP when `None`).
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub handshake_timeout: Duration,
+}
+
+/// `stream`, whose writes fail once one has made no progress for `timeout`
+/// (hyper then closes the connection).
+fn write_deadline<S>(stream: S, timeout: Duration) -> Pin<Box<TimeoutStream<S>>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    let mut s = TimeoutStream::new(stream);
+    s.set_write_timeout(Some(timeout));
+    Box::pin(s)
 }
 
 /// Serves `handler` on `listener` until `shutdown` fires, then drains.
@@ -82,19 +99,18 @@ where
         let watcher = graceful.watcher();
         let tls = opts.tls.clone();
         let handshake_timeout = opts.handshake_timeout;
+        let write_timeout = opts.write_timeout;
         tokio::spawn(async move {
             let _permit = permit;
             let result = match tls {
                 None => {
-                    watcher
-                        .watch(builder.serve_connection(TokioIo::new(stream), svc))
-                        .await
+                    let io = TokioIo::new(write_deadline(stream, write_timeout));
+                    watcher.watch(builder.serve_connection(io, svc)).await
                 }
                 Some(acceptor) => match tls::accept(&acceptor, stream, handshake_timeout).await {
                     Ok(s) => {
-                        watcher
-                            .watch(builder.serve_connection(TokioIo::new(s), svc))
-                            .await
+                        let io = TokioIo::new(write_deadline(s, write_timeout));
+                        watcher.watch(builder.serve_connection(io, svc)).await
                     }
                     Err(e) => {
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");

@@ -29,7 +29,7 @@ pub(super) fn job(tag: &str, queue: &str, at: i64) -> NewJob {
     NewJob {
         queue: queue.to_owned(),
         kind: "forward".to_owned(),
-        payload: format!("payload of {tag}").into_bytes(),
+        payload: format!("payload of {tag}").into_bytes().into(),
         created_at: at,
         next_at: at,
     }

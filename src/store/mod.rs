@@ -209,7 +209,7 @@ impl fmt::Display for JobState {
 pub struct NewJob {
     pub queue: String,
     pub kind: String,
-    pub payload: Vec<u8>,
+    pub payload: bytes::Bytes,
     pub created_at: i64,
     /// First time the job may be claimed (usually `created_at`).
     pub next_at: i64,

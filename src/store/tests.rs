@@ -188,7 +188,7 @@ async fn disk_full_is_unavailable_and_leaks_no_payload() {
 
     let big = || {
         let mut j = job("big", "q", 0);
-        j.payload = b"SECRET-PAYLOAD-".repeat(20_000);
+        j.payload = b"SECRET-PAYLOAD-".repeat(20_000).into();
         j
     };
     let err = store
@@ -398,7 +398,7 @@ async fn wal_stays_bounded_under_sustained_writes() {
             tokio::spawn(async move {
                 for i in 0..500 {
                     let mut j = job(&format!("j{t:02}-{i:04}"), "q", i);
-                    j.payload = payload.clone();
+                    j.payload = payload.clone().into();
                     let k = key(&format!("e{t}-{i}"), 1_000_000);
                     accepted(store.enqueue(j, k, Some(1_000_000)).await.unwrap());
                 }
@@ -434,7 +434,7 @@ async fn delivered_payloads_are_deleted_and_their_space_reused() {
     for round in 0..3 {
         for i in 0..500 {
             let mut j = job(&format!("r{round}-{i:03}"), "q", 0);
-            j.payload = vec![b'x'; 1200];
+            j.payload = vec![b'x'; 1200].into();
             enqueue_ok(&store, j).await;
         }
         for c in store.claim("q", 0, 1000, 1000).await.unwrap() {

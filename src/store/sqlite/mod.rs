@@ -1691,7 +1691,7 @@ pub(super) fn enqueue(
     let seq = c.conn.last_insert_rowid();
     c.conn
         .prepare_cached("INSERT INTO payload (seq, body) VALUES (?1, ?2)")?
-        .execute(params![seq, job.payload])?;
+        .execute(params![seq, &job.payload[..]])?;
     c.mem.count(&job.queue, Field::Pending, 1);
     if let (Some(d), Some(f)) = (dedup, fp) {
         c.conn
