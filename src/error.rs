@@ -55,6 +55,8 @@ pub enum ApiError {
     RequestTimeout,
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("request head too large")]
+    HeadersTooLarge,
     #[error("unauthorized")]
     Unauthorized,
     #[error("conflict: {0}")]
@@ -86,6 +88,7 @@ impl ApiError {
             | ApiError::InvalidJson
             | ApiError::InvalidPath
             | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -109,6 +112,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::RequestTimeout => "request_timeout",
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::HeadersTooLarge => "headers_too_large",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Conflict(_) => "conflict",
             ApiError::Unavailable { .. } => "unavailable",

@@ -161,6 +161,9 @@ impl Inbound {
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Result<(&'static str, Response<Body>), ApiError> {
+        if head_len(&req) > crate::server::MAX_HEAD_BYTES {
+            return Err(ApiError::HeadersTooLarge);
+        }
         if !route.methods.contains(req.method()) {
             return Err(ApiError::MethodNotAllowed {
                 allow: route.allow.clone(),
@@ -295,6 +298,18 @@ impl hyper::body::Body for DeadlineBody {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// The size of a request's head as received: method, target, and each
+/// header line (name, value, `: ` and CRLF).
+fn head_len<B>(req: &Request<B>) -> usize {
+    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    req.method().as_str().len() + target + headers
 }
 
 /// The announced body length, if any. A malformed `Content-Length` is a 400

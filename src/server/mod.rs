@@ -32,6 +32,20 @@ use tokio_io_timeout::TimeoutStream;
 use crate::error::Body;
 use crate::shutdown::Shutdown;
 
+/// Header lines a request may have (431 beyond). Below hyper's (and most
+/// servers') 100, so that a request forwarded with the headers hookgate
+/// adds (`X-Forwarded-For`, `X-Forwarded-Proto`, `X-Hookgate-Verified`,
+/// `-Delivery-Id`, `-Attempt`) still fits an upstream's limit: nothing is
+/// acknowledged that the upstream would refuse for its size.
+pub const MAX_HEADER_LINES: usize = 95;
+
+/// The largest request head (request target and headers) the public
+/// listener accepts: `431 headers_too_large` beyond, decided by the handler
+/// from the parsed head, so the limit is exact. (hyper's own, on its read
+/// buffer, is ~400 KB to ~800 KB depending on how reads fall: heads past
+/// it get hyper's bodiless 431.)
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 #[derive(Clone)]
 pub struct ServeOptions {
     pub max_connections: usize,
@@ -93,7 +107,8 @@ where
         let builder = {
             let mut b = http1::Builder::new();
             b.timer(TokioTimer::new())
-                .header_read_timeout(opts.header_timeout);
+                .header_read_timeout(opts.header_timeout)
+                .max_headers(MAX_HEADER_LINES);
             b
         };
         let watcher = graceful.watcher();
