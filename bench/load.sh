@@ -22,6 +22,9 @@
 #   STRACE_SECS    seconds the store threads are traced for the sync-call
 #                  count (3); SKIP_STRACE=1 skips that pass
 #   KEEP_WORK=1    keep the temp work dir (logs, stores, raw results)
+#   OUTAGE_SECS    length of the outage point (60; half refused, half 503)
+#   OUTAGE_RATE    open-loop rate during the outage, requests/s (1000)
+#   ONLY=outage    run the outage point alone (the other figures are n/a)
 #
 # What it does, in one run (~9 min with the defaults, plus the build):
 #   build release binaries (hookgate, examples bare_hyper, durable_append,
@@ -43,7 +46,14 @@
 #        stalls, hookgate is restarted on the same store with a healthy
 #        upstream, and the delivery rate is timed until /admin/queues shows
 #        nothing pending; RSS is taken with the backlog held and after the
-#        drain.
+#        drain;
+#     h. an outage: hookgate queue mode under OUTAGE_RATE webhooks/s while
+#        its upstream refuses connections (first half of OUTAGE_SECS), then
+#        answers 503 (second half), then recovers: upstream attempts during
+#        the outage, bytes written per acked webhook during it (against the
+#        same rate with a healthy upstream just before), events lost (acked,
+#        not delivered) and dead-lettered, and the time to drain (which
+#        includes waiting for the next probe, <= probe_max_interval).
 #   Disk I/O per webhook: for the reference and hookgate (closed loop, fill,
 #   drain) /proc/<pid>/io is read before and after the measured window, and
 #   /proc/<pid>/task/<tid>/io of the store threads (name prefix
@@ -76,6 +86,9 @@ CONNS=${CONNS:-64}
 BACKLOG=${BACKLOG:-1000000}
 STRACE_SECS=${STRACE_SECS:-3}
 OUT=${OUT:-bench}
+OUTAGE_SECS=${OUTAGE_SECS:-60}
+OUTAGE_RATE=${OUTAGE_RATE:-1000}
+ONLY=${ONLY:-all}
 SERVER_CPU=0
 LOAD_CPU=1
 
@@ -93,6 +106,7 @@ OUT=$(cd "$OUT" && pwd)
 
 UP_PORT=18002      # the fast upstream (bare_hyper) of hookgate and nginx
 STALL_PORT=18003   # the stalled upstream used to build a backlog
+OUTAGE_PORT=18005  # the upstream of the outage point
 BARE_PORT=18001
 REF_PORT=18004
 QUEUE_PORT=18080; QUEUE_ADMIN=19080
@@ -272,6 +286,7 @@ if [ "${SKIP_STRACE:-0}" != 1 ] && ! command -v strace >/dev/null; then
         || log "cannot install strace: the sync-call pass is skipped"
 fi
 
+if [ "$ONLY" = all ]; then
 # --- a. bare_hyper: the ceiling ---------------------------------------------------
 log "a. bare_hyper (ceiling) on core $SERVER_CPU"
 start bare "$BARE" --listen "127.0.0.1:$BARE_PORT"; BARE_PID=$STARTED
@@ -408,8 +423,55 @@ echo "{\"rss_kb\": $(kb $DPID VmRSS), \"hwm_kb\": $(kb $DPID VmHWM)}" >"$RES/dra
 stop $DPID
 stop $UP_PID
 
+fi
+
+# --- h. an outage ------------------------------------------------------------------------------
+if [ "$ONLY" = all ] || [ "$ONLY" = outage ]; then
+    half=$((OUTAGE_SECS / 2))
+    log "h. outage: $OUTAGE_RATE webhooks/s for ${OUTAGE_SECS}s, upstream refusing then 503, then healthy"
+    start outage "$HOOKGATE" run --config "$ROOT/bench/hookgate-outage.toml"; OPID=$STARTED
+    wait_port $QUEUE_PORT; wait_port $QUEUE_ADMIN
+    # The same rate with a healthy upstream first: the bytes per webhook
+    # to compare the outage's with.
+    start outage_healthy "$BARE" --listen "127.0.0.1:$OUTAGE_PORT"; H_PID=$STARTED
+    wait_port $OUTAGE_PORT
+    mark outage_healthy before $OPID $STORE_THREADS $QUEUE_ADMIN
+    timeout $((half + 60)) taskset -c "$LOAD_CPU" "$LOADGEN" \
+        --url "http://127.0.0.1:$QUEUE_PORT$ROUTE" --connections "$CONNS" \
+        --duration "$half" --warmup 0 --rate "$OUTAGE_RATE" --label outage_healthy \
+        --id-prefix "healthy-$RANDOM" >"$RES/outage_healthy.json" 2>>"$WORK/loadgen.log" \
+        || log "healthy load ended early"
+    sleep 1
+    mark outage_healthy after $OPID $STORE_THREADS $QUEUE_ADMIN
+    stop $H_PID
+    mark outage before $OPID $STORE_THREADS $QUEUE_ADMIN
+    (exec timeout $((OUTAGE_SECS + 60)) taskset -c "$LOAD_CPU" "$LOADGEN" \
+        --url "http://127.0.0.1:$QUEUE_PORT$ROUTE" --connections "$CONNS" \
+        --duration "$OUTAGE_SECS" --warmup 0 --rate "$OUTAGE_RATE" --label outage \
+        --id-prefix "outage-$RANDOM") >"$RES/outage.json" 2>>"$WORK/loadgen.log" &
+    LG_PID=$!
+    PIDS+=("$LG_PID")
+    sleep "$half"
+    start outage_503 "$BARE" --listen "127.0.0.1:$OUTAGE_PORT" --status 503; F_PID=$STARTED
+    wait "$LG_PID" || log "outage load ended early"
+    tail -n 1 "$WORK/loadgen.log" >&2
+    sleep 1
+    mark outage after $OPID $STORE_THREADS $QUEUE_ADMIN
+    stop $F_PID
+    start outage_up "$BARE" --listen "127.0.0.1:$OUTAGE_PORT"; R_PID=$STARTED
+    wait_port $OUTAGE_PORT
+    timeout 600 taskset -c "$LOAD_CPU" "$LOADGEN" \
+        --drain-watch "http://127.0.0.1:$QUEUE_ADMIN" --drain-timeout 600 \
+        >"$RES/outage_drain.json" 2>>"$WORK/loadgen.log" || log "outage drain watch failed"
+    tail -n 1 "$WORK/loadgen.log" >&2
+    mark outage drained $OPID $STORE_THREADS $QUEUE_ADMIN
+    echo "{\"hwm_kb\": $(kb $OPID VmHWM), \"rss_kb\": $(kb $OPID VmRSS)}" >"$RES/outage_rss.json"
+    stop $OPID
+    stop $R_PID
+fi
+
 # --- report ---------------------------------------------------------------------------------
 python3 "$ROOT/bench/report.py" "$RES" "$OUT" \
-    "duration=$DURATION warmup=$WARMUP rate=$RATE conns=$CONNS backlog=$BACKLOG strace_secs=$STRACE_SECS"
+    "duration=$DURATION warmup=$WARMUP rate=$RATE conns=$CONNS backlog=$BACKLOG strace_secs=$STRACE_SECS outage_secs=$OUTAGE_SECS outage_rate=$OUTAGE_RATE only=$ONLY"
 log "wrote $OUT/results.md and $OUT/results.json"
 cat "$OUT/results.md"

@@ -539,7 +539,55 @@ w("Peak RSS per hookgate phase (dedup keys held = jobs in the store in any state
              f"{f2(p['budget_mb'])} MB" for p in rss_phases) or "n/a") + ".")
 w("")
 
+# --- h. the outage ----------------------------------------------------------------
+
+
+def attempts_total(name):
+    """Sum of hookgate_forward_attempts_total in the metrics text NAME."""
+    txt = raw.get(name)
+    if not isinstance(txt, str):
+        return None
+    vals = [float(l.rsplit(" ", 1)[1]) for l in txt.splitlines()
+            if l.startswith("hookgate_forward_attempts_total{")]
+    return sum(vals) if vals else None
+
+
+o_load, o_drain = get("outage"), get("outage_drain")
+o_acked = o_load.get("ok")
+o_attempts = delta(attempts_total("outage_metrics_after_txt"),
+                   attempts_total("outage_metrics_before_txt"))
+o_io = io_row("(h) outage, upstream refusing then 503", "outage", o_acked, "acked")
+o_final = get("outage_queues_drained")
+o_delivered, o_dead = delivered(o_final), qsum(o_final, "dead")
+o_lost = None if o_acked is None or o_delivered is None else max(o_acked - o_delivered, 0)
+o_healthy = io_row("(h) same rate, healthy upstream", "outage_healthy",
+                   get("outage_healthy").get("ok"), "acked")
+healthy_bytes = o_healthy.get("write_bytes_per_webhook")
+outage = {"acked": o_acked, "upstream_attempts": o_attempts, "delivered_after": o_delivered,
+          "dead": o_dead, "lost": o_lost, "drain_s": o_drain.get("watch_s"),
+          "drain_jobs_per_s": o_drain.get("jobs_per_s"), "io": o_io,
+          "healthy_write_bytes_per_webhook": healthy_bytes,
+          "rss_kb": get("outage_rss")}
+w("## Outage (h)")
+w("")
+w(f"Queue mode under an open-loop load while the upstream refuses connections (first half) "
+  f"and answers 503 (second half), then recovers ({params}).")
+w("")
+w("| figure | value |")
+w("|---|---:|")
+w(f"| webhooks acked during the outage | {f0(o_acked)} ({bad(o_load)} refused or failed) |")
+w(f"| upstream attempts during the outage (all jobs together) | {f0(o_attempts)} |")
+w(f"| bytes written per acked webhook during the outage | {f0(o_io.get('write_bytes_per_webhook'))} "
+  f"(same rate, healthy upstream: {f0(healthy_bytes)}, delivery included) |")
+w(f"| delivered after recovery / dead-lettered / lost | {f0(o_delivered)} / {f0(o_dead)} / "
+  f"**{f0(o_lost)}** |")
+w(f"| time to drain after recovery (the next probe's wait included) | "
+  f"{f2(o_drain.get('watch_s'))} s ({f0(o_drain.get('jobs_per_s'))} jobs/s over that time) |")
+w(f"| peak RSS | {f2(mb(get('outage_rss').get('hwm_kb')))} MB |")
+w("")
+
 derived = {
+    "outage": outage,
     "comparisons": comparisons,
     "disk_io": {"rows": io_rows, "fill_plus_drain": {"write_bytes_per_webhook": bytes_bc,
                                                       "store_write_calls_per_webhook": calls_bc},

@@ -6,14 +6,15 @@
 //!
 //! ```text
 //! cargo run --release --example bare_hyper -- [--listen 127.0.0.1:18001]
-//!     [--threads N] [--delay-ms MS]
+//!     [--threads N] [--delay-ms MS] [--status CODE]
 //! ```
 //!
 //! `--threads` sets the tokio worker threads (default: the CPUs this
 //! process may run on, so `taskset -c 0` gives one). `--delay-ms` holds
 //! every answer that long: with a huge value it is a "stalled upstream" that
 //! keeps hookgate's delivery workers busy without failing them, used to
-//! build a backlog. The listen address must be a loopback address.
+//! build a backlog. `--status` answers with that status (e.g. 503: a failing
+//! upstream). The listen address must be a loopback address.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -34,10 +35,13 @@ struct Args {
     listen: SocketAddr,
     threads: Option<usize>,
     delay: Duration,
+    status: u16,
 }
 
 fn usage() -> ! {
-    eprintln!("usage: bare_hyper [--listen 127.0.0.1:18001] [--threads N] [--delay-ms MS]");
+    eprintln!(
+        "usage: bare_hyper [--listen 127.0.0.1:18001] [--threads N] [--delay-ms MS] [--status CODE]"
+    );
     std::process::exit(2)
 }
 
@@ -46,6 +50,7 @@ fn parse_args() -> Args {
         listen: "127.0.0.1:18001".parse().unwrap(),
         threads: None,
         delay: Duration::ZERO,
+        status: 200,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -56,6 +61,7 @@ fn parse_args() -> Args {
             "--delay-ms" => {
                 args.delay = Duration::from_millis(value().parse().unwrap_or_else(|_| usage()))
             }
+            "--status" => args.status = value().parse().unwrap_or_else(|_| usage()),
             "-h" | "--help" => usage(),
             _ => usage(),
         }
@@ -92,6 +98,7 @@ async fn serve(args: Args) {
     );
     let served = Arc::new(AtomicU64::new(0));
     let delay = args.delay;
+    let status = hyper::StatusCode::from_u16(args.status).unwrap_or_else(|_| usage());
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(x) => x,
@@ -112,7 +119,9 @@ async fn serve(args: Args) {
                         tokio::time::sleep(delay).await;
                     }
                     served.fetch_add(1, Ordering::Relaxed);
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                    let mut r = Response::new(Full::new(Bytes::from_static(b"ok")));
+                    *r.status_mut() = status;
+                    Ok::<_, Infallible>(r)
                 }
             });
             let _ = http1::Builder::new()

@@ -226,6 +226,57 @@ pub struct RouteConfig {
     /// always the upstream URL's own path and query.
     #[serde(default)]
     pub forward_path: ForwardPath,
+    /// Queue mode: the circuit breaker of the route's upstream.
+    #[serde(default)]
+    pub circuit: CircuitConfig,
+    /// Queue mode: `none` (default) delivers jobs concurrently, each on its
+    /// own retry schedule; `fifo` one at a time in acceptance order.
+    #[serde(default)]
+    pub ordering: Ordering,
+}
+
+/// Delivery order of a queue-mode route.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ordering {
+    #[default]
+    None,
+    Fifo,
+}
+
+/// The circuit breaker of a queue-mode route (see `delivery::circuit`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitConfig {
+    pub enabled: bool,
+    /// Consecutive transient failures that open the circuit.
+    pub failures: u32,
+    /// Wait before the first probe; doubled after each failed probe...
+    pub probe_interval: Dur,
+    /// ...up to this.
+    pub probe_max_interval: Dur,
+}
+
+impl CircuitConfig {
+    pub fn policy(&self) -> crate::delivery::circuit::BreakerPolicy {
+        crate::delivery::circuit::BreakerPolicy {
+            enabled: self.enabled,
+            failures: self.failures,
+            probe_interval: self.probe_interval.0,
+            probe_max_interval: self.probe_max_interval.0,
+        }
+    }
+}
+
+impl Default for CircuitConfig {
+    fn default() -> Self {
+        CircuitConfig {
+            enabled: true,
+            failures: 5,
+            probe_interval: Dur(Duration::from_secs(1)),
+            probe_max_interval: Dur(Duration::from_secs(10)),
+        }
+    }
 }
 
 /// What a route forwards of the sender's path and query.
@@ -778,6 +829,24 @@ impl Config {
             }
             if r.queue_limit == 0 {
                 errs.push(format!("{at}.queue_limit: must be greater than zero"));
+            }
+            if r.ordering == Ordering::Fifo && r.mode != Mode::Queue {
+                errs.push(format!(
+                    "{at}.ordering: \"fifo\" needs mode = \"queue\" (passthrough keeps the sender's order)"
+                ));
+            }
+            if r.circuit.failures == 0 {
+                errs.push(format!("{at}.circuit.failures: must be greater than zero"));
+            }
+            if r.circuit.probe_interval.0.is_zero() {
+                errs.push(format!(
+                    "{at}.circuit.probe_interval: must be greater than zero"
+                ));
+            }
+            if r.circuit.probe_max_interval.0 < r.circuit.probe_interval.0 {
+                errs.push(format!(
+                    "{at}.circuit.probe_max_interval: must be at least circuit.probe_interval"
+                ));
             }
             if r.retry.initial.0.is_zero() {
                 errs.push(format!("{at}.retry.initial: must be greater than zero"));

@@ -218,14 +218,24 @@ pub async fn run(
         .filter(|r| r.mode == config::Mode::Queue)
         .map(|r| r.path.clone())
         .collect();
+    let controls = Arc::new(delivery::circuit::Controls::new(
+        inbound
+            .routes()
+            .iter()
+            .filter(|r| r.mode == config::Mode::Queue)
+            .map(|r| (r.path.clone(), r.circuit.clone())),
+    ));
     if let Some(store) = &store {
         report_orphans(store, &queue_names, &opts.clock, &metrics).await;
+        restore_paused(store, &controls, &metrics).await?;
     }
     let admin_state = Arc::new(admin::Admin::new(
         shutdown.clone(),
         admin_token,
         store.clone(),
         queue_names,
+        controls.clone(),
+        wake.clone(),
         opts.clock.clone(),
         metrics.clone(),
     ));
@@ -254,12 +264,15 @@ pub async fn run(
                     policy: r.retry.clone(),
                     verified_header: r.verified_header.clone(),
                     client: r.client.clone(),
+                    fifo: r.fifo,
+                    not_before: Default::default(),
                 })
             })
             .collect();
         let engine = Arc::new(delivery::engine::Engine::new(
             store.clone(),
             queues,
+            &controls,
             opts.clock.clone(),
             wake,
             config.delivery.poll_interval.0,
@@ -284,6 +297,29 @@ pub async fn run(
         store.shutdown().await;
     }
     tracing::info!("hookgate stopped");
+    Ok(())
+}
+
+/// Pauses the queues that were paused when the store was last used.
+async fn restore_paused(
+    store: &store::Store,
+    controls: &delivery::circuit::Controls,
+    metrics: &metrics::Metrics,
+) -> Result<(), RunError> {
+    let paused = store
+        .paused_queues()
+        .await
+        .map_err(|e| RunError::Store(format!("cannot read the paused queues: {e}")))?;
+    for q in paused {
+        match controls.get(&q) {
+            Some(ctl) => {
+                ctl.set_paused(true);
+                metrics.queue_paused.with_label_values(&[&q]).set(1);
+                tracing::warn!(route = %q, "queue paused (since before this start): nothing is delivered until POST /admin/queues/resume");
+            }
+            None => tracing::debug!(queue = %q, "a paused queue without a route"),
+        }
+    }
     Ok(())
 }
 

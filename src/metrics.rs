@@ -36,6 +36,12 @@ pub struct Metrics {
     /// Jobs held by the store for a queue no configured route serves (a
     /// route removed or renamed), by queue; set at start and at scrape.
     pub orphaned_jobs: IntGaugeVec,
+    /// 1 for the current circuit state of a queue-mode route, 0 for others.
+    pub circuit_state: IntGaugeVec,
+    /// Circuit transitions by route and the state entered.
+    pub circuit_transitions: IntCounterVec,
+    /// 1 while a queue-mode route's delivery is paused.
+    pub queue_paused: IntGaugeVec,
     /// Request-body bytes reserved against `server.max_inflight_body`.
     pub inflight_body_bytes: prometheus::IntGauge,
 }
@@ -121,6 +127,30 @@ impl Metrics {
                 &["queue"],
             )
             .unwrap(),
+            circuit_state: IntGaugeVec::new(
+                Opts::new(
+                    "hookgate_circuit_state",
+                    "Circuit breaker of a route's upstream: 1 for its current state (closed, open, half_open).",
+                ),
+                &["route", "state"],
+            )
+            .unwrap(),
+            circuit_transitions: IntCounterVec::new(
+                Opts::new(
+                    "hookgate_circuit_transitions_total",
+                    "Circuit breaker transitions by route and the state entered.",
+                ),
+                &["route", "state"],
+            )
+            .unwrap(),
+            queue_paused: IntGaugeVec::new(
+                Opts::new(
+                    "hookgate_queue_paused",
+                    "1 while delivery of a route's queue is paused through the admin API.",
+                ),
+                &["route"],
+            )
+            .unwrap(),
             inflight_body_bytes: prometheus::IntGauge::new(
                 "hookgate_inflight_body_bytes",
                 "Request-body bytes buffered now, against server.max_inflight_body.",
@@ -141,6 +171,9 @@ impl Metrics {
         r.register(Box::new(m.orphaned_jobs.clone())).unwrap();
         r.register(Box::new(m.admin_auth_failures.clone())).unwrap();
         r.register(Box::new(m.inflight_body_bytes.clone())).unwrap();
+        r.register(Box::new(m.circuit_state.clone())).unwrap();
+        r.register(Box::new(m.circuit_transitions.clone())).unwrap();
+        r.register(Box::new(m.queue_paused.clone())).unwrap();
         m
     }
 
@@ -186,6 +219,13 @@ impl Metrics {
                 self.forward_attempts.with_label_values(&[route, result]);
             }
             self.forward_seconds.with_label_values(&[route]);
+            for state in ["closed", "open", "half_open"] {
+                self.circuit_state
+                    .with_label_values(&[route, state])
+                    .set(i64::from(state == "closed"));
+                self.circuit_transitions.with_label_values(&[route, state]);
+            }
+            self.queue_paused.with_label_values(&[route]);
         }
     }
 

@@ -1,7 +1,8 @@
 //! The admin listener: `/healthz` (the process is alive), `/readyz` (it
 //! should receive traffic), `/metrics` (Prometheus), and the admin API over the queue: per-route
-//! stats, dead letters (list, show with attempts, replay one or all of a
-//! route, delete).
+//! stats with each route's circuit and paused state, pause / resume,
+//! dead letters (list, show with attempts, replay one or all of a route,
+//! delete).
 //!
 //! Invariants: the admin API requires the admin token when one is
 //! configured (compared in constant time); the probes never do, so kubelets
@@ -19,6 +20,7 @@ use subtle::ConstantTimeEq;
 
 use crate::clock::now_ms;
 use crate::config::Secret;
+use crate::delivery::circuit::Controls;
 use crate::error::{self, ApiError, Body};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -32,6 +34,10 @@ pub struct Admin {
     /// Queues served by a configured queue-mode route; jobs of any other
     /// queue are orphaned (their route was removed or renamed).
     queues: Vec<String>,
+    /// Circuit and pause state of each configured queue.
+    controls: Arc<Controls>,
+    /// Wakes the delivery engine (after a resume).
+    wake: Arc<tokio::sync::Notify>,
     clock: Clock,
     metrics: Arc<Metrics>,
 }
@@ -54,11 +60,14 @@ fn unavailable(e: StoreError) -> ApiError {
 }
 
 impl Admin {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         shutdown: Shutdown,
         token: Option<Secret>,
         store: Option<Store>,
         queues: Vec<String>,
+        controls: Arc<Controls>,
+        wake: Arc<tokio::sync::Notify>,
         clock: Clock,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -67,6 +76,8 @@ impl Admin {
             token,
             store,
             queues,
+            controls,
+            wake,
             clock,
             metrics,
         }
@@ -152,11 +163,24 @@ impl Admin {
         let now = now_ms(&self.clock);
         match (&method, segments.as_slice()) {
             (&Method::GET, ["queues"]) => {
-                let stats = store.stats(now).await.map_err(unavailable)?;
+                let mut stats = store.stats(now).await.map_err(unavailable)?;
+                // Configured queues are listed even while empty.
+                for q in &self.queues {
+                    if !stats.iter().any(|s| &s.queue == q) {
+                        stats.push(crate::store::QueueStats {
+                            queue: q.clone(),
+                            pending: 0,
+                            inflight: 0,
+                            dead: 0,
+                            done: 0,
+                            oldest_pending_age_ms: None,
+                        });
+                    }
+                }
                 let queues: Vec<Value> = stats
                     .into_iter()
                     .map(|s| {
-                        json!({
+                        let mut v = json!({
                             "route": s.queue,
                             "pending": s.pending,
                             "in_flight": s.inflight,
@@ -164,10 +188,44 @@ impl Admin {
                             "delivered": s.done,
                             "oldest_pending_age_seconds": s.oldest_pending_age_ms.map(|ms| ms as f64 / 1000.0),
                             "orphaned": !self.queues.contains(&s.queue),
-                        })
+                        });
+                        if let Some(ctl) = self.controls.get(&s.queue) {
+                            let c = ctl.snapshot();
+                            v["paused"] = json!(ctl.paused());
+                            v["circuit"] = json!({
+                                "state": c.state.as_str(),
+                                "consecutive_failures": c.consecutive_failures,
+                                "opened_at": c.opened_at,
+                                "next_probe_at": c.next_probe_at,
+                            });
+                        }
+                        v
                     })
                     .collect();
                 ok(json!({ "queues": queues }))
+            }
+            (&Method::POST, ["queues", action @ ("pause" | "resume")]) => {
+                let route = query.get("route").ok_or(ApiError::BadRequest(
+                    "the `route` query parameter is required",
+                ))?;
+                let ctl = self.controls.get(route).ok_or(ApiError::BadRequest(
+                    "`route` must be the path of a configured queue-mode route",
+                ))?;
+                let paused = *action == "pause";
+                // Stored first: what the answer says survives a restart.
+                store.set_paused(route, paused).await.map_err(unavailable)?;
+                ctl.set_paused(paused);
+                self.metrics
+                    .queue_paused
+                    .with_label_values(&[route])
+                    .set(i64::from(paused));
+                if paused {
+                    tracing::warn!(route = %route, "queue paused: requests are still accepted and stored, nothing is delivered until resumed");
+                } else {
+                    tracing::info!(route = %route, "queue resumed");
+                    self.wake.notify_one();
+                }
+                ok(json!({ "route": route, "paused": paused }))
             }
             (&Method::POST, ["queues", "move"]) => {
                 let from = query.get("from").ok_or(ApiError::BadRequest(

@@ -15,6 +15,10 @@
 //!   job waits for at most one round of attempts (<= timeout) and its own
 //!   attempt takes <= timeout, so it still finishes inside its lease;
 //! - every attempt is recorded before the next one can be claimed;
+//! - nothing is claimed for a paused queue, and while a queue's circuit is
+//!   open only its probe (one job at a time); a claimed job that is not the
+//!   probe finds the circuit open when its turn comes is released
+//!   unattempted, so it spends no attempt (see `circuit`);
 //! - on shutdown no new job is claimed and running attempts get the grace
 //!   period to finish; a job whose attempt did not finish keeps its lease
 //!   and comes back when the lease expires (at-least-once).
@@ -29,6 +33,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::clock::{now_ms, Clock};
+use crate::delivery::circuit::{Admit, Controls, QueueControl, Signal, State};
 use crate::delivery::client::{HttpClient, SendError};
 use crate::delivery::forward::{
     upstream_request, Target, X_HOOKGATE_ATTEMPT, X_HOOKGATE_DELIVERY_ID, X_HOOKGATE_VERIFIED,
@@ -57,12 +62,19 @@ pub struct QueueTarget {
     pub policy: RetryPolicy,
     pub verified_header: HeaderValue,
     pub client: HttpClient,
+    /// In-order delivery: one job at a time, the head of the queue; a
+    /// failing head is retried in place and blocks the ones behind it.
+    pub fifo: bool,
+    /// FIFO: the head's next attempt waits until then (ms), kept here so
+    /// the head keeps its place in the store (0 after a restart: at once).
+    pub not_before: std::sync::atomic::AtomicI64,
 }
 
 /// A queue as the claim loop sees it: its target and the permits for the
 /// jobs it holds (in flight + buffered).
 struct Lane {
     q: Arc<QueueTarget>,
+    ctl: Arc<QueueControl>,
     held: Arc<Semaphore>,
     /// `2 x concurrency`: the size of `held`.
     held_max: usize,
@@ -86,6 +98,7 @@ impl Engine {
     pub fn new(
         store: Store,
         queues: Vec<Arc<QueueTarget>>,
+        controls: &Controls,
         clock: Clock,
         wake: Arc<Notify>,
         poll_interval: Duration,
@@ -96,9 +109,23 @@ impl Engine {
             .map(|q| {
                 // Nothing is in flight yet: the free permits are the limit.
                 let concurrency = q.concurrency.available_permits().max(1);
-                let held_max = concurrency.saturating_mul(2);
+                // In order: one job claimed at a time.
+                let held_max = if q.fifo {
+                    1
+                } else {
+                    concurrency.saturating_mul(2)
+                };
+                let ctl = controls.get(&q.name).cloned().unwrap_or_else(|| {
+                    Arc::new(QueueControl::new(super::circuit::BreakerPolicy {
+                        enabled: false,
+                        failures: u32::MAX,
+                        probe_interval: Duration::from_secs(1),
+                        probe_max_interval: Duration::from_secs(1),
+                    }))
+                });
                 Lane {
                     q,
+                    ctl,
                     held: Arc::new(Semaphore::new(held_max)),
                     held_max,
                     concurrency,
@@ -122,8 +149,12 @@ impl Engine {
         let mut tasks = JoinSet::new();
         while !shutdown.is_triggered() {
             let mut claimed = 0usize;
+            let mut idle = self.poll_interval;
             for lane in &self.lanes {
                 let q = &lane.q;
+                if lane.ctl.paused() {
+                    continue;
+                }
                 let free = lane.held.available_permits();
                 let in_flight =
                     lane.concurrency - q.concurrency.available_permits().min(lane.concurrency);
@@ -134,14 +165,43 @@ impl Engine {
                 if free == 0 || (buffered > 0 && free < lane.concurrency) {
                     continue;
                 }
-                let lease = (q.timeout * 2 + Duration::from_secs(5)).as_millis() as i64;
                 let now = now_ms(&self.clock);
-                match self
-                    .store
-                    .claim(&q.name, now, free.min(CLAIM_MAX), lease)
-                    .await
-                {
+                let probe = match lane.ctl.admit(now) {
+                    Admit::All => false,
+                    Admit::Probe => true,
+                    Admit::Wait(d) => {
+                        idle = idle.min(d.max(Duration::from_millis(10)));
+                        continue;
+                    }
+                };
+                let limit = if probe { 1 } else { free.min(CLAIM_MAX) };
+                let lease = (q.timeout * 2 + Duration::from_secs(5)).as_millis() as i64;
+                let claim = if q.fifo {
+                    let not_before = q.not_before.load(std::sync::atomic::Ordering::Acquire);
+                    if now < not_before {
+                        if probe {
+                            lane.ctl.record(Signal::NotSent, true, now, 0.0);
+                        }
+                        idle = idle.min(Duration::from_millis((not_before - now) as u64));
+                        continue;
+                    }
+                    self.store
+                        .claim_head(&q.name, now, lease)
+                        .await
+                        .map(|j| j.into_iter().collect::<Vec<_>>())
+                } else {
+                    self.store.claim(&q.name, now, limit, lease).await
+                };
+                match claim {
                     Ok(jobs) => {
+                        if probe && jobs.is_empty() {
+                            // Nothing to probe with: still open, and the
+                            // next job will be the probe.
+                            lane.ctl.record(Signal::NotSent, true, now, 0.0);
+                            idle = idle.min(Duration::from_millis(100));
+                        } else if probe {
+                            self.circuit_moved(&q.name, &lane.ctl, State::HalfOpen, None, None);
+                        }
                         for job in jobs {
                             claimed += 1;
                             if !self.hold(&job.id) {
@@ -159,6 +219,8 @@ impl Engine {
                             };
                             tasks.spawn(self.clone().run_job(
                                 q.clone(),
+                                lane.ctl.clone(),
+                                probe,
                                 job,
                                 held,
                                 shutdown.clone(),
@@ -166,6 +228,9 @@ impl Engine {
                         }
                     }
                     Err(e) => {
+                        if probe {
+                            lane.ctl.record(Signal::NotSent, true, now, 0.0);
+                        }
                         tracing::warn!(queue = %q.name, error = %e, "claim failed");
                     }
                 }
@@ -174,7 +239,7 @@ impl Engine {
             if claimed == 0 {
                 tokio::select! {
                     _ = self.wake.notified() => {}
-                    _ = tokio::time::sleep(self.poll_interval) => {}
+                    _ = tokio::time::sleep(idle) => {}
                     _ = shutdown.wait() => {}
                 }
             }
@@ -194,9 +259,12 @@ impl Engine {
     /// A job still waiting at shutdown is released, not attempted: it is
     /// claimable again at once, by this process after a restart or by
     /// another replica.
+    #[allow(clippy::too_many_arguments)]
     async fn run_job(
         self: Arc<Self>,
         q: Arc<QueueTarget>,
+        ctl: Arc<QueueControl>,
+        probe: bool,
         job: ClaimedJob,
         held: OwnedSemaphorePermit,
         shutdown: Shutdown,
@@ -207,13 +275,16 @@ impl Engine {
             _ = shutdown.wait() => None,
             p = q.concurrency.clone().acquire_owned() => p.ok(),
         };
+        // The circuit opened (or the queue was paused) while it waited: it
+        // goes back unattempted and spends no attempt.
+        let stopped = !probe && (!ctl.closed() || ctl.paused());
         match permit {
-            Some(permit) if !shutdown.is_triggered() => {
-                self.clone().attempt(q, job, permit, held).await
+            Some(permit) if !shutdown.is_triggered() && !stopped => {
+                self.clone().attempt(q, ctl, probe, job, permit, held).await
             }
             _ => {
                 if let Err(e) = self.store.release(&job.lease).await {
-                    tracing::warn!(id = %job.id, error = %e, "cannot release a job at shutdown; it returns when its lease expires");
+                    tracing::warn!(id = %job.id, error = %e, "cannot release a job; it returns when its lease expires");
                 }
                 // Both permits are free before the claim loop is woken, so
                 // it sees the room it is woken for.
@@ -242,6 +313,8 @@ impl Engine {
     async fn attempt(
         self: Arc<Self>,
         q: Arc<QueueTarget>,
+        ctl: Arc<QueueControl>,
+        probe: bool,
         job: ClaimedJob,
         permit: OwnedSemaphorePermit,
         held: OwnedSemaphorePermit,
@@ -280,6 +353,16 @@ impl Engine {
             Err(AttemptError::Send(e)) => (Outcome::Transient, None, Some(e.to_string()), None),
             Err(AttemptError::Permanent(e)) => (Outcome::Permanent, None, Some(e), None),
         };
+        let signal = match (outcome, http_status) {
+            (Outcome::Success, _) => Signal::Success,
+            (Outcome::Transient, _) => Signal::Failure,
+            (Outcome::Permanent, Some(_)) => Signal::Answered,
+            (Outcome::Permanent, None) => Signal::NotSent,
+        };
+        let now = now_ms(&self.clock);
+        if let Some(state) = ctl.record(signal, probe, now, rand::random::<f64>()) {
+            self.circuit_moved(&q.name, &ctl, state, http_status, error.as_deref());
+        }
         // The policy counts this retry cycle only: a replayed job gets its
         // full budget again.
         let cycle_n = job.cycle_attempts + 1;
@@ -292,8 +375,16 @@ impl Engine {
                     .policy
                     .next_delay(cycle_n, retry_after, rand::random::<f64>());
                 if q.policy.may_retry(cycle_n, age, delay) {
-                    Next::Retry {
-                        next_at: now_ms(&self.clock) + delay.as_millis() as i64,
+                    let next_at = now_ms(&self.clock) + delay.as_millis() as i64;
+                    if q.fifo {
+                        // The head keeps its place; the wait is kept here.
+                        q.not_before
+                            .store(next_at, std::sync::atomic::Ordering::Release);
+                        Next::Retry {
+                            next_at: job.next_at,
+                        }
+                    } else {
+                        Next::Retry { next_at }
                     }
                 } else {
                     Next::Dead
@@ -311,7 +402,12 @@ impl Engine {
             }
             Next::Retry { next_at } => tracing::warn!(
                 queue = %q.name, id = %job.id, attempt = n, status = ?http_status, error = ?error,
-                retry_in_ms = next_at - now_ms(&self.clock), "attempt failed, will retry"
+                retry_in_ms = if q.fifo {
+                    q.not_before.load(std::sync::atomic::Ordering::Acquire)
+                } else {
+                    *next_at
+                } - now_ms(&self.clock),
+                "attempt failed, will retry"
             ),
             Next::Dead => tracing::warn!(
                 queue = %q.name, id = %job.id, attempt = n, status = ?http_status, error = ?error,
@@ -340,11 +436,51 @@ impl Engine {
         drop(permit);
         drop(held);
         self.wake.notify_one();
-        match self.store.finish(&job.lease, attempt, next).await {
+        let finished = self.store.finish(&job.lease, attempt, next).await;
+        if q.fifo {
+            // The next head can be claimed only now that this one is done.
+            self.wake.notify_one();
+        }
+        match finished {
             Ok(true) => {}
             Ok(false) => tracing::warn!(id = %job.id, "lease lost before the attempt was recorded"),
             Err(e) => {
                 tracing::error!(id = %job.id, error = %e, "cannot record attempt; job returns when its lease expires")
+            }
+        }
+    }
+
+    /// Logs and counts a circuit's transition to `state`.
+    fn circuit_moved(
+        &self,
+        queue: &str,
+        ctl: &QueueControl,
+        state: State,
+        status: Option<u16>,
+        error: Option<&str>,
+    ) {
+        for s in State::ALL {
+            self.metrics
+                .circuit_state
+                .with_label_values(&[queue, s.as_str()])
+                .set(i64::from(s == state));
+        }
+        self.metrics
+            .circuit_transitions
+            .with_label_values(&[queue, state.as_str()])
+            .inc();
+        let snap = ctl.snapshot();
+        match state {
+            State::Open => tracing::warn!(
+                queue = %queue, status = ?status, error = ?error,
+                consecutive_failures = snap.consecutive_failures,
+                next_probe_in_ms = snap.next_probe_at.map(|t| t - now_ms(&self.clock)),
+                "circuit open: the upstream is failing; only probes are sent until one succeeds"
+            ),
+            State::HalfOpen => tracing::debug!(queue = %queue, "circuit half-open: probing"),
+            State::Closed => {
+                tracing::info!(queue = %queue, "circuit closed: the upstream answered; delivery resumes");
+                self.wake.notify_one();
             }
         }
     }
@@ -457,6 +593,8 @@ mod tests {
             policy: RetryPolicy::default(),
             verified_header: HeaderValue::from_static("sigsentry"),
             client: HttpClient::new(),
+            fifo: false,
+            not_before: Default::default(),
         }
     }
 
@@ -468,6 +606,7 @@ mod tests {
             payload,
             attempts: 0,
             created_at: 0,
+            next_at: 0,
             cycle_attempts: 0,
             cycle_start: 0,
             interrupted: 0,

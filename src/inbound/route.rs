@@ -29,6 +29,9 @@ pub struct Route {
     pub concurrency: Arc<Semaphore>,
     pub queue_limit: u64,
     pub retry: crate::delivery::policy::RetryPolicy,
+    pub circuit: crate::delivery::circuit::BreakerPolicy,
+    /// Queue mode: deliver one at a time in acceptance order.
+    pub fifo: bool,
     /// The client reaching this route's upstream (its own when the route
     /// has upstream TLS settings, the shared one otherwise).
     pub client: HttpClient,
@@ -98,6 +101,8 @@ impl Route {
             concurrency: Arc::new(Semaphore::new(r.upstream.concurrency)),
             queue_limit: r.queue_limit,
             retry: r.retry.policy(),
+            circuit: r.circuit.policy(),
+            fifo: r.ordering == crate::config::Ordering::Fifo,
             client,
         })
     }

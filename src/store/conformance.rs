@@ -960,6 +960,96 @@ pub(super) async fn dedup_keys_are_bounded_per_scope(f: &dyn Fixture) {
     store.shutdown().await;
 }
 
+/// In-order claims: only the head, only when due and not leased; a head
+/// retried in place blocks the ones behind it; its end releases the next.
+pub(super) async fn claim_head_keeps_acceptance_order(f: &dyn Fixture) {
+    let store = f.open();
+    let j1 = enqueue_ok(&store, job("j1", "f", 10)).await;
+    let j2 = enqueue_ok(&store, job("j2", "f", 20)).await;
+    let j3 = enqueue_ok(&store, job("j3", "f", 20)).await;
+    let head = store.claim_head("f", 100, 1000).await.unwrap().unwrap();
+    assert_eq!(head.id, j1);
+    assert_eq!(head.next_at, 10);
+    // The head is being attempted: nothing behind it is handed out.
+    assert!(store.claim_head("f", 100, 1000).await.unwrap().is_none());
+    // Retried in place: it is the head again, the others still wait.
+    let next = Next::Retry {
+        next_at: head.next_at,
+    };
+    assert!(store
+        .finish(&head.lease, attempt(100, "retry", 503), next)
+        .await
+        .unwrap());
+    let again = store.claim_head("f", 101, 1000).await.unwrap().unwrap();
+    assert_eq!((again.id.as_str(), again.attempts), (j1.as_str(), 1));
+    // Dead-lettered: the next in line (ties in time by acceptance order).
+    assert!(store
+        .finish(&again.lease, attempt(101, "dead", 400), Next::Dead)
+        .await
+        .unwrap());
+    let second = store.claim_head("f", 102, 1000).await.unwrap().unwrap();
+    assert_eq!(second.id, j2);
+    // Released unattempted: still the head.
+    assert!(store.release(&second.lease).await.unwrap());
+    let second = store.claim_head("f", 103, 1000).await.unwrap().unwrap();
+    assert_eq!(second.id, j2);
+    // A lease that ran out is superseded, as with `claim`.
+    let taken = store
+        .claim_head("f", 103 + 1001, 1000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(taken.id, j2);
+    assert!(store
+        .finish(&taken.lease, attempt(2000, "success", 200), Next::Done)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.claim_head("f", 2001, 1000).await.unwrap().unwrap().id,
+        j3
+    );
+    // A head not yet due blocks: nothing else of its queue is claimed.
+    enqueue_ok(&store, job("later", "g", 500)).await;
+    assert!(store.claim_head("g", 100, 1000).await.unwrap().is_none());
+    assert!(store
+        .claim_head("empty", 100, 1000)
+        .await
+        .unwrap()
+        .is_none());
+    store.shutdown().await;
+}
+
+/// Paused queues are kept across a reopen, and only the ones asked for.
+pub(super) async fn paused_queues_survive_a_restart(f: &dyn Fixture) {
+    let store = f.open();
+    assert!(store.paused_queues().await.unwrap().is_empty());
+    store.set_paused("/hooks/a", true).await.unwrap();
+    store.set_paused("/hooks/b", true).await.unwrap();
+    store.set_paused("/hooks/b", true).await.unwrap();
+    store.set_paused("/hooks/c", false).await.unwrap();
+    store.shutdown().await;
+    drop(store);
+    let store = f.open();
+    assert_eq!(
+        store.paused_queues().await.unwrap(),
+        vec!["/hooks/a".to_string(), "/hooks/b".to_string()]
+    );
+    store.set_paused("/hooks/a", false).await.unwrap();
+    assert_eq!(
+        store.paused_queues().await.unwrap(),
+        vec!["/hooks/b".to_string()]
+    );
+    // Pausing is not a job: enqueue and claim go on (the engine obeys it).
+    accepted(
+        store
+            .enqueue(job("p", "/hooks/b", 10), None, None)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(claim_ids(&store, "/hooks/b", 10).await.len(), 1);
+    store.shutdown().await;
+}
+
 /// Instantiates every conformance check for a backend: `$fixture` is an
 /// expression building a fresh [`Fixture`].
 macro_rules! conformance_tests {
@@ -979,7 +1069,9 @@ macro_rules! conformance_tests {
             purge_removes_expired_keys_and_old_jobs,
             lists_and_stats,
             counters_match_a_model,
-            dedup_keys_are_bounded_per_scope
+            dedup_keys_are_bounded_per_scope,
+            paused_queues_survive_a_restart,
+            claim_head_keeps_acceptance_order
         );
     };
     (@each $fixture:expr; $($name:ident),*) => {

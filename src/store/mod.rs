@@ -267,6 +267,8 @@ pub struct ClaimedJob {
     /// across replays). This claim's attempt is number `attempts + 1`.
     pub attempts: u32,
     pub created_at: i64,
+    /// When it became due: its place in its queue's order.
+    pub next_at: i64,
     /// Attempts made since the job was enqueued or last replayed: what a
     /// retry policy counts, so a replay gets a full retry budget again.
     pub cycle_attempts: u32,
@@ -491,7 +493,23 @@ impl Store {
         limit: usize,
         lease_ms: i64,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
-        dispatch!(self.claim(queue.to_owned(), now, limit, lease_ms)).await
+        dispatch!(self.claim(queue.to_owned(), now, limit, lease_ms, false)).await
+    }
+
+    /// In-order delivery: claims the head of `queue` — its pending job
+    /// first in `(next_at, seq)` order, due or not yet — if it is due and
+    /// not leased; nothing while the head is leased (being attempted) or
+    /// waits for its retry. A retried head keeps its place when `finish`
+    /// is given `Next::Retry { next_at: job.next_at }` (the engine then
+    /// keeps the retry delay itself).
+    pub async fn claim_head(
+        &self,
+        queue: &str,
+        now: i64,
+        lease_ms: i64,
+    ) -> Result<Option<ClaimedJob>, StoreError> {
+        let jobs = dispatch!(self.claim(queue.to_owned(), now, 1, lease_ms, true)).await?;
+        Ok(jobs.into_iter().next())
     }
 
     /// Records the claimed attempt's result and moves the job per `next`,
@@ -515,6 +533,17 @@ impl Store {
     /// attempt record removed. `false` if `lease` is not current.
     pub async fn release(&self, lease: &Lease) -> Result<bool, StoreError> {
         dispatch!(self.release(lease.clone())).await
+    }
+
+    /// Pauses (or resumes) delivery of `queue`; kept across restarts.
+    /// Enqueueing goes on while paused.
+    pub async fn set_paused(&self, queue: &str, paused: bool) -> Result<(), StoreError> {
+        dispatch!(self.set_paused(queue.to_owned(), paused)).await
+    }
+
+    /// The queues paused with [`Store::set_paused`].
+    pub async fn paused_queues(&self) -> Result<Vec<String>, StoreError> {
+        dispatch!(self.paused_queues()).await
     }
 
     /// Lists jobs in creation order, paginated by `filter.after`.

@@ -13,7 +13,8 @@
 //!   process stays `interrupted` and still counts).
 //! - `dedup_record(seq, fp, scope, key, job_id, expires_at)`: appended in
 //!   time order in the job's transaction; expired by `expires_at` order.
-//! - `meta`: the store's random fingerprint key.
+//! - `meta`: the store's random fingerprint key and id salt, and the paused
+//!   queues (`paused:<queue>`).
 //!
 //! # Memory (`mem.rs`)
 //! Claims and leases, per-queue counters and the dedup index live in memory,
@@ -284,6 +285,11 @@ fn take_lock(path: &Path) -> Result<File, StoreError> {
         }
     }
 }
+
+/// `meta` keys of paused queues: this prefix, then the queue name.
+const PAUSED_PREFIX: &str = "paused:";
+/// The first key after every `paused:` key (`;` follows `:`).
+const PAUSED_END: &str = "paused;";
 
 /// A random secret of the store named `key` in `meta`, created on first
 /// open.
@@ -682,11 +688,12 @@ impl SqliteBackend {
         now: i64,
         limit: usize,
         lease_ms: i64,
+        head_only: bool,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.write(move |c| claim(c, &queue, now, limit, lease_ms))
+        self.write(move |c| claim(c, &queue, now, limit, lease_ms, head_only))
             .await
     }
 
@@ -710,6 +717,34 @@ impl SqliteBackend {
                 .execute([lease.seq, held.n])?;
             c.mem.end_lease(lease.seq);
             Ok(true)
+        })
+        .await
+    }
+
+    pub(super) async fn set_paused(&self, queue: String, paused: bool) -> Result<(), StoreError> {
+        self.write(move |c| {
+            let key = format!("{PAUSED_PREFIX}{queue}");
+            if paused {
+                c.conn
+                    .prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, x'01')")?
+                    .execute([key])?;
+            } else {
+                c.conn
+                    .prepare_cached("DELETE FROM meta WHERE key = ?1")?
+                    .execute([key])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn paused_queues(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT key FROM meta WHERE key >= ?1 AND key < ?2 ORDER BY key")?;
+            let rows = stmt.query_map([PAUSED_PREFIX, PAUSED_END], |r| r.get::<_, String>(0))?;
+            rows.map(|k| k.map(|k| k[PAUSED_PREFIX.len()..].to_owned()))
+                .collect()
         })
         .await
     }
@@ -1725,16 +1760,25 @@ fn claim(
     now: i64,
     limit: usize,
     lease_ms: i64,
+    head_only: bool,
 ) -> rusqlite::Result<Vec<ClaimedJob>> {
-    // Claimed jobs are still pending rows: read past as many as are leased.
+    // Claimed jobs are still pending rows: read past as many as are leased
+    // (the head alone, in order: the first row decides).
     let leased = c.mem.counts_of(queue).leased;
-    let fetch = sql_int(limit).saturating_add(sql_int(leased));
+    let fetch = if head_only {
+        1
+    } else {
+        sql_int(limit).saturating_add(sql_int(leased))
+    };
+    // Past every row when only the head counts, due or not.
+    let due_by = if head_only { i64::MAX } else { now };
     // One statement finds the due jobs with their payload and attempt count
     // (first attempts, the common case, need nothing else).
     struct Due {
         seq: i64,
         kind: String,
         created_at: i64,
+        next_at: i64,
         cycle_base: i64,
         cycle_start: i64,
         payload: Vec<u8>,
@@ -1745,24 +1789,30 @@ fn claim(
         let mut stmt = c.conn.prepare_cached(
             "SELECT seq, kind, created_at, cycle_base, cycle_start,
                     (SELECT body FROM payload p WHERE p.seq = job.seq),
-                    (SELECT COALESCE(MAX(n), 0) FROM attempt a WHERE a.job = job.seq)
+                    (SELECT COALESCE(MAX(n), 0) FROM attempt a WHERE a.job = job.seq),
+                    next_at
              FROM job
              WHERE queue = ?1 AND state = 0 AND next_at <= ?2
              ORDER BY next_at, seq LIMIT ?3",
         )?;
-        let mut rows = stmt.query(params![queue, now, fetch])?;
+        let mut rows = stmt.query(params![queue, due_by, fetch])?;
         while let Some(r) = rows.next()? {
             let seq: i64 = r.get(0)?;
+            let next_at: i64 = r.get(7)?;
             if let Some(l) = c.mem.lease(seq) {
                 if l.until > now {
                     continue;
                 }
                 // The lease ran out: this claim supersedes it.
             }
+            if next_at > now {
+                break; // the head waits for its retry
+            }
             due.push(Due {
                 seq,
                 kind: r.get(1)?,
                 created_at: r.get(2)?,
+                next_at,
                 cycle_base: r.get(3)?,
                 cycle_start: r.get(4)?,
                 payload: r.get::<_, Option<Vec<u8>>>(5)?.unwrap_or_default(),
@@ -1778,6 +1828,7 @@ fn claim(
         seq,
         kind,
         created_at,
+        next_at,
         cycle_base,
         cycle_start,
         payload,
@@ -1831,6 +1882,7 @@ fn claim(
             payload,
             attempts: attempts_u32,
             created_at,
+            next_at,
             cycle_attempts: u32::try_from(attempts.saturating_sub(cycle_base).max(0))
                 .unwrap_or(u32::MAX),
             cycle_start,
