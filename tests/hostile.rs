@@ -10,9 +10,9 @@
 //! accepted and the process must still run. At the end: the upstream got
 //! exactly the requests that were expected to be accepted (path, query and
 //! body), nothing a sender forged, and in queue mode the store holds exactly
-//! those jobs, all delivered (but for the few the upstream itself refuses,
-//! which must be dead letters); the process exits cleanly on SIGTERM and
-//! never logged a panic.
+//! those jobs, all delivered, none dead-lettered (hookgate acknowledges
+//! nothing its upstream would refuse for its size); the process exits
+//! cleanly on SIGTERM and never logged a panic.
 //!
 //! The generated cases are seeded: `HOSTILE_SEED=<n>` replays another run
 //! (every failure report names the seed).
