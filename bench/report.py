@@ -558,8 +558,12 @@ o_attempts = delta(attempts_total("outage_metrics_after_txt"),
                    attempts_total("outage_metrics_before_txt"))
 o_io = io_row("(h) outage, upstream refusing then 503", "outage", o_acked, "acked")
 o_final = get("outage_queues_drained")
-o_delivered, o_dead = delivered(o_final), qsum(o_final, "dead")
-o_lost = None if o_acked is None or o_delivered is None else max(o_acked - o_delivered, 0)
+# Every job of the run: the healthy phase's and the outage's.
+o_all_acked = None if o_acked is None else o_acked + (get("outage_healthy").get("ok") or 0)
+o_delivered_all, o_dead = delivered(o_final), qsum(o_final, "dead")
+o_delivered = delta(o_delivered_all, delivered(get("outage_queues_before")))
+o_lost = (None if o_all_acked is None or o_delivered_all is None
+          else max(o_all_acked - o_delivered_all, 0))
 o_healthy = io_row("(h) same rate, healthy upstream", "outage_healthy",
                    get("outage_healthy").get("ok"), "acked")
 healthy_bytes = o_healthy.get("write_bytes_per_webhook")
@@ -579,7 +583,8 @@ w(f"| webhooks acked during the outage | {f0(o_acked)} ({bad(o_load)} refused or
 w(f"| upstream attempts during the outage (all jobs together) | {f0(o_attempts)} |")
 w(f"| bytes written per acked webhook during the outage | {f0(o_io.get('write_bytes_per_webhook'))} "
   f"(same rate, healthy upstream: {f0(healthy_bytes)}, delivery included) |")
-w(f"| delivered after recovery / dead-lettered / lost | {f0(o_delivered)} / {f0(o_dead)} / "
+w(f"| delivered from the outage's start to the end of the drain / dead-lettered / lost "
+  f"(acked, healthy phase included, minus delivered) | {f0(o_delivered)} / {f0(o_dead)} / "
   f"**{f0(o_lost)}** |")
 w(f"| time to drain after recovery (the next probe's wait included) | "
   f"{f2(o_drain.get('watch_s'))} s ({f0(o_drain.get('jobs_per_s'))} jobs/s over that time) |")

@@ -477,7 +477,7 @@ impl Engine {
                 next_probe_in_ms = snap.next_probe_at.map(|t| t - now_ms(&self.clock)),
                 "circuit open: the upstream is failing; only probes are sent until one succeeds"
             ),
-            State::HalfOpen => tracing::debug!(queue = %queue, "circuit half-open: probing"),
+            State::HalfOpen => tracing::info!(queue = %queue, "circuit half-open: one probe sent"),
             State::Closed => {
                 tracing::info!(queue = %queue, "circuit closed: the upstream answered; delivery resumes");
                 self.wake.notify_one();
