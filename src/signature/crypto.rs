@@ -7,20 +7,51 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256, Sha512};
 use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 
+use ring::signature::{Ed25519KeyPair, KeyPair as _, UnparsedPublicKey, ED25519};
+
 use super::parse::BASE64;
-use super::{Algorithm, KeyError, Preset, Scheme};
+use super::{Algorithm, Key, KeyError, KeyKind, Preset, Scheme};
 
 /// Standard Webhooks (and Svix) secrets are `whsec_` + base64 of the key.
 const WHSEC_PREFIX: &[u8] = b"whsec_";
+/// Standard Webhooks asymmetric keys: `whpk_` + base64 of an ed25519 public
+/// key, `whsk_` + base64 of its secret key (seed, or seed ‖ public key).
+const WHPK_PREFIX: &[u8] = b"whpk_";
+const WHSK_PREFIX: &[u8] = b"whsk_";
 
-/// The key bytes `scheme` signs with, from a configured secret.
-pub(super) fn derive_key(scheme: &Scheme, secret: &[u8]) -> Result<Vec<u8>, KeyError> {
+/// The key `scheme` signs with, from a configured secret.
+pub(super) fn derive_key(scheme: &Scheme, secret: &[u8]) -> Result<Key, KeyError> {
     if secret.is_empty() {
         return Err(KeyError::Empty);
     }
+    if matches!(scheme, Scheme::Preset(Preset::StandardWebhooks)) {
+        if let Some(encoded) = secret.strip_prefix(WHPK_PREFIX) {
+            let public = BASE64.decode(encoded).map_err(|_| KeyError::BadEd25519)?;
+            if public.len() != 32 {
+                return Err(KeyError::BadEd25519);
+            }
+            return Ok(Key(public, KeyKind::Ed25519Public));
+        }
+        if let Some(encoded) = secret.strip_prefix(WHSK_PREFIX) {
+            let bytes = BASE64.decode(encoded).map_err(|_| KeyError::BadEd25519)?;
+            let pair = match bytes.len() {
+                32 => Ed25519KeyPair::from_seed_unchecked(&bytes),
+                64 => Ed25519KeyPair::from_seed_and_public_key(&bytes[..32], &bytes[32..]),
+                _ => return Err(KeyError::BadEd25519),
+            }
+            .map_err(|_| KeyError::BadEd25519)?;
+            let public = pair.public_key().as_ref().to_vec();
+            let seed = bytes.get(..32).unwrap_or_default().to_vec();
+            return Ok(Key(public, KeyKind::Ed25519Secret(seed)));
+        }
+    }
+    derive_mac_key(scheme, secret).map(|bytes| Key(bytes, KeyKind::Mac))
+}
+
+fn derive_mac_key(scheme: &Scheme, secret: &[u8]) -> Result<Vec<u8>, KeyError> {
     let base64_secret = matches!(
         scheme,
-        Scheme::Preset(Preset::StandardWebhooks | Preset::Svix)
+        Scheme::Preset(Preset::StandardWebhooks | Preset::Svix | Preset::Clerk | Preset::Resend)
     );
     match secret.strip_prefix(WHSEC_PREFIX) {
         Some(encoded) if base64_secret => {
@@ -76,4 +107,37 @@ pub(super) fn first_match<E: AsRef<[u8]>, C: AsRef<[u8]>>(
     }
     let index = usize::try_from(index).ok()?;
     bool::from(found).then_some(index)
+}
+
+/// The index of the first active ed25519 key that verifies any candidate over
+/// `message`. Every (key, candidate) pair is tried (public keys and signatures
+/// are public, but the work stays independent of which one matches).
+pub(super) fn first_ed25519_match(
+    keys: &[Key],
+    active: &[bool],
+    message: &[u8],
+    candidates: &[Vec<u8>],
+) -> Option<usize> {
+    let mut found = None;
+    for (i, (key, on)) in keys.iter().zip(active).enumerate() {
+        if !on || matches!(key.1, KeyKind::Mac) {
+            continue;
+        }
+        let public = UnparsedPublicKey::new(&ED25519, key.0.as_slice());
+        for candidate in candidates {
+            if public.verify(message, candidate).is_ok() && found.is_none() {
+                found = Some(i);
+            }
+        }
+    }
+    found
+}
+
+/// An ed25519 signature of `message` with a `whsk_` key; `None` for any other.
+pub(super) fn ed25519_sign(key: &Key, message: &[u8]) -> Option<Vec<u8>> {
+    let KeyKind::Ed25519Secret(seed) = &key.1 else {
+        return None;
+    };
+    let pair = Ed25519KeyPair::from_seed_unchecked(seed).ok()?;
+    Some(pair.sign(message).as_ref().to_vec())
 }

@@ -38,6 +38,9 @@ pub(super) enum Format<'a> {
     /// Space-separated `version,<sig>` entries (Standard Webhooks); entries of
     /// other versions are skipped.
     Versioned(&'a str),
+    /// As [`Format::Versioned`], plus `ed25519,<base64 sig>` entries checked
+    /// against ed25519 public keys (Standard Webhooks `v1a`).
+    VersionedEd25519 { hmac: &'a str, ed25519: &'a str },
     /// `key=value` entries separated by `sep`; `sig_key` entries are
     /// signatures, the timestamp key (see [`TsSource::InList`]) is read, other
     /// keys are skipped.
@@ -64,6 +67,8 @@ pub(super) enum Part<'a> {
     /// The timestamp exactly as sent (the sender signed its own text).
     Timestamp,
     Body,
+    /// The public URL the sender signed (the route's `signed_url`).
+    Url,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -77,6 +82,8 @@ pub(super) enum TsSource<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum TsFormat {
     UnixSeconds,
+    /// Unix milliseconds (HubSpot); the tolerance is checked in whole seconds.
+    UnixMillis,
     /// RFC 3339 (Twitch), parsed with `humantime::parse_rfc3339_weak`.
     Rfc3339,
 }
@@ -92,17 +99,26 @@ impl Spec<'_> {
     pub fn needs_id(&self) -> bool {
         self.content().contains(&Part::Id)
     }
+
+    pub fn signs_url(&self) -> bool {
+        self.content().contains(&Part::Url)
+    }
 }
 
 pub(super) struct Request<'r> {
     pub headers: &'r HeaderMap,
     pub body: &'r [u8],
     pub now: SystemTime,
+    /// The signed URL (empty when the route sets none).
+    pub url: &'r str,
 }
 
+/// `active[i]` says whether `keys[i]` is inside its validity window now; an
+/// inactive key is never compared (it cannot match).
 pub(super) fn verify(
     spec: &Spec<'_>,
     keys: &[Key],
+    active: &[bool],
     tolerance: Duration,
     req: &Request<'_>,
 ) -> Result<Verified, VerifyError> {
@@ -177,18 +193,42 @@ pub(super) fn verify(
     }
     let key_index = match &spec.check {
         Check::Token => {
+            // An inactive key's digest is replaced by one no token hashes to
+            // in practice (all zeroes), and its index is masked below.
             let expected: Vec<[u8; 32]> = keys.iter().map(|k| crypto::sha256(k.bytes())).collect();
-            crypto::first_match(&expected, found.as_slice())
+            let masked: Vec<&[u8]> = expected
+                .iter()
+                .zip(active)
+                .map(|(e, on)| if *on { e.as_slice() } else { &[] })
+                .collect();
+            crypto::first_match(&masked, found.as_slice())
         }
         Check::Hmac {
             algorithm, content, ..
         } => {
-            let parts = content_parts(content, id, ts.as_ref().map(|t| t.raw), req.body);
+            let parts = content_parts(content, id, ts.as_ref().map(|t| t.raw), req.body, req.url);
+            // A key that cannot MAC (an ed25519 key) or is outside its window
+            // expects nothing: an empty value never equals a candidate, which
+            // is never empty.
             let expected: Vec<Vec<u8>> = keys
                 .iter()
-                .map(|k| crypto::mac(*algorithm, k.bytes(), &parts))
+                .zip(active)
+                .map(|(k, on)| match k.mac_key() {
+                    Some(bytes) if *on => crypto::mac(*algorithm, bytes, &parts),
+                    _ => Vec::new(),
+                })
                 .collect();
-            crypto::first_match(&expected, found.as_slice())
+            let hmac = crypto::first_match(&expected, found.as_slice());
+            let ed25519 = if found.ed25519().is_empty() {
+                None
+            } else {
+                let message = parts.concat();
+                crypto::first_ed25519_match(keys, active, &message, found.ed25519())
+            };
+            match (hmac, ed25519) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
         }
     }
     .ok_or(VerifyError::Mismatch)?;
@@ -212,7 +252,9 @@ pub(super) fn verify(
 
 pub(super) struct SignInput<'a> {
     pub scheme_name: &'static str,
-    pub key: &'a [u8],
+    pub key: &'a Key,
+    /// The signed URL, for schemes that sign one (empty otherwise).
+    pub url: &'a str,
     pub body: &'a [u8],
     pub id: Option<&'a str>,
     pub timestamp: i64,
@@ -227,24 +269,45 @@ pub(super) fn sign(
     }
     let ts_text = spec.timestamp.map(|source| match source {
         TsSource::Header(_, TsFormat::Rfc3339) => rfc3339(input.timestamp),
+        TsSource::Header(_, TsFormat::UnixMillis) => {
+            (i128::from(input.timestamp) * 1000).to_string()
+        }
         TsSource::Header(_, TsFormat::UnixSeconds) | TsSource::InList(_) => {
             input.timestamp.to_string()
         }
     });
 
+    let cannot_sign = || {
+        SignError::Invalid(
+            "a whpk_ public key cannot sign (sign with the whsk_ secret key)".to_string(),
+        )
+    };
     let signature: Cow<'_, [u8]> = match &spec.check {
-        Check::Token => Cow::Borrowed(input.key),
+        Check::Token => Cow::Borrowed(input.key.mac_key().ok_or_else(cannot_sign)?),
         Check::Hmac {
             algorithm,
             encoding,
             content,
         } => {
-            let parts = content_parts(content, input.id, ts_text.as_deref(), input.body);
-            let encoded = encode(*encoding, &crypto::mac(*algorithm, input.key, &parts));
+            let parts = content_parts(content, input.id, ts_text.as_deref(), input.body, input.url);
+            let (version, encoded) = match (input.key.mac_key(), spec.format) {
+                (Some(key), Format::VersionedEd25519 { hmac, .. }) => (
+                    hmac,
+                    encode(*encoding, &crypto::mac(*algorithm, key, &parts)),
+                ),
+                (None, Format::VersionedEd25519 { ed25519, .. }) => {
+                    let signature =
+                        crypto::ed25519_sign(input.key, &parts.concat()).ok_or_else(cannot_sign)?;
+                    (ed25519, parse::BASE64.encode(signature))
+                }
+                (Some(key), _) => ("", encode(*encoding, &crypto::mac(*algorithm, key, &parts))),
+                (None, _) => return Err(cannot_sign()),
+            };
             let value = match (spec.format, spec.timestamp, &ts_text) {
                 (Format::Bare, ..) => encoded,
                 (Format::Prefixed(prefix), ..) => format!("{prefix}{encoded}"),
                 (Format::Versioned(version), ..) => format!("{version},{encoded}"),
+                (Format::VersionedEd25519 { .. }, ..) => format!("{version},{encoded}"),
                 (Format::List { sep, sig_key }, Some(TsSource::InList(ts_key)), Some(ts)) => {
                     format!("{ts_key}={ts}{sep}{sig_key}={encoded}")
                 }
@@ -270,6 +333,7 @@ fn content_parts<'c>(
     id: Option<&'c str>,
     ts: Option<&'c str>,
     body: &'c [u8],
+    url: &'c str,
 ) -> Vec<&'c [u8]> {
     content
         .iter()
@@ -278,6 +342,7 @@ fn content_parts<'c>(
             Part::Id => id.unwrap_or_default().as_bytes(),
             Part::Timestamp => ts.unwrap_or_default().as_bytes(),
             Part::Body => body,
+            Part::Url => url.as_bytes(),
         })
         .collect()
 }

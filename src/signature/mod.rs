@@ -62,7 +62,7 @@ use serde::{Deserialize, Serialize};
 
 pub use parse::MAX_CANDIDATES;
 
-/// A named signature scheme preset (SPEC §1.2 and the extra presets of issue 2).
+/// A named signature scheme preset (SPEC §1.2 and the extra presets of issues 2 and 12).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Preset {
@@ -82,6 +82,20 @@ pub enum Preset {
     Intercom,
     Twitch,
     Gitlab,
+    Meta,
+    Whatsapp,
+    Typeform,
+    Calendly,
+    Vercel,
+    Clerk,
+    Resend,
+    Mux,
+    Docusign,
+    LemonSqueezy,
+    Gitea,
+    Dropbox,
+    Square,
+    Hubspot,
 }
 
 /// Where a scheme's event id lives by default (used as the route's default dedup key).
@@ -111,6 +125,20 @@ impl Preset {
         Preset::Intercom,
         Preset::Twitch,
         Preset::Gitlab,
+        Preset::Meta,
+        Preset::Whatsapp,
+        Preset::Typeform,
+        Preset::Calendly,
+        Preset::Vercel,
+        Preset::Clerk,
+        Preset::Resend,
+        Preset::Mux,
+        Preset::Docusign,
+        Preset::LemonSqueezy,
+        Preset::Gitea,
+        Preset::Dropbox,
+        Preset::Square,
+        Preset::Hubspot,
     ];
 
     /// The kebab-case name, identical to the serde representation.
@@ -132,6 +160,20 @@ impl Preset {
             Preset::Intercom => "intercom",
             Preset::Twitch => "twitch",
             Preset::Gitlab => "gitlab",
+            Preset::Meta => "meta",
+            Preset::Whatsapp => "whatsapp",
+            Preset::Typeform => "typeform",
+            Preset::Calendly => "calendly",
+            Preset::Vercel => "vercel",
+            Preset::Clerk => "clerk",
+            Preset::Resend => "resend",
+            Preset::Mux => "mux",
+            Preset::Docusign => "docusign",
+            Preset::LemonSqueezy => "lemon-squeezy",
+            Preset::Gitea => "gitea",
+            Preset::Dropbox => "dropbox",
+            Preset::Square => "square",
+            Preset::Hubspot => "hubspot",
         }
     }
 
@@ -149,7 +191,21 @@ impl Preset {
             Preset::Linear => Some(Header("linear-delivery")),
             Preset::Twitch => Some(Header("twitch-eventsub-message-id")),
             Preset::Gitlab => Some(Header("x-gitlab-event-uuid")),
-            Preset::Slack | Preset::Pagerduty | Preset::Zoom | Preset::Intercom => None,
+            Preset::Clerk | Preset::Resend => Some(Header("svix-id")),
+            Preset::Typeform | Preset::Square => Some(BodyPointer("/event_id")),
+            Preset::Vercel | Preset::Mux => Some(BodyPointer("/id")),
+            Preset::Gitea => Some(Header("x-gitea-delivery")),
+            Preset::Slack
+            | Preset::Pagerduty
+            | Preset::Zoom
+            | Preset::Intercom
+            | Preset::Meta
+            | Preset::Whatsapp
+            | Preset::Calendly
+            | Preset::Docusign
+            | Preset::LemonSqueezy
+            | Preset::Dropbox
+            | Preset::Hubspot => None,
         }
     }
 }
@@ -240,6 +296,15 @@ impl Scheme {
         }
     }
 
+    /// Whether the signed content includes the public URL the provider calls
+    /// (the route must then set `signed_url`).
+    pub fn signs_url(&self) -> bool {
+        match self {
+            Scheme::Preset(p) => presets::spec(*p).signs_url(),
+            Scheme::Custom(_) => false,
+        }
+    }
+
     fn static_name(&self) -> &'static str {
         match self {
             Scheme::Preset(p) => p.name(),
@@ -249,8 +314,21 @@ impl Scheme {
 }
 
 /// Key bytes derived from a configured secret. Debug prints `[redacted]`.
+///
+/// `.0` is the HMAC key (or GitLab token); for a Standard Webhooks `whpk_` /
+/// `whsk_` key it is the ed25519 public key, and `.1` says which it is.
 #[derive(Clone)]
-pub struct Key(Vec<u8>);
+pub struct Key(Vec<u8>, KeyKind);
+
+#[derive(Clone)]
+enum KeyKind {
+    Mac,
+    /// `whpk_`: verifies `v1a` signatures only.
+    Ed25519Public,
+    /// `whsk_`: verifies `v1a` (with the public key in `.0`) and signs with
+    /// this 32-byte seed.
+    Ed25519Secret(Vec<u8>),
+}
 
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -260,15 +338,23 @@ impl std::fmt::Debug for Key {
 
 impl Key {
     /// Derives the key `scheme` uses from a configured secret: for
-    /// `standard-webhooks` and `svix` a `whsec_` secret is the base64 (standard
-    /// alphabet, padding optional) of the key; every other secret, including
-    /// Stripe's `whsec_…`, is used verbatim.
+    /// `standard-webhooks`, `svix`, `clerk` and `resend` a `whsec_` secret is
+    /// the base64 (standard alphabet, padding optional) of the key; for
+    /// `standard-webhooks`, `whpk_` + base64 of a 32-byte ed25519 public key
+    /// verifies `v1a` signatures and `whsk_` + base64 of a 32-byte ed25519
+    /// seed (or the 64-byte seed ‖ public key) verifies and signs them; every
+    /// other secret, including Stripe's `whsec_…`, is used verbatim.
     pub fn derive(scheme: &Scheme, secret: &[u8]) -> Result<Key, KeyError> {
-        crypto::derive_key(scheme, secret).map(Key)
+        crypto::derive_key(scheme, secret)
     }
 
     fn bytes(&self) -> &[u8] {
         &self.0
+    }
+
+    /// The HMAC key (or token), `None` for an ed25519 key.
+    fn mac_key(&self) -> Option<&[u8]> {
+        matches!(self.1, KeyKind::Mac).then_some(self.0.as_slice())
     }
 }
 
@@ -278,6 +364,8 @@ pub enum KeyError {
     Empty,
     #[error("whsec_ secret is not valid base64 after the prefix")]
     BadBase64,
+    #[error("whpk_/whsk_ key is not base64 of a valid ed25519 key (32 bytes; whsk_ may be 64)")]
+    BadEd25519,
 }
 
 #[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
@@ -333,7 +421,25 @@ pub struct Verified {
 pub struct Verifier {
     scheme: Scheme,
     keys: Vec<Key>,
+    /// Per key: its validity window (`None`: always valid).
+    windows: Vec<Window>,
     tolerance: Duration,
+    /// The public URL the sender signs, for schemes that sign it.
+    signed_url: String,
+}
+
+/// When a secret verifies: from `not_before` (inclusive) until `not_after`
+/// (inclusive); an open end is unbounded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Window {
+    pub not_before: Option<SystemTime>,
+    pub not_after: Option<SystemTime>,
+}
+
+impl Window {
+    pub fn contains(&self, now: SystemTime) -> bool {
+        self.not_before.is_none_or(|t| now >= t) && self.not_after.is_none_or(|t| now <= t)
+    }
 }
 
 impl Verifier {
@@ -351,12 +457,33 @@ impl Verifier {
             .iter()
             .map(|s| Key::derive(&scheme, s))
             .collect::<Result<Vec<_>, _>>()?;
+        let windows = vec![Window::default(); keys.len()];
         Ok(Verifier {
             scheme,
             keys,
+            windows,
             tolerance,
+            signed_url: String::new(),
         })
     }
+
+    /// Sets the validity window of each secret, in the order given to
+    /// [`Verifier::new`]; missing entries are always valid, extra ones ignored.
+    pub fn with_windows(mut self, windows: &[Window]) -> Self {
+        for (slot, w) in self.windows.iter_mut().zip(windows) {
+            *slot = *w;
+        }
+        self
+    }
+
+    /// Sets the public URL the sender signs (see [`Scheme::signs_url`]): the
+    /// URL the provider was configured with, as a proxy in front may change
+    /// what hookgate itself sees.
+    pub fn with_signed_url(mut self, url: &str) -> Self {
+        url.clone_into(&mut self.signed_url);
+        self
+    }
+
     pub fn scheme(&self) -> &Scheme {
         &self.scheme
     }
@@ -366,13 +493,20 @@ impl Verifier {
         body: &[u8],
         now: SystemTime,
     ) -> Result<Verified, VerifyError> {
-        let request = engine::Request { headers, body, now };
+        let request = engine::Request {
+            headers,
+            body,
+            now,
+            url: &self.signed_url,
+        };
+        let active: Vec<bool> = self.windows.iter().map(|w| w.contains(now)).collect();
+        let (keys, tolerance) = (&self.keys, self.tolerance);
         match &self.scheme {
             Scheme::Preset(p) => {
-                engine::verify(&presets::spec(*p), &self.keys, self.tolerance, &request)
+                engine::verify(&presets::spec(*p), keys, &active, tolerance, &request)
             }
             Scheme::Custom(c) => match c.spec() {
-                Ok(spec) => engine::verify(&spec, &self.keys, self.tolerance, &request),
+                Ok(spec) => engine::verify(&spec, keys, &active, tolerance, &request),
                 // Fail closed, but keep the precedence for the absent header.
                 Err(_) if headers.get(c.header.as_str()).is_none() => Err(VerifyError::Missing),
                 Err(_) => Err(VerifyError::Mismatch),
@@ -393,10 +527,24 @@ pub fn sign(
     id: Option<&str>,
     timestamp: i64,
 ) -> Result<Vec<(HeaderName, HeaderValue)>, SignError> {
+    sign_url(scheme, secret, body, id, timestamp, "")
+}
+
+/// [`sign`] for a scheme that signs the public URL (see
+/// [`Scheme::signs_url`]); `url` is ignored by the others.
+pub fn sign_url(
+    scheme: &Scheme,
+    secret: &[u8],
+    body: &[u8],
+    id: Option<&str>,
+    timestamp: i64,
+    url: &str,
+) -> Result<Vec<(HeaderName, HeaderValue)>, SignError> {
     let key = Key::derive(scheme, secret)?;
     let input = engine::SignInput {
         scheme_name: scheme.static_name(),
-        key: key.bytes(),
+        key: &key,
+        url,
         body,
         id,
         timestamp,

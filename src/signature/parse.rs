@@ -43,6 +43,8 @@ pub(super) const BASE64URL: GeneralPurpose = GeneralPurpose::new(
 #[derive(Debug, Default)]
 pub(super) struct Candidates {
     decoded: Vec<Vec<u8>>,
+    /// Standard Webhooks `v1a` (ed25519) signatures, decoded from base64.
+    ed25519: Vec<Vec<u8>>,
     /// Entries of the scheme's own form that could not be decoded.
     unusable: usize,
     /// Well-formed entries of another version or key, deliberately ignored.
@@ -51,7 +53,19 @@ pub(super) struct Candidates {
 
 impl Candidates {
     fn full(&self) -> bool {
-        self.decoded.len() >= MAX_CANDIDATES
+        self.decoded.len() + self.ed25519.len() >= MAX_CANDIDATES
+    }
+
+    /// A base64 ed25519 signature (`v1a,<sig>`). As for HMACs, one that
+    /// decodes but has the wrong length is kept (it simply never verifies).
+    pub fn offer_ed25519(&mut self, encoded: &str) {
+        if self.full() {
+            return;
+        }
+        match decode(Encoding::Base64, encoded) {
+            Some(sig) => self.ed25519.push(sig),
+            None => self.unusable += 1,
+        }
     }
 
     /// An encoded signature of the scheme's own version.
@@ -92,7 +106,7 @@ impl Candidates {
     /// unusable or there was no signature-like entry at all. Only skipped
     /// (unknown-version) entries are fine here and end in `Mismatch`.
     pub fn check_usable(&self) -> Result<(), VerifyError> {
-        if self.decoded.is_empty() && (self.unusable > 0 || self.skipped == 0) {
+        if self.is_empty() && (self.unusable > 0 || self.skipped == 0) {
             Err(VerifyError::Malformed)
         } else {
             Ok(())
@@ -100,7 +114,11 @@ impl Candidates {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.decoded.is_empty()
+        self.decoded.is_empty() && self.ed25519.is_empty()
+    }
+
+    pub fn ed25519(&self) -> &[Vec<u8>] {
+        &self.ed25519
     }
 
     pub fn as_slice(&self) -> &[Vec<u8>] {
@@ -142,6 +160,16 @@ pub(super) fn signature_value<'h>(
             for entry in value.split_ascii_whitespace() {
                 match entry.split_once(',') {
                     Some((v, sig)) if v == version => found.offer(sig, encoding),
+                    Some(_) => found.skip(),
+                    None => found.reject(),
+                }
+            }
+        }
+        Format::VersionedEd25519 { hmac, ed25519 } => {
+            for entry in value.split_ascii_whitespace() {
+                match entry.split_once(',') {
+                    Some((v, sig)) if v == hmac => found.offer(sig, encoding),
+                    Some((v, sig)) if v == ed25519 => found.offer_ed25519(sig),
                     Some(_) => found.skip(),
                     None => found.reject(),
                 }
@@ -214,6 +242,7 @@ pub(super) struct Timestamp<'h> {
 pub(super) fn timestamp(raw: &str, format: TsFormat) -> Result<Timestamp<'_>, VerifyError> {
     let unix = match format {
         TsFormat::UnixSeconds => unix_seconds(raw),
+        TsFormat::UnixMillis => unix_millis_as_seconds(raw),
         TsFormat::Rfc3339 => rfc3339_seconds(raw),
     };
     unix.map(|unix| Timestamp { raw, unix })
@@ -242,6 +271,16 @@ pub(super) fn unix_seconds(text: &str) -> Option<i64> {
         return None;
     }
     text.parse().ok()
+}
+
+/// Unix milliseconds (ASCII digits only) as whole unix seconds. Parsed as
+/// `i128`, so every `i64` second count times 1000 is representable.
+fn unix_millis_as_seconds(text: &str) -> Option<i64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let ms: i128 = text.parse().ok()?;
+    i64::try_from(ms.div_euclid(1000)).ok()
 }
 
 /// Linear's `webhookTimestamp` (milliseconds) when the body is a JSON object

@@ -2,7 +2,10 @@
 //!
 //! Sources: Standard Webhooks spec (github.com/standard-webhooks), Svix docs,
 //! Stripe, GitHub, Slack, Shopify, PagerDuty, Linear, Paddle Billing, Zoom,
-//! Intercom, Twitch EventSub and GitLab webhook docs; SigSentry and
+//! Intercom, Twitch EventSub and GitLab webhook docs, and (issue 12) Meta
+//! Graph API, Typeform, Calendly, Mux, Vercel, Clerk and Resend (Svix),
+//! DocuSign Connect, Lemon Squeezy, Gitea, Dropbox, Square and HubSpot
+//! (signature v3) docs; SigSentry and
 //! StatusSentry are this project's own senders (SPEC §1.2).
 
 use std::borrow::Cow;
@@ -30,6 +33,11 @@ const ID_TS_BODY_DOTTED: &[Part<'static>] = &[
     Part::Lit(b"."),
     Part::Body,
 ];
+/// Square: `<notification URL><body>`.
+const URL_BODY: &[Part<'static>] = &[Part::Url, Part::Body];
+/// HubSpot v3: `POST<URI><body><ts ms>` (webhooks are always POSTed).
+const POST_URL_BODY_TS: &[Part<'static>] =
+    &[Part::Lit(b"POST"), Part::Url, Part::Body, Part::Timestamp];
 /// Twitch: `<id><ts><body>`, no separators.
 const ID_TS_BODY: &[Part<'static>] = &[Part::Id, Part::Timestamp, Part::Body];
 
@@ -84,9 +92,14 @@ pub(super) fn spec(preset: Preset) -> Spec<'static> {
             timestamp: unix_header("sentry-hook-timestamp"),
             ..base
         },
+        // `v1` (HMAC, `whsec_`) and `v1a` (ed25519, `whpk_`/`whsk_`) entries
+        // may share the header; either verifies.
         Preset::StandardWebhooks => Spec {
             header: "webhook-signature",
-            format: Format::Versioned("v1"),
+            format: Format::VersionedEd25519 {
+                hmac: "v1",
+                ed25519: "v1a",
+            },
             check: sha256(Base64, ID_TS_BODY_DOTTED),
             timestamp: unix_header("webhook-timestamp"),
             ..base
@@ -184,6 +197,91 @@ pub(super) fn spec(preset: Preset) -> Spec<'static> {
         Preset::Gitlab => Spec {
             header: "x-gitlab-token",
             check: Check::Token,
+            ..base
+        },
+        // Meta (Graph API: WhatsApp Business, Messenger, Instagram) signs the
+        // body with the app secret, exactly as GitHub does.
+        Preset::Meta | Preset::Whatsapp => Spec {
+            header: "x-hub-signature-256",
+            format: Format::Prefixed("sha256="),
+            ..base
+        },
+        Preset::Typeform => Spec {
+            header: "typeform-signature",
+            format: Format::Prefixed("sha256="),
+            check: sha256(Base64, BODY),
+            ..base
+        },
+        Preset::Calendly => Spec {
+            header: "calendly-webhook-signature",
+            format: Format::List {
+                sep: ',',
+                sig_key: "v1",
+            },
+            check: sha256(Hex, TS_DOT_BODY),
+            timestamp: Some(TsSource::InList("t")),
+            ..base
+        },
+        Preset::Mux => Spec {
+            header: "mux-signature",
+            format: Format::List {
+                sep: ',',
+                sig_key: "v1",
+            },
+            check: sha256(Hex, TS_DOT_BODY),
+            timestamp: Some(TsSource::InList("t")),
+            ..base
+        },
+        // Vercel signs the body with HMAC-SHA1 (hex), no prefix.
+        Preset::Vercel => Spec {
+            header: "x-vercel-signature",
+            check: Check::Hmac {
+                algorithm: Algorithm::Sha1,
+                encoding: Hex,
+                content: Cow::Borrowed(BODY),
+            },
+            ..base
+        },
+        // Clerk and Resend deliver through Svix: Svix's headers and scheme.
+        Preset::Clerk | Preset::Resend => Spec {
+            header: "svix-signature",
+            format: Format::Versioned("v1"),
+            check: sha256(Base64, ID_TS_BODY_DOTTED),
+            timestamp: unix_header("svix-timestamp"),
+            ..base
+        },
+        // DocuSign Connect sends one `X-DocuSign-Signature-<n>` per active
+        // HMAC key; the first is the one checked.
+        Preset::Docusign => Spec {
+            header: "x-docusign-signature-1",
+            check: sha256(Base64, BODY),
+            ..base
+        },
+        Preset::LemonSqueezy => Spec {
+            header: "x-signature",
+            ..base
+        },
+        Preset::Gitea => Spec {
+            header: "x-gitea-signature",
+            ..base
+        },
+        Preset::Dropbox => Spec {
+            header: "x-dropbox-signature",
+            ..base
+        },
+        // Square and HubSpot sign the URL they call: the route's `signed_url`.
+        Preset::Square => Spec {
+            header: "x-square-hmacsha256-signature",
+            check: sha256(Base64, URL_BODY),
+            ..base
+        },
+        Preset::Hubspot => Spec {
+            header: "x-hubspot-signature-v3",
+            check: sha256(Base64, POST_URL_BODY_TS),
+            timestamp: Some(TsSource::Header(
+                "x-hubspot-request-timestamp",
+                TsFormat::UnixMillis,
+            )),
             ..base
         },
     }

@@ -146,7 +146,7 @@ fn all_schemes() -> Vec<Scheme> {
 
 #[test]
 fn preset_names_match_serde_and_from_str() {
-    assert_eq!(Preset::ALL.len(), 16);
+    assert_eq!(Preset::ALL.len(), 30);
     for p in Preset::ALL {
         let json = serde_json::to_string(p).unwrap();
         assert_eq!(json, format!("\"{}\"", p.name()));
@@ -155,7 +155,7 @@ fn preset_names_match_serde_and_from_str() {
         assert_eq!(Scheme::Preset(*p).name(), p.name());
     }
     let names: std::collections::HashSet<_> = Preset::ALL.iter().map(|p| p.name()).collect();
-    assert_eq!(names.len(), 16);
+    assert_eq!(names.len(), Preset::ALL.len());
     let err = "github2".parse::<Preset>().unwrap_err();
     assert!(err.contains("github2"), "{err}");
     for p in Preset::ALL {
@@ -201,6 +201,11 @@ fn uses_timestamp() {
         Preset::Paddle,
         Preset::Zoom,
         Preset::Twitch,
+        Preset::Calendly,
+        Preset::Mux,
+        Preset::Clerk,
+        Preset::Resend,
+        Preset::Hubspot,
     ];
     for p in Preset::ALL {
         assert_eq!(
@@ -238,10 +243,12 @@ fn key_derivation() {
     // Without the prefix the bytes are the key.
     assert_eq!(Key::derive(&sw, b"aGVsbG8=").unwrap().0, b"aGVsbG8=");
     // Stripe's whsec_ secrets are used verbatim (and so is everyone else's).
-    for p in Preset::ALL
-        .iter()
-        .filter(|p| !matches!(p, Preset::StandardWebhooks | Preset::Svix))
-    {
+    for p in Preset::ALL.iter().filter(|p| {
+        !matches!(
+            p,
+            Preset::StandardWebhooks | Preset::Svix | Preset::Clerk | Preset::Resend
+        )
+    }) {
         assert_eq!(
             Key::derive(&preset(*p), b"whsec_aGVsbG8=").unwrap().0,
             b"whsec_aGVsbG8="
@@ -725,7 +732,8 @@ fn standard_webhooks_versions_and_ids() {
         set(&mut m, "webhook-signature", value);
         verify(&scheme, &m, BODY, NOW)
     };
-    // Unknown versions (asymmetric v1a, future v2) are skipped.
+    // Unknown versions (future v2) are skipped; v1a (ed25519) entries are
+    // only compared with whpk_/whsk_ keys (see vectors.rs), so never match here.
     assert!(with(&format!("v1a,AAAA v2,BBBB {good}")).is_ok());
     assert!(with(&format!("v1,Zm9v   {good}  ")).is_ok());
     assert_eq!(with("v1a,AAAA v2,BBBB"), Err(VerifyError::Mismatch));
@@ -1273,6 +1281,7 @@ proptest! {
             Format::Bare,
             Format::Prefixed("sha256="),
             Format::Versioned("v1"),
+            Format::VersionedEd25519 { hmac: "v1", ed25519: "v1a" },
             Format::List { sep, sig_key: "v1" },
         ];
         for format in formats {
@@ -1280,13 +1289,15 @@ proptest! {
                 let mut found = parse::Candidates::default();
                 let _ = parse::signature_value(format, Some("t"), encoding, &text, &mut found);
                 prop_assert!(found.as_slice().len() <= MAX_CANDIDATES);
-                prop_assert!(found.as_slice().iter().map(Vec::len).sum::<usize>() <= text.len());
+                prop_assert!(found.as_slice().len() + found.ed25519().len() <= MAX_CANDIDATES);
+                prop_assert!(found.as_slice().iter().chain(found.ed25519()).map(Vec::len).sum::<usize>() <= text.len());
             }
         }
         let _ = parse::key_values(&text, sep).count();
         let _ = parse::unix_seconds(&text);
         let _ = parse::timestamp(&text, TsFormat::UnixSeconds);
         let _ = parse::timestamp(&text, TsFormat::Rfc3339);
+        let _ = parse::timestamp(&text, TsFormat::UnixMillis);
         let _ = parse::linear_body_timestamp_ms(text.as_bytes());
         let _ = text.parse::<Preset>();
         let custom = Custom { signed_content: text.clone(), prefix: Some(text.clone()), ..custom_base() };
@@ -1315,4 +1326,94 @@ proptest! {
         // The only way "other" can match is if it equals the secret.
         prop_assert!(got.is_ok(), "{:?}", got);
     }
+}
+
+// ------------------------------------------------------ validity windows
+
+#[test]
+fn secrets_verify_only_inside_their_window() {
+    let scheme = preset(Preset::Stripe);
+    let map = signed(&scheme, OTHER, NOW);
+    let secs = |s: i64| Some(at(s));
+    let v = |windows: &[Window], now: i64| {
+        verifier(scheme.clone(), &[SECRET, OTHER])
+            .with_windows(windows)
+            .verify(&map, BODY, at(now))
+    };
+    // No window: always valid; the index names the secret that verified.
+    assert_eq!(v(&[], NOW).map(|v| v.key_index), Ok(1));
+    let old = Window {
+        not_before: None,
+        not_after: secs(NOW - 1),
+    };
+    // Past not_after: the old secret no longer verifies, even though the
+    // request's own timestamp is fine.
+    assert_eq!(
+        v(&[Window::default(), old], NOW),
+        Err(VerifyError::Mismatch)
+    );
+    // At not_after exactly it still does (both ends are inclusive).
+    assert_eq!(
+        v(&[Window::default(), old], NOW - 1).map(|v| v.key_index),
+        Ok(1)
+    );
+    let future = Window {
+        not_before: secs(NOW + 1),
+        not_after: None,
+    };
+    assert_eq!(
+        v(&[Window::default(), future], NOW),
+        Err(VerifyError::Mismatch)
+    );
+    assert!(v(&[Window::default(), future], NOW + 1).is_ok());
+    // The current secret is unaffected by the other's window.
+    let map0 = signed(&scheme, SECRET, NOW);
+    let got = verifier(scheme.clone(), &[SECRET, OTHER])
+        .with_windows(&[Window::default(), old])
+        .verify(&map0, BODY, at(NOW));
+    assert_eq!(got.map(|v| v.key_index), Ok(0));
+    // Every scheme honours the window (GitLab's token included).
+    for scheme in all_schemes() {
+        let map = signed(&scheme, SECRET, NOW);
+        let expired = Window {
+            not_before: None,
+            not_after: secs(NOW - 600),
+        };
+        let got = verifier(scheme.clone(), &[SECRET])
+            .with_windows(&[expired])
+            .verify(&map, BODY, at(NOW));
+        assert_eq!(got, Err(VerifyError::Mismatch), "{scheme:?}");
+    }
+}
+
+#[test]
+fn url_signing_presets_sign_the_configured_url() {
+    for p in [Preset::Square, Preset::Hubspot] {
+        let scheme = preset(p);
+        assert!(scheme.signs_url());
+        let url = "https://public.example.com/hooks/x";
+        let mut map = HeaderMap::new();
+        for (n, v) in sign_url(&scheme, SECRET.as_bytes(), BODY, None, NOW, url).unwrap() {
+            map.append(n, v);
+        }
+        let v = |url: &str| {
+            verifier(scheme.clone(), &[SECRET])
+                .with_signed_url(url)
+                .verify(&map, BODY, at(NOW))
+        };
+        assert!(v(url).is_ok(), "{}", p.name());
+        for other in [
+            "",
+            "http://public.example.com/hooks/x",
+            "https://internal:8080/hooks/x",
+        ] {
+            assert_eq!(v(other), Err(VerifyError::Mismatch), "{} {other}", p.name());
+        }
+    }
+    let unsigned: Vec<&str> = Preset::ALL
+        .iter()
+        .filter(|p| !preset(**p).signs_url())
+        .map(|p| p.name())
+        .collect();
+    assert_eq!(unsigned.len(), Preset::ALL.len() - 2);
 }
