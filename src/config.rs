@@ -229,6 +229,11 @@ pub struct RouteConfig {
     /// Queue mode: the circuit breaker of the route's upstream.
     #[serde(default)]
     pub circuit: CircuitConfig,
+    /// Schemes that sign the URL they call (Square, HubSpot): that public
+    /// URL, exactly as configured at the provider. A proxy in front changes
+    /// what hookgate itself sees, so it is configured, never reconstructed.
+    #[serde(default)]
+    pub signed_url: Option<String>,
     /// Queue mode: `none` (default) delivers jobs concurrently, each on its
     /// own retry schedule; `fifo` one at a time in acceptance order.
     #[serde(default)]
@@ -440,7 +445,9 @@ fn default_concurrency() -> usize {
 // ---------------------------------------------------------------------------
 // Secrets
 
-/// Where a secret comes from: exactly one of `value`, `env`, `file`.
+/// Where a secret comes from: exactly one of `value`, `env`, `file`; plus,
+/// for a route's secrets, an optional `name` (what metrics and logs call it
+/// instead of its index) and validity window (`not_before` / `not_after`).
 #[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretSource {
@@ -450,6 +457,37 @@ pub struct SecretSource {
     pub env: Option<String>,
     #[serde(default)]
     pub file: Option<PathBuf>,
+    /// A label for metrics and logs (never the value).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The secret verifies from this instant on (inclusive).
+    #[serde(default)]
+    pub not_before: Option<Rfc3339>,
+    /// The secret verifies until this instant (inclusive), then no more.
+    #[serde(default)]
+    pub not_after: Option<Rfc3339>,
+}
+
+/// An instant written in RFC 3339, in UTC with a `Z`: `2026-01-31T00:00:00Z`
+/// (fractional seconds allowed, offsets are not).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Rfc3339(pub std::time::SystemTime);
+
+impl<'de> Deserialize<'de> for Rfc3339 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_rfc3339(&text).map(Rfc3339).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not an RFC 3339 UTC timestamp such as 2026-01-31T00:00:00Z"
+            ))
+        })
+    }
+}
+
+impl fmt::Debug for Rfc3339 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_rfc3339(self.0))
+    }
 }
 
 impl fmt::Debug for SecretSource {
@@ -464,6 +502,20 @@ impl fmt::Debug for SecretSource {
 }
 
 impl SecretSource {
+    /// What metrics and logs call the secret at `index` of its route: its
+    /// `name`, or the index.
+    pub fn label(&self, index: usize) -> String {
+        self.name.clone().unwrap_or_else(|| index.to_string())
+    }
+
+    /// When the secret verifies.
+    pub fn window(&self) -> crate::signature::Window {
+        crate::signature::Window {
+            not_before: self.not_before.map(|t| t.0),
+            not_after: self.not_after.map(|t| t.0),
+        }
+    }
+
     pub fn from_env(name: &str) -> Self {
         SecretSource {
             env: Some(name.to_string()),
@@ -769,9 +821,33 @@ impl Config {
             if r.secrets.is_empty() {
                 errs.push(format!("{at}.secrets: at least one secret is required"));
             }
+            let mut labels = HashSet::new();
             for (j, s) in r.secrets.iter().enumerate() {
                 if let Err(e) = s.resolve() {
                     errs.push(format!("{at}.secrets[{j}]: {e}"));
+                }
+                if let (Some(from), Some(until)) = (s.not_before, s.not_after) {
+                    if from.0 > until.0 {
+                        errs.push(format!("{at}.secrets[{j}].not_after: is before not_before"));
+                    }
+                }
+                if s.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+                    errs.push(format!("{at}.secrets[{j}].name: must not be empty"));
+                }
+                if !labels.insert(s.label(j)) {
+                    errs.push(format!(
+                        "{at}.secrets[{j}].name: {:?} names another secret of the route",
+                        s.label(j)
+                    ));
+                }
+            }
+            if let Ok(scheme) = r.scheme() {
+                let url = r.signed_url.as_deref().unwrap_or_default();
+                if scheme.signs_url() && url.is_empty() {
+                    errs.push(format!(
+                        "{at}.signed_url: scheme {} signs the public URL the provider calls; set it to that URL",
+                        scheme.name()
+                    ));
                 }
             }
             if r.tolerance.0.is_zero() {
@@ -993,6 +1069,78 @@ header_timeout = "1m 30s"
         assert_eq!(c.server.header_timeout.0, Duration::from_secs(90));
         let e = from_toml("[server]\nmax_body = \"lots\"").unwrap_err();
         assert!(e.to_string().contains("server.max_body"), "{e}");
+    }
+
+    #[test]
+    fn secret_names_windows_and_signed_url() {
+        let c = from_toml(
+            r#"
+[[routes]]
+path = "/hooks/a"
+scheme = "square"
+signed_url = "https://public.example.com/hooks/a"
+secrets = [
+  { value = "new", name = "new", not_before = "2026-01-01T00:00:00Z" },
+  { value = "old", not_after = "2026-02-01T12:30:00.5Z" },
+]
+[routes.upstream]
+url = "http://127.0.0.1:3000/a"
+"#,
+        )
+        .unwrap();
+        let r = &c.routes[0];
+        assert_eq!(
+            r.signed_url.as_deref(),
+            Some("https://public.example.com/hooks/a")
+        );
+        assert_eq!(r.secrets[0].label(0), "new");
+        assert_eq!(r.secrets[1].label(1), "1");
+        let w = r.secrets[0].window();
+        assert_eq!(
+            w.not_before,
+            Some(humantime::parse_rfc3339("2026-01-01T00:00:00Z").unwrap())
+        );
+        assert_eq!(w.not_after, None);
+        assert!(r.secrets[1].window().not_after.is_some());
+        // The value never shows, names and windows do not matter to Debug.
+        assert!(!format!("{:?}", r.secrets).contains("old\""));
+
+        let e = from_toml(
+            r#"
+[[routes]]
+path = "/hooks/a"
+scheme = "hubspot"
+secrets = [
+  { value = "a", name = "x", not_before = "2026-03-01T00:00:00Z", not_after = "2026-02-01T00:00:00Z" },
+  { value = "b", name = "x" },
+  { value = "c", name = " " },
+]
+[routes.upstream]
+url = "http://127.0.0.1:3000/a"
+"#,
+        )
+        .unwrap_err();
+        let m = e.messages();
+        for want in [
+            "routes[0].secrets[0].not_after: is before not_before",
+            "routes[0].secrets[1].name: \"x\" names another secret",
+            "routes[0].secrets[2].name: must not be empty",
+            "routes[0].signed_url: scheme hubspot signs the public URL",
+        ] {
+            assert!(m.iter().any(|x| x.starts_with(want)), "{want} not in {m:?}");
+        }
+        // Only RFC 3339 in UTC.
+        for bad in ["2026-01-01", "2026-01-01T00:00:00+02:00", "yesterday"] {
+            let toml = MIN.replace(
+                r#"{ value = "s3cret" }"#,
+                &format!(r#"{{ value = "s3cret", not_after = "{bad}" }}"#),
+            );
+            let e = from_toml(&toml).unwrap_err().to_string();
+            assert!(
+                e.contains("not_after") && e.contains("RFC 3339"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

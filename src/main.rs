@@ -94,6 +94,7 @@ impl SecretArgs {
             value: self.secret.clone(),
             env: self.secret_env.clone(),
             file: self.secret_file.clone(),
+            ..SecretSource::default()
         };
         src.resolve().map_err(|e| anyhow::anyhow!("secret: {e}"))
     }

@@ -19,6 +19,9 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// Signature verification failures by route and reason.
     pub verify_failures: IntCounterVec,
+    /// Verified requests by route and the secret that verified them (its
+    /// configured `name` or its index, never its value).
+    pub verified: IntCounterVec,
     /// Duplicate deliveries answered without enqueueing.
     pub duplicates: IntCounterVec,
     /// Time from the request head to the acknowledgement (queue mode).
@@ -65,6 +68,14 @@ impl Metrics {
                     "Signature verification failures by route and reason.",
                 ),
                 &["route", "reason"],
+            )
+            .unwrap(),
+            verified: IntCounterVec::new(
+                Opts::new(
+                    "hookgate_verified_total",
+                    "Verified requests by route and the secret (name or index) that verified them.",
+                ),
+                &["route", "secret"],
             )
             .unwrap(),
             duplicates: IntCounterVec::new(
@@ -161,6 +172,7 @@ impl Metrics {
         let r = &m.registry;
         r.register(Box::new(m.requests.clone())).unwrap();
         r.register(Box::new(m.verify_failures.clone())).unwrap();
+        r.register(Box::new(m.verified.clone())).unwrap();
         r.register(Box::new(m.duplicates.clone())).unwrap();
         r.register(Box::new(m.ack_seconds.clone())).unwrap();
         r.register(Box::new(m.queue_jobs.clone())).unwrap();
@@ -188,6 +200,13 @@ impl Metrics {
     /// Creates, at zero, every per-route series an alert would watch, so
     /// that `rate()` and absence alerts see them from startup rather than
     /// from the first event of each kind.
+    /// The route's `hookgate_verified_total` series, one per secret, at zero.
+    pub fn init_secrets(&self, route: &str, secrets: &[String]) {
+        for secret in secrets {
+            self.verified.with_label_values(&[route, secret.as_str()]);
+        }
+    }
+
     pub fn init_route(&self, route: &str, queue: bool, verify_codes: &[&str]) {
         let outcomes: &[&str] = if queue {
             &[

@@ -75,6 +75,7 @@ impl Inbound {
         let verify_codes = crate::signature::VerifyError::ALL.map(|e| e.code());
         for r in &routes {
             metrics.init_route(&r.path, r.mode == Mode::Queue, &verify_codes);
+            metrics.init_secrets(&r.path, &r.secret_labels);
         }
         let forwarded_proto = HeaderValue::from_static(if config.server.tls.is_some() {
             "https"
@@ -194,9 +195,16 @@ impl Inbound {
             &mut reservation,
         )
         .await?;
-        route
+        let verified = route
             .verifier
             .verify(&parts.headers, body.bytes(), (self.clock)())?;
+        let secret = route.secret_labels.get(verified.key_index);
+        let secret = secret.map_or("?", String::as_str);
+        self.metrics
+            .verified
+            .with_label_values(&[&route.path, secret])
+            .inc();
+        tracing::debug!(route = %route.path, secret, "signature verified");
         // What the upstream may trust about the sender (both modes).
         let peer_ip = peer.ip();
         let trusted = self.trusted_proxies.iter().any(|c| c.contains(peer_ip));

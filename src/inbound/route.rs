@@ -2,15 +2,15 @@
 //! secrets loaded, its limits, its dedup key and its upstream.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::{HeaderValue, Method, StatusCode};
 use tokio::sync::Semaphore;
 
-use crate::config::{Config, DedupKey, Mode, RouteConfig};
+use crate::config::{Config, DedupKey, Mode, RouteConfig, SecretSource};
 use crate::delivery::client::HttpClient;
 use crate::delivery::forward::Target;
-use crate::signature::Verifier;
+use crate::signature::{Verifier, Window};
 
 pub struct Route {
     pub path: String,
@@ -35,6 +35,9 @@ pub struct Route {
     /// The client reaching this route's upstream (its own when the route
     /// has upstream TLS settings, the shared one otherwise).
     pub client: HttpClient,
+    /// What metrics and logs call each secret (its `name` or its index), in
+    /// the order of `Verified::key_index`.
+    pub secret_labels: Vec<String>,
 }
 
 impl Route {
@@ -60,8 +63,25 @@ impl Route {
         let keys: Vec<&[u8]> = secrets.iter().map(|s| s.expose()).collect();
         let verified_header = HeaderValue::from_str(scheme.name())
             .unwrap_or_else(|_| HeaderValue::from_static("custom"));
-        let verifier =
-            Verifier::new(scheme, &keys, r.tolerance.0).map_err(|e| format!("secrets: {e}"))?;
+        let windows: Vec<Window> = r.secrets.iter().map(SecretSource::window).collect();
+        let secret_labels: Vec<String> = r
+            .secrets
+            .iter()
+            .enumerate()
+            .map(|(j, s)| s.label(j))
+            .collect();
+        let now = SystemTime::now();
+        for (label, w) in secret_labels.iter().zip(&windows) {
+            if w.not_after.is_some_and(|t| t < now) {
+                tracing::warn!(route = %r.path, secret = %label, "secret is past its not_after: it no longer verifies");
+            } else if !w.contains(now) {
+                tracing::info!(route = %r.path, secret = %label, "secret is not valid yet (not_before)");
+            }
+        }
+        let verifier = Verifier::new(scheme, &keys, r.tolerance.0)
+            .map_err(|e| format!("secrets: {e}"))?
+            .with_windows(&windows)
+            .with_signed_url(r.signed_url.as_deref().unwrap_or_default());
         let methods = r
             .methods
             .iter()
@@ -104,6 +124,7 @@ impl Route {
             circuit: r.circuit.policy(),
             fifo: r.ordering == crate::config::Ordering::Fifo,
             client,
+            secret_labels,
         })
     }
 
