@@ -606,7 +606,8 @@ async fn retry_after_from_the_upstream_sets_the_next_attempt() {
     let failed_at = last["started_at"].as_i64().unwrap() + last["duration_ms"].as_i64().unwrap();
     let delay = detail["next_at"].as_i64().unwrap() - failed_at;
     assert!(
-        (1900..=2300).contains(&delay),
+        // Upper slack for a loaded machine; ignored, it would be ~1000.
+        (1900..=2900).contains(&delay),
         "next attempt {delay} ms after the failure, want ~2000 (Retry-After), not ~1000: {detail}"
     );
     hg.stop().await;
