@@ -66,14 +66,6 @@ fn status_kib(pid: u32, field: &str) -> usize {
         .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
 }
 
-async fn metric(p: &Proc, name: &str) -> f64 {
-    let a = send("GET", &p.admin_url("/metrics"), &[], Vec::new()).await;
-    String::from_utf8_lossy(&a.body)
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} in /metrics"))
-}
-
 /// A client that sends a request head announcing (or chunking) a 1 MiB body,
 /// then all of the body but its end, and holds the connection open.
 async fn hold_large_body(addr: std::net::SocketAddr, path: &str, chunked: bool) -> TcpStream {
@@ -187,21 +179,16 @@ async fn large_bodies_held_open_stay_within_the_budget() {
         refused >= CLIENTS - BUDGET_MIB,
         "{refused} of {CLIENTS} refused"
     );
-    let held = metric(&p, "hookgate_inflight_body_bytes").await;
+    let held = p.metric("hookgate_inflight_body_bytes").await;
     assert!(
         held <= (BUDGET_MIB * MIB) as f64,
         "{held} bytes reserved, budget {BUDGET_MIB} MiB"
     );
-    let a = metric(
-        &p,
-        "hookgate_requests_total{outcome=\"overloaded\",route=\"/p\"}",
-    )
-    .await
-        + metric(
-            &p,
-            "hookgate_requests_total{outcome=\"overloaded\",route=\"/q\"}",
-        )
-        .await;
+    let a = p
+        .metric("hookgate_requests_total{outcome=\"overloaded\",route=\"/p\"}")
+        .await
+        + p.metric("hookgate_requests_total{outcome=\"overloaded\",route=\"/q\"}")
+            .await;
     assert_eq!(a as usize, refused);
 
     // Valid small requests still go through while the large ones are held.
@@ -235,7 +222,7 @@ async fn large_bodies_held_open_stay_within_the_budget() {
     drop(readers);
     let end = Instant::now() + Duration::from_secs(10);
     loop {
-        let held = metric(&p, "hookgate_inflight_body_bytes").await;
+        let held = p.metric("hookgate_inflight_body_bytes").await;
         if held == 0.0 {
             break;
         }

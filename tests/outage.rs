@@ -65,22 +65,14 @@ fn free_addr() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
-async fn metric(p: &Proc, series: &str) -> f64 {
-    let a = send("GET", &p.admin_url("/metrics"), &[], Vec::new()).await;
-    String::from_utf8_lossy(&a.body)
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{series} in /metrics"))
-}
-
 async fn attempts(p: &Proc) -> f64 {
     let mut n = 0.0;
     for result in ["success", "retry", "dead"] {
-        n += metric(
-            p,
-            &format!("hookgate_forward_attempts_total{{result=\"{result}\",route=\"{ROUTE}\"}}"),
-        )
-        .await;
+        n += p
+            .metric(&format!(
+                "hookgate_forward_attempts_total{{result=\"{result}\",route=\"{ROUTE}\"}}"
+            ))
+            .await;
     }
     n
 }
@@ -141,14 +133,14 @@ async fn an_outage_gets_probes_only_and_loses_nothing() {
     assert_eq!(queue(&p).await["circuit"]["state"], "closed");
     let closed = format!("hookgate_circuit_state{{route=\"{ROUTE}\",state=\"closed\"}}");
     let open = format!("hookgate_circuit_state{{route=\"{ROUTE}\",state=\"open\"}}");
-    assert_eq!(metric(&p, &closed).await, 1.0);
+    assert_eq!(p.metric(&closed).await, 1.0);
 
     // Phase 1: connection refused, under a steady load of 60 webhooks.
     let mut ids = steady_load(&p, "refused", 60, Duration::from_secs(3)).await;
     let q = queue(&p).await;
     assert_ne!(q["circuit"]["state"], "closed", "{q}");
     assert!(q["circuit"]["opened_at"].is_i64(), "{q}");
-    assert_eq!(metric(&p, &closed).await, 0.0);
+    assert_eq!(p.metric(&closed).await, 0.0);
     let refused_attempts = attempts(&p).await;
     // Without the breaker each of the 60 jobs would have been tried (and
     // retried) on its own; with it: the failures that opened it, the
@@ -168,19 +160,18 @@ async fn an_outage_gets_probes_only_and_loses_nothing() {
         "the failing upstream got {seen} requests in 3 s: probes only"
     );
     assert!(
-        metric(&p, &open).await
-            + metric(
-                &p,
-                &format!("hookgate_circuit_state{{route=\"{ROUTE}\",state=\"half_open\"}}")
-            )
+        p.metric(&open).await
+            + p.metric(&format!(
+                "hookgate_circuit_state{{route=\"{ROUTE}\",state=\"half_open\"}}"
+            ))
             .await
             == 1.0
     );
-    let opened = metric(
-        &p,
-        &format!("hookgate_circuit_transitions_total{{route=\"{ROUTE}\",state=\"open\"}}"),
-    )
-    .await;
+    let opened = p
+        .metric(&format!(
+            "hookgate_circuit_transitions_total{{route=\"{ROUTE}\",state=\"open\"}}"
+        ))
+        .await;
     assert!(opened >= 1.0);
 
     // Phase 3: recovery. Every acknowledged event arrives, none is dead.
@@ -189,7 +180,7 @@ async fn an_outage_gets_probes_only_and_loses_nothing() {
     let q = queue(&p).await;
     assert_eq!(q["circuit"]["state"], "closed", "{q}");
     assert_eq!(q["dead"], 0, "{q}");
-    assert_eq!(metric(&p, &closed).await, 1.0);
+    assert_eq!(p.metric(&closed).await, 1.0);
     let logs = p.terminate(Duration::from_secs(10));
     assert!(
         logs.iter().any(|l| l.contains("circuit open")),
@@ -208,7 +199,7 @@ async fn a_paused_queue_accepts_delivers_nothing_and_stays_paused_across_a_resta
     let cfg = write_config(dir.path(), up.addr, "none");
     let p = spawn_binary(&cfg, &[]).wait_listening(Duration::from_secs(30));
     let paused = format!("hookgate_queue_paused{{route=\"{ROUTE}\"}}");
-    assert_eq!(metric(&p, &paused).await, 0.0);
+    assert_eq!(p.metric(&paused).await, 0.0);
 
     // Refusals: no route, an unknown route.
     let a = send("POST", &p.admin_url("/admin/queues/pause"), &[], Vec::new()).await;
@@ -232,7 +223,7 @@ async fn a_paused_queue_accepts_delivers_nothing_and_stays_paused_across_a_resta
     assert_eq!(a.status, 200);
     assert_eq!(a.json()["paused"], true);
     assert_eq!(queue(&p).await["paused"], true);
-    assert_eq!(metric(&p, &paused).await, 1.0);
+    assert_eq!(p.metric(&paused).await, 1.0);
 
     let mut ids = steady_load(&p, "paused", 10, Duration::from_millis(500)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -243,7 +234,7 @@ async fn a_paused_queue_accepts_delivers_nothing_and_stays_paused_across_a_resta
     p.terminate(Duration::from_secs(10));
     let p = spawn_binary(&cfg, &[]).wait_listening(Duration::from_secs(30));
     assert_eq!(queue(&p).await["paused"], true);
-    assert_eq!(metric(&p, &paused).await, 1.0);
+    assert_eq!(p.metric(&paused).await, 1.0);
     ids.extend(steady_load(&p, "paused_again", 5, Duration::from_millis(200)).await);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
@@ -262,10 +253,29 @@ async fn a_paused_queue_accepts_delivers_nothing_and_stays_paused_across_a_resta
     assert_eq!(a.status, 200);
     assert_eq!(a.json()["paused"], false);
     wait_delivered(&up, &ids, Duration::from_secs(20)).await;
-    assert_eq!(metric(&p, &paused).await, 0.0);
+    assert_eq!(p.metric(&paused).await, 0.0);
     let got: HashSet<String> = up.delivered_ids();
     assert_eq!(got.len(), ids.len());
     p.terminate(Duration::from_secs(10));
+}
+
+/// Sends webhooks `anl_fifo_<i>` one after another; answers their ids in
+/// acceptance order.
+async fn accept_in_order(p: &Proc, range: std::ops::Range<usize>) -> Vec<String> {
+    let mut order = Vec::new();
+    for i in range {
+        let aid = format!("anl_fifo_{i:02}");
+        let body = analysis(&aid);
+        let a = post(
+            &p.url(ROUTE),
+            &sign("sigsentry", SECRET, &body, None, now()),
+            body,
+        )
+        .await;
+        assert_eq!(a.status, 202);
+        order.push(aid);
+    }
+    order
 }
 
 /// The analysisIds of the requests the upstream answered 2xx, in arrival
@@ -291,34 +301,11 @@ async fn fifo_delivers_in_acceptance_order_across_an_outage_and_a_restart() {
     }
     let cfg = write_config(dir.path(), up.addr, "fifo");
     let p = spawn_binary(&cfg, &[]).wait_listening(Duration::from_secs(30));
-    let mut order = Vec::new();
-    for i in 0..15 {
-        let aid = format!("anl_fifo_{i:02}");
-        let body = analysis(&aid);
-        let a = post(
-            &p.url(ROUTE),
-            &sign("sigsentry", SECRET, &body, None, now()),
-            body,
-        )
-        .await;
-        assert_eq!(a.status, 202);
-        order.push(aid);
-    }
+    let mut order = accept_in_order(&p, 0..15).await;
     // Restart while most are still waiting behind the failing head.
     p.terminate(Duration::from_secs(10));
     let p = spawn_binary(&cfg, &[]).wait_listening(Duration::from_secs(30));
-    for i in 15..30 {
-        let aid = format!("anl_fifo_{i:02}");
-        let body = analysis(&aid);
-        let a = post(
-            &p.url(ROUTE),
-            &sign("sigsentry", SECRET, &body, None, now()),
-            body,
-        )
-        .await;
-        assert_eq!(a.status, 202);
-        order.push(aid);
-    }
+    order.extend(accept_in_order(&p, 15..30).await);
     let end = Instant::now() + Duration::from_secs(30);
     while delivered_in_order(&up).len() < order.len() {
         assert!(

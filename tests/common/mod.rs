@@ -483,6 +483,16 @@ impl Drop for Spawned {
 }
 
 impl Proc {
+    /// The value of one series of `/metrics`, e.g.
+    /// `hookgate_queue_paused{route="/hooks/x"}`; panics if absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let a = send("GET", &self.admin_url("/metrics"), &[], Vec::new()).await;
+        String::from_utf8_lossy(&a.body)
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{series} in /metrics"))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.public, path)
     }
