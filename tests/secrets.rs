@@ -1,0 +1,166 @@
+//! Issue 12 end to end: secret validity windows and the metric naming the
+//! secret that verified, a URL-signing preset behind a proxy (`signed_url`),
+//! and Standard Webhooks `v1a` (ed25519) through the real server.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const NEW: &str = "the-new-secret-0123456789abcdef";
+const OLD: &str = "the-old-secret-0123456789abcdef";
+const SPARE: &str = "a-spare-secret-0123456789abcdef";
+/// The seed 00 01 .. 1f, and its public key (see src/signature/vectors.rs).
+const WHSK: &str = "whsk_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const WHPK: &str = "whpk_A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg=";
+const PUBLIC_URL: &str = "https://public.example.com/hooks/square";
+
+fn config(up: &Upstream) -> String {
+    format!(
+        r#"
+[[routes]]
+path = "/hooks/rotating"
+scheme = "sigsentry"
+mode = "passthrough"
+secrets = [
+  {{ value = "{NEW}", name = "new", not_before = "2020-01-01T00:00:00Z" }},
+  {{ value = "{OLD}", name = "old", not_after = "2021-01-01T00:00:00Z" }},
+  {{ value = "{SPARE}" }},
+]
+[routes.upstream]
+url = "{up}"
+
+[[routes]]
+path = "/hooks/square"
+scheme = "square"
+mode = "passthrough"
+signed_url = "{PUBLIC_URL}"
+secrets = [{{ value = "square-signature-key" }}]
+[routes.upstream]
+url = "{up}"
+
+[[routes]]
+path = "/hooks/standard"
+scheme = "standard-webhooks"
+mode = "passthrough"
+secrets = [{{ value = "{WHPK}", name = "ed25519" }}]
+[routes.upstream]
+url = "{up}"
+"#,
+        up = up.url("/app"),
+    )
+}
+
+async fn metrics(hg: &Hookgate) -> String {
+    let a = send("GET", &hg.admin_url("/metrics"), &[], "").await;
+    String::from_utf8(a.body.to_vec()).unwrap()
+}
+
+fn signed(
+    scheme: &str,
+    secret: &str,
+    body: &[u8],
+    id: Option<&str>,
+    url: &str,
+) -> Vec<(String, String)> {
+    let scheme = hookgate::signature::Scheme::Preset(scheme.parse().unwrap());
+    hookgate::signature::sign_url(&scheme, secret.as_bytes(), body, id, now(), url)
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn expired_secrets_fail_and_the_metric_names_the_one_that_verified() {
+    let up = Upstream::start().await;
+    let hg = Hookgate::start(&config(&up)).await;
+    // Every secret's series exists at zero from startup, by name or index.
+    let text = metrics(&hg).await;
+    for secret in ["new", "old", "2"] {
+        let want =
+            format!(r#"hookgate_verified_total{{route="/hooks/rotating",secret="{secret}"}} 0"#);
+        assert!(text.contains(&want), "missing {want} in:\n{text}");
+    }
+
+    let body = analysis("an_rotating");
+    let url = hg.url("/hooks/rotating");
+    // Past its not_after, the old secret no longer verifies.
+    let a = post(
+        &url,
+        &sign("sigsentry", OLD, &body, None, now()),
+        body.clone(),
+    )
+    .await;
+    assert_eq!((a.status, a.code().as_str()), (401, "signature_mismatch"));
+    // The current one does; so does the spare (no window).
+    let a = post(
+        &url,
+        &sign("sigsentry", NEW, &body, None, now()),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let a = post(
+        &url,
+        &sign("sigsentry", SPARE, &body, None, now()),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+
+    let text = metrics(&hg).await;
+    for (secret, n) in [("new", 1), ("old", 0), ("2", 1)] {
+        let want =
+            format!(r#"hookgate_verified_total{{route="/hooks/rotating",secret="{secret}"}} {n}"#);
+        assert!(text.contains(&want), "missing {want} in:\n{text}");
+    }
+    // Never a secret's value.
+    for value in [NEW, OLD, SPARE] {
+        assert!(!text.contains(value));
+    }
+    up.wait_for(2, Duration::from_secs(10)).await;
+    hg.stop().await;
+}
+
+#[tokio::test]
+async fn square_verifies_against_the_configured_public_url() {
+    let up = Upstream::start().await;
+    let hg = Hookgate::start(&config(&up)).await;
+    let body = br#"{"event_id":"sq_1","type":"payment.created"}"#.to_vec();
+    // Square signed the public URL; hookgate itself is reached on another.
+    let h = signed("square", "square-signature-key", &body, None, PUBLIC_URL);
+    let a = post(&hg.url("/hooks/square"), &h, body.clone()).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    // Signed over the URL hookgate sees: not what Square would sign.
+    let h = signed(
+        "square",
+        "square-signature-key",
+        &body,
+        None,
+        &hg.url("/hooks/square"),
+    );
+    let a = post(&hg.url("/hooks/square"), &h, body).await;
+    assert_eq!((a.status, a.code().as_str()), (401, "signature_mismatch"));
+    hg.stop().await;
+}
+
+#[tokio::test]
+async fn standard_webhooks_v1a_verifies_with_the_public_key() {
+    let up = Upstream::start().await;
+    let hg = Hookgate::start(&config(&up)).await;
+    let body = br#"{"type":"contact.created"}"#.to_vec();
+    let h = signed("standard-webhooks", WHSK, &body, Some("msg_1"), "");
+    assert!(h
+        .iter()
+        .any(|(k, v)| k == "webhook-signature" && v.starts_with("v1a,")));
+    let a = post(&hg.url("/hooks/standard"), &h, body.clone()).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let a = post(&hg.url("/hooks/standard"), &h, b"tampered".to_vec()).await;
+    assert_eq!((a.status, a.code().as_str()), (401, "signature_mismatch"));
+    let text = metrics(&hg).await;
+    let want = r#"hookgate_verified_total{route="/hooks/standard",secret="ed25519"} 1"#;
+    assert!(text.contains(want), "missing {want} in:\n{text}");
+    hg.stop().await;
+}
