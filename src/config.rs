@@ -229,9 +229,11 @@ pub struct RouteConfig {
     /// Queue mode: the circuit breaker of the route's upstream.
     #[serde(default)]
     pub circuit: CircuitConfig,
-    /// Schemes that sign the URL they call (Square, HubSpot): that public
-    /// URL, exactly as configured at the provider. A proxy in front changes
-    /// what hookgate itself sees, so it is configured, never reconstructed.
+    /// Schemes that sign the URL they call (Square, HubSpot, Twilio): that
+    /// public URL, exactly as configured at the provider (for Twilio without
+    /// the query string, which is taken from the request). A proxy in front
+    /// changes what hookgate itself sees, so it is configured, never
+    /// reconstructed.
     #[serde(default)]
     pub signed_url: Option<String>,
     /// Queue mode: `none` (default) delivers jobs concurrently, each on its

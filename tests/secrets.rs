@@ -164,3 +164,63 @@ async fn standard_webhooks_v1a_verifies_with_the_public_key() {
     assert!(text.contains(want), "missing {want} in:\n{text}");
     hg.stop().await;
 }
+
+#[tokio::test]
+async fn twilio_signs_the_public_url_with_the_request_query() {
+    let up = Upstream::start().await;
+    let public = "https://public.example.com/hooks/twilio";
+    let toml = config(&up)
+        + &format!(
+            r#"
+[[routes]]
+path = "/hooks/twilio"
+scheme = "twilio"
+mode = "passthrough"
+signed_url = "{public}"
+secrets = [{{ value = "twilio-auth-token" }}]
+[routes.upstream]
+url = "{up}"
+"#,
+            up = up.url("/app"),
+        );
+    let hg = Hookgate::start(&toml).await;
+    let body = b"CallSid=CA1&From=%2B14158675309&Digits=1234".to_vec();
+    let h = signed(
+        "twilio",
+        "twilio-auth-token",
+        &body,
+        None,
+        &format!("{public}?tenant=7"),
+    );
+    let a = post(&hg.url("/hooks/twilio?tenant=7"), &h, body.clone()).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    // Another query than the one signed.
+    let a = post(&hg.url("/hooks/twilio?tenant=8"), &h, body).await;
+    assert_eq!((a.status, a.code().as_str()), (401, "signature_mismatch"));
+    // A JSON body: its SHA-256 is in the signed query.
+    let json = br#"{"event":"x"}"#.to_vec();
+    let hash = hookgate_sha256_hex(&json);
+    let query = format!("bodySHA256={hash}");
+    let h = signed(
+        "twilio",
+        "twilio-auth-token",
+        &json,
+        None,
+        &format!("{public}?{query}"),
+    );
+    let a = post(&hg.url(&format!("/hooks/twilio?{query}")), &h, json).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let a = post(
+        &hg.url(&format!("/hooks/twilio?{query}")),
+        &h,
+        br#"{"event":"y"}"#.to_vec(),
+    )
+    .await;
+    assert_eq!((a.status, a.code().as_str()), (401, "signature_mismatch"));
+    hg.stop().await;
+}
+
+fn hookgate_sha256_hex(body: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(body))
+}

@@ -195,9 +195,13 @@ impl Inbound {
             &mut reservation,
         )
         .await?;
-        let verified = route
-            .verifier
-            .verify(&parts.headers, body.bytes(), (self.clock)())?;
+        // The query string is signed by `twilio` (after `signed_url`).
+        let verified = route.verifier.verify_request(
+            &parts.headers,
+            body.bytes(),
+            (self.clock)(),
+            parts.uri.query(),
+        )?;
         let secret = route.secret_labels.get(verified.key_index);
         let secret = secret.map_or("?", String::as_str);
         self.metrics

@@ -69,6 +69,13 @@ pub(super) enum Part<'a> {
     Body,
     /// The public URL the sender signed (the route's `signed_url`).
     Url,
+    /// `signed_url`, then `?` and the request's query string when it has one
+    /// (Twilio signs the URL it called, query included).
+    UrlAndQuery,
+    /// Twilio: the form body's parameters sorted by name (then value),
+    /// each name followed by its value; empty when the query carries
+    /// `bodySHA256` (a JSON body, authenticated by that hash instead).
+    FormParams,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -101,7 +108,8 @@ impl Spec<'_> {
     }
 
     pub fn signs_url(&self) -> bool {
-        self.content().contains(&Part::Url)
+        let content = self.content();
+        content.contains(&Part::Url) || content.contains(&Part::UrlAndQuery)
     }
 }
 
@@ -111,6 +119,8 @@ pub(super) struct Request<'r> {
     pub now: SystemTime,
     /// The signed URL (empty when the route sets none).
     pub url: &'r str,
+    /// The request's query string, for [`Part::UrlAndQuery`].
+    pub query: Option<&'r str>,
 }
 
 /// `active[i]` says whether `keys[i]` is inside its validity window now; an
@@ -206,7 +216,21 @@ pub(super) fn verify(
         Check::Hmac {
             algorithm, content, ..
         } => {
-            let parts = content_parts(content, id, ts.as_ref().map(|t| t.raw), req.body, req.url);
+            let url_and_query = match req.query {
+                Some(q) if !q.is_empty() && content.contains(&Part::UrlAndQuery) => {
+                    format!("{}?{q}", req.url)
+                }
+                _ => req.url.to_string(),
+            };
+            let form = form_params(content, req.body, &url_and_query);
+            let parts = content_parts(
+                content,
+                id,
+                ts.as_ref().map(|t| t.raw),
+                req.body,
+                (req.url, &url_and_query),
+                &form,
+            );
             // A key that cannot MAC (an ed25519 key) or is outside its window
             // expects nothing: an empty value never equals a candidate, which
             // is never empty.
@@ -232,6 +256,16 @@ pub(super) fn verify(
         }
     }
     .ok_or(VerifyError::Mismatch)?;
+
+    // Twilio's JSON bodies: the signed URL carries the body's SHA-256.
+    if spec.content().contains(&Part::FormParams) {
+        if let Some(want) = req.query.and_then(body_sha256_param) {
+            let got = hex::encode(crypto::sha256(req.body));
+            if !got.eq_ignore_ascii_case(&want) {
+                return Err(VerifyError::Mismatch);
+            }
+        }
+    }
 
     // 5. Linear's body timestamp: only meaningful once the body is authentic.
     let mut timestamp = ts.map(|t| t.unix);
@@ -289,7 +323,15 @@ pub(super) fn sign(
             encoding,
             content,
         } => {
-            let parts = content_parts(content, input.id, ts_text.as_deref(), input.body, input.url);
+            let form = form_params(content, input.body, input.url);
+            let parts = content_parts(
+                content,
+                input.id,
+                ts_text.as_deref(),
+                input.body,
+                (input.url, input.url),
+                &form,
+            );
             let (version, encoded) = match (input.key.mac_key(), spec.format) {
                 (Some(key), Format::VersionedEd25519 { hmac, .. }) => (
                     hmac,
@@ -328,12 +370,14 @@ pub(super) fn sign(
 }
 
 /// The signed content as slices, in order (no concatenation copy).
+/// `urls` is the signed URL without and with the request's query string.
 fn content_parts<'c>(
     content: &'c [Part<'c>],
     id: Option<&'c str>,
     ts: Option<&'c str>,
     body: &'c [u8],
-    url: &'c str,
+    urls: (&'c str, &'c str),
+    form: &'c [u8],
 ) -> Vec<&'c [u8]> {
     content
         .iter()
@@ -342,9 +386,41 @@ fn content_parts<'c>(
             Part::Id => id.unwrap_or_default().as_bytes(),
             Part::Timestamp => ts.unwrap_or_default().as_bytes(),
             Part::Body => body,
-            Part::Url => url.as_bytes(),
+            Part::Url => urls.0.as_bytes(),
+            Part::UrlAndQuery => urls.1.as_bytes(),
+            Part::FormParams => form,
         })
         .collect()
+}
+
+/// The `bodySHA256` parameter of a query string (Twilio, JSON bodies).
+fn body_sha256_param(query: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "bodySHA256")
+        .map(|(_, v)| v.into_owned())
+}
+
+/// [`Part::FormParams`] for `body`, when `content` has it: the decoded
+/// `application/x-www-form-urlencoded` pairs sorted by name then value,
+/// repeated pairs once (as Twilio's libraries do), concatenated. Empty when
+/// the signed URL `url` (query included) carries `bodySHA256`.
+fn form_params(content: &[Part<'_>], body: &[u8], url: &str) -> Vec<u8> {
+    if !content.contains(&Part::FormParams) {
+        return Vec::new();
+    }
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    if body_sha256_param(query).is_some() {
+        return Vec::new();
+    }
+    let mut pairs: Vec<_> = form_urlencoded::parse(body).collect();
+    pairs.sort();
+    pairs.dedup();
+    let mut out = Vec::with_capacity(body.len());
+    for (k, v) in pairs {
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(v.as_bytes());
+    }
+    out
 }
 
 fn encode(encoding: Encoding, mac: &[u8]) -> String {

@@ -96,6 +96,7 @@ pub enum Preset {
     Dropbox,
     Square,
     Hubspot,
+    Twilio,
 }
 
 /// Where a scheme's event id lives by default (used as the route's default dedup key).
@@ -139,6 +140,7 @@ impl Preset {
         Preset::Dropbox,
         Preset::Square,
         Preset::Hubspot,
+        Preset::Twilio,
     ];
 
     /// The kebab-case name, identical to the serde representation.
@@ -174,6 +176,7 @@ impl Preset {
             Preset::Dropbox => "dropbox",
             Preset::Square => "square",
             Preset::Hubspot => "hubspot",
+            Preset::Twilio => "twilio",
         }
     }
 
@@ -195,6 +198,7 @@ impl Preset {
             Preset::Typeform | Preset::Square => Some(BodyPointer("/event_id")),
             Preset::Vercel | Preset::Mux => Some(BodyPointer("/id")),
             Preset::Gitea => Some(Header("x-gitea-delivery")),
+            Preset::Twilio => Some(Header("i-twilio-idempotency-token")),
             Preset::Slack
             | Preset::Pagerduty
             | Preset::Zoom
@@ -493,11 +497,24 @@ impl Verifier {
         body: &[u8],
         now: SystemTime,
     ) -> Result<Verified, VerifyError> {
+        self.verify_request(headers, body, now, None)
+    }
+
+    /// [`Verifier::verify`] with the request's query string, which `twilio`
+    /// signs (after `signed_url`); other schemes ignore it.
+    pub fn verify_request(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: SystemTime,
+        query: Option<&str>,
+    ) -> Result<Verified, VerifyError> {
         let request = engine::Request {
             headers,
             body,
             now,
             url: &self.signed_url,
+            query,
         };
         let active: Vec<bool> = self.windows.iter().map(|w| w.contains(now)).collect();
         let (keys, tolerance) = (&self.keys, self.tolerance);

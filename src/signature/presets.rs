@@ -4,8 +4,8 @@
 //! Stripe, GitHub, Slack, Shopify, PagerDuty, Linear, Paddle Billing, Zoom,
 //! Intercom, Twitch EventSub and GitLab webhook docs, and (issue 12) Meta
 //! Graph API, Typeform, Calendly, Mux, Vercel, Clerk and Resend (Svix),
-//! DocuSign Connect, Lemon Squeezy, Gitea, Dropbox, Square and HubSpot
-//! (signature v3) docs; SigSentry and
+//! DocuSign Connect, Lemon Squeezy, Gitea, Dropbox, Square, HubSpot
+//! (signature v3) and Twilio docs; SigSentry and
 //! StatusSentry are this project's own senders (SPEC §1.2).
 
 use std::borrow::Cow;
@@ -38,6 +38,8 @@ const URL_BODY: &[Part<'static>] = &[Part::Url, Part::Body];
 /// HubSpot v3: `POST<URI><body><ts ms>` (webhooks are always POSTed).
 const POST_URL_BODY_TS: &[Part<'static>] =
     &[Part::Lit(b"POST"), Part::Url, Part::Body, Part::Timestamp];
+/// Twilio: `<URL as called, query included><sorted form params>`.
+const URL_QUERY_FORM: &[Part<'static>] = &[Part::UrlAndQuery, Part::FormParams];
 /// Twitch: `<id><ts><body>`, no separators.
 const ID_TS_BODY: &[Part<'static>] = &[Part::Id, Part::Timestamp, Part::Body];
 
@@ -273,6 +275,18 @@ pub(super) fn spec(preset: Preset) -> Spec<'static> {
         Preset::Square => Spec {
             header: "x-square-hmacsha256-signature",
             check: sha256(Base64, URL_BODY),
+            ..base
+        },
+        // Twilio: HMAC-SHA1 (base64) with the auth token over the URL it
+        // called and the sorted form parameters; for JSON bodies the URL has
+        // `bodySHA256=<hex SHA-256 of the body>`, checked after the match.
+        Preset::Twilio => Spec {
+            header: "x-twilio-signature",
+            check: Check::Hmac {
+                algorithm: Algorithm::Sha1,
+                encoding: Base64,
+                content: Cow::Borrowed(URL_QUERY_FORM),
+            },
             ..base
         },
         Preset::Hubspot => Spec {

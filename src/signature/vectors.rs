@@ -896,3 +896,81 @@ fn standard_webhooks_v1a_vector() {
         "[redacted]"
     );
 }
+
+#[test]
+fn twilio_library_vectors() {
+    // Source: twilio/twilio-python `tests/unit/test_request_validator.py`
+    // (token "12345", uri "https://mycompany.com/myapp.php?foo=1&bar=2"):
+    // `test_compute_signature`, `test_compute_signature_duplicate_multi_dict`
+    // and `test_validation_of_body_succeeds`. The route's `signed_url` is the
+    // URL without its query; the query is the request's own.
+    let twilio = Scheme::Preset(Preset::Twilio);
+    assert!(twilio.signs_url());
+    let base = "https://mycompany.com/myapp.php";
+    let v = verifier(twilio.clone(), &["12345"]).with_signed_url(base);
+    let check = |body: &[u8], query: &str, sig: &str| {
+        v.verify_request(
+            &headers(&[("x-twilio-signature", sig)]),
+            body,
+            at(0),
+            Some(query),
+        )
+    };
+    let form = b"CallSid=CA1234567890ABCDE&Digits=1234&From=%2B14158675309&To=%2B18005551212&Caller=%2B14158675309";
+    let sig = "RSOYDt4T1cUTdK1PDd93/VVr8B8=";
+    check(form, "foo=1&bar=2", sig).expect("form vector");
+    // `sign_url` with the URL as called reproduces it.
+    let signed = sign_url(
+        &twilio,
+        b"12345",
+        form,
+        None,
+        0,
+        &format!("{base}?foo=1&bar=2"),
+    )
+    .unwrap();
+    assert_eq!(signed[0].1.to_str().unwrap(), sig);
+    // Repeated parameters: sorted by name, then value.
+    let dup = b"Sid=CA123&SidAccount=AC123&Digits=5678&Digits=1234";
+    check(dup, "foo=1&bar=2", "IK+Dwps556ElfBT0I3Rgjkr1wJU=").expect("duplicate-parameter vector");
+    // JSON body: the URL carries the body's SHA-256, the form part is empty.
+    let json = br#"{"property": "value", "boolean": true}"#;
+    let query =
+        "foo=1&bar=2&bodySHA256=0a1ff7634d9ab3b95db5c9a2dfe9416e41502b283a80c7cf19632632f96e6620";
+    let json_sig = "a9nBmqA0ju/hNViExpshrM61xv4=";
+    check(json, query, json_sig).expect("JSON body vector");
+    let signed = sign_url(&twilio, b"12345", json, None, 0, &format!("{base}?{query}")).unwrap();
+    assert_eq!(signed[0].1.to_str().unwrap(), json_sig);
+
+    // Negative cases: a changed parameter, a changed query, another token,
+    // a JSON body that does not match its signed hash.
+    let mismatch = Err(VerifyError::Mismatch);
+    let changed = b"CallSid=CA1234567890ABCDE&Digits=1235&From=%2B14158675309&To=%2B18005551212&Caller=%2B14158675309";
+    assert_eq!(check(changed, "foo=1&bar=2", sig), mismatch);
+    assert_eq!(check(form, "foo=1&bar=3", sig), mismatch);
+    assert_eq!(check(form, "", sig), mismatch);
+    assert_eq!(
+        verifier(twilio.clone(), &["54321"])
+            .with_signed_url(base)
+            .verify_request(
+                &headers(&[("x-twilio-signature", sig)]),
+                form,
+                at(0),
+                Some("foo=1&bar=2")
+            ),
+        mismatch
+    );
+    assert_eq!(
+        check(
+            br#"{"property": "other", "boolean": true}"#,
+            query,
+            json_sig
+        ),
+        mismatch
+    );
+    // Without the query the verifier cannot see what was signed.
+    assert_eq!(
+        v.verify(&headers(&[("x-twilio-signature", sig)]), form, at(0)),
+        mismatch
+    );
+}
