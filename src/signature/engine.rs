@@ -404,7 +404,7 @@ fn body_sha256_param(query: &str) -> Option<String> {
 /// `application/x-www-form-urlencoded` pairs sorted by name then value,
 /// repeated pairs once (as Twilio's libraries do), concatenated. Empty when
 /// the signed URL `url` (query included) carries `bodySHA256`.
-fn form_params(content: &[Part<'_>], body: &[u8], url: &str) -> Vec<u8> {
+pub(super) fn form_params(content: &[Part<'_>], body: &[u8], url: &str) -> Vec<u8> {
     if !content.contains(&Part::FormParams) {
         return Vec::new();
     }

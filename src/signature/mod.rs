@@ -41,8 +41,20 @@
 //!   `Malformed`: the encoding is valid, the value simply is not one of ours.
 //!   A candidate that is not valid hex/base64 is skipped; if no usable
 //!   candidate remains and at least one was unusable, the header is
-//!   `Malformed`. Entries of an unknown version (`v0=` for Stripe, `v1a,` for
+//!   `Malformed`. Entries of an unknown version (`v0=` for Stripe, `v2,` for
 //!   Standard Webhooks, unknown keys) are skipped and, alone, give `Mismatch`.
+//! * **Asymmetric keys.** Standard Webhooks `v1a,` entries are ed25519
+//!   signatures, checked (with `ring`) only against `whpk_`/`whsk_` keys;
+//!   `v1,` entries only against HMAC keys. A header may carry both; the
+//!   first configured key that verifies any entry is `Verified::key_index`.
+//! * **Validity windows.** A key outside its [`Window`] at `now` is never
+//!   compared, so it cannot match: the request is a `Mismatch` unless another
+//!   key verifies it.
+//! * **Signed URLs.** Square, HubSpot and Twilio sign the URL they call; it
+//!   comes from the route's configuration ([`Verifier::with_signed_url`]),
+//!   never from the request, except Twilio's query string
+//!   ([`Verifier::verify_request`]). Twilio's `bodySHA256` (JSON bodies) is
+//!   compared with the body's hash once the signature over it has matched.
 
 mod crypto;
 mod custom;

@@ -1243,6 +1243,34 @@ proptest! {
         let _ = v.verify(&map, &body, at(now));
     }
 
+    /// The request's query string (Twilio) and the form body are attacker
+    /// text too; an ed25519 key exercises the `v1a` path.
+    #[test]
+    fn verify_never_panics_on_arbitrary_queries_and_keys(
+        scheme in any_scheme(),
+        values in proptest::collection::vec(
+            (proptest::sample::select(header_names()), proptest::collection::vec(any::<u8>(), 0..120)),
+            0..6,
+        ),
+        body in proptest::collection::vec(any::<u8>(), 0..64),
+        query in proptest::option::of(any::<String>()),
+        url in any::<String>(),
+        now in any::<i64>(),
+    ) {
+        let mut map = HeaderMap::new();
+        for (name, bytes) in values {
+            if let Ok(value) = HeaderValue::from_bytes(&bytes) {
+                map.append(HeaderName::from_static(name), value);
+            }
+        }
+        let whpk = b"whpk_A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg=";
+        let v = Verifier::new(scheme, &[b"k".as_slice(), whpk], Duration::from_secs(300))
+            .unwrap()
+            .with_signed_url(&url)
+            .with_windows(&[Window { not_before: Some(at(now)), not_after: None }]);
+        let _ = v.verify_request(&map, &body, at(now), query.as_deref());
+    }
+
     #[test]
     fn verify_never_panics_on_mutated_valid_headers(
         scheme in any_scheme(),
@@ -1298,6 +1326,9 @@ proptest! {
         let _ = parse::timestamp(&text, TsFormat::UnixSeconds);
         let _ = parse::timestamp(&text, TsFormat::Rfc3339);
         let _ = parse::timestamp(&text, TsFormat::UnixMillis);
+        let form = [engine::Part::FormParams];
+        let _ = engine::form_params(&form, text.as_bytes(), &text);
+        let _ = engine::form_params(&form, text.as_bytes(), &format!("https://x/?bodySHA256={text}"));
         let _ = parse::linear_body_timestamp_ms(text.as_bytes());
         let _ = text.parse::<Preset>();
         let custom = Custom { signed_content: text.clone(), prefix: Some(text.clone()), ..custom_base() };
