@@ -236,10 +236,57 @@ pub struct RouteConfig {
     /// reconstructed.
     #[serde(default)]
     pub signed_url: Option<String>,
+    /// Senders allowed on this route (CIDRs or addresses); empty: anyone.
+    /// Behind `server.trusted_proxies`, the sender is the address they
+    /// forwarded. Others get `403 source_not_allowed`.
+    #[serde(default)]
+    pub allow_cidrs: Vec<Cidr>,
+    /// Meta (WhatsApp, Messenger, Instagram): the token of the subscription
+    /// check `GET ?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…`,
+    /// which hookgate then answers itself.
+    #[serde(default)]
+    pub verify_token: Option<SecretSource>,
+    /// A provider handshake to answer after verification (the presets
+    /// with one — Slack, Zoom, Twitch — need none).
+    #[serde(default)]
+    pub challenge: Option<ChallengeConfig>,
     /// Queue mode: `none` (default) delivers jobs concurrently, each on its
     /// own retry schedule; `fifo` one at a time in acceptance order.
     #[serde(default)]
     pub ordering: Ordering,
+}
+
+/// A provider's endpoint handshake: a verified request whose JSON body has a
+/// string at `pointer` (and, with `when`, a given value elsewhere) is
+/// answered `200` with `answer`, `{challenge}` replaced by that string
+/// (JSON-escaped when `content_type` is JSON); it is not forwarded.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeConfig {
+    pub pointer: String,
+    #[serde(default)]
+    pub when: Option<ChallengeWhen>,
+    #[serde(default = "default_challenge_answer")]
+    pub answer: String,
+    #[serde(default = "default_challenge_type")]
+    pub content_type: String,
+}
+
+/// The condition of a [`ChallengeConfig`]: the string at `pointer` equals
+/// `equals`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeWhen {
+    pub pointer: String,
+    pub equals: String,
+}
+
+fn default_challenge_answer() -> String {
+    "{challenge}".into()
+}
+
+fn default_challenge_type() -> String {
+    "text/plain".into()
 }
 
 /// Delivery order of a queue-mode route.
@@ -907,6 +954,22 @@ impl Config {
             }
             if r.queue_limit == 0 {
                 errs.push(format!("{at}.queue_limit: must be greater than zero"));
+            }
+            if let Some(c) = &r.challenge {
+                for (key, p) in std::iter::once(("pointer", &c.pointer))
+                    .chain(c.when.as_ref().map(|w| ("when.pointer", &w.pointer)))
+                {
+                    if !p.is_empty() && !p.starts_with('/') {
+                        errs.push(format!(
+                            "{at}.challenge.{key}: a JSON pointer starts with '/' (e.g. \"/challenge\")"
+                        ));
+                    }
+                }
+                if http::HeaderValue::from_str(&c.content_type).is_err() {
+                    errs.push(format!(
+                        "{at}.challenge.content_type: not a valid header value"
+                    ));
+                }
             }
             if r.ordering == Ordering::Fifo && r.mode != Mode::Queue {
                 errs.push(format!(

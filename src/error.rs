@@ -57,6 +57,10 @@ pub enum ApiError {
     BadRequest(&'static str),
     #[error("request head too large")]
     HeadersTooLarge,
+    #[error("sender address not allowed on this route")]
+    SourceNotAllowed,
+    #[error("handshake refused: wrong verify token")]
+    HandshakeRefused,
     #[error("unauthorized")]
     Unauthorized,
     #[error("conflict: {0}")]
@@ -89,6 +93,7 @@ impl ApiError {
             | ApiError::InvalidPath
             | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ApiError::SourceNotAllowed | ApiError::HandshakeRefused => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -113,6 +118,8 @@ impl ApiError {
             ApiError::RequestTimeout => "request_timeout",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::HeadersTooLarge => "headers_too_large",
+            ApiError::SourceNotAllowed => "source_not_allowed",
+            ApiError::HandshakeRefused => "handshake_refused",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Conflict(_) => "conflict",
             ApiError::Unavailable { .. } => "unavailable",

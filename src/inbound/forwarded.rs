@@ -22,6 +22,38 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
+/// The sender's address: the peer, or when the peer is a trusted proxy, the
+/// rightmost address of `X-Forwarded-For` that is not itself a trusted
+/// proxy (what each proxy appended; a sender cannot forge the part its
+/// trusted proxies add). A malformed entry on the way stops the walk at the
+/// proxy that passed it on.
+pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[crate::config::Cidr]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let entries: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for entry in entries.iter().rev() {
+        match entry.parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !is_trusted(ip) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    client
+}
+
 /// Rewrites the forwarded headers of a request from `peer` (see the module
 /// docs). `proto` is hookgate's own scheme (`http` or `https`).
 pub fn rewrite(headers: &mut HeaderMap, peer: IpAddr, trusted: bool, proto: &HeaderValue) {
@@ -120,6 +152,40 @@ mod tests {
         h.insert("x-real-ip", "6.6.6.6".parse().unwrap());
         h.insert("content-type", "application/json".parse().unwrap());
         h
+    }
+
+    #[test]
+    fn the_client_is_the_rightmost_untrusted_forwarded_address() {
+        let trusted: Vec<crate::config::Cidr> = vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "192.168.1.1".parse().unwrap(),
+        ];
+        // An untrusted peer: its own headers count for nothing.
+        assert_eq!(client_ip(&forged(), ip("1.2.3.4"), &trusted), ip("1.2.3.4"));
+        // A trusted peer: the last address it was handed is the client; what
+        // the client put in front of it does not matter.
+        assert_eq!(
+            client_ip(&forged(), ip("10.1.1.1"), &trusted),
+            ip("8.8.8.8")
+        );
+        // A chain of trusted proxies is walked back to the first untrusted.
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            "6.6.6.6, 9.9.9.9, 192.168.1.1, 10.2.2.2".parse().unwrap(),
+        );
+        assert_eq!(client_ip(&h, ip("10.1.1.1"), &trusted), ip("9.9.9.9"));
+        // A malformed entry stops the walk at the proxy that passed it on.
+        h.insert(
+            "x-forwarded-for",
+            "9.9.9.9, junk, 10.2.2.2".parse().unwrap(),
+        );
+        assert_eq!(client_ip(&h, ip("10.1.1.1"), &trusted), ip("10.2.2.2"));
+        // No header: the trusted peer itself.
+        assert_eq!(
+            client_ip(&HeaderMap::new(), ip("10.1.1.1"), &trusted),
+            ip("10.1.1.1")
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 pub mod body;
 pub mod forwarded;
+pub mod handshake;
 pub mod queue;
 pub mod route;
 
@@ -165,6 +166,17 @@ impl Inbound {
         if head_len(&req) > crate::server::MAX_HEAD_BYTES {
             return Err(ApiError::HeadersTooLarge);
         }
+        if !route.allow_cidrs.is_empty() {
+            let client = forwarded::client_ip(req.headers(), peer.ip(), &self.trusted_proxies);
+            if !route.allow_cidrs.iter().any(|c| c.contains(client)) {
+                return Err(ApiError::SourceNotAllowed);
+            }
+        }
+        if let (Some(token), &http::Method::GET) = (&route.verify_token, req.method()) {
+            if let Some(answer) = handshake::meta_subscription(req.uri().query(), token) {
+                return answer.map(|r| ("handshake", r));
+            }
+        }
         if !route.methods.contains(req.method()) {
             return Err(ApiError::MethodNotAllowed {
                 allow: route.allow.clone(),
@@ -209,6 +221,17 @@ impl Inbound {
             .with_label_values(&[&route.path, secret])
             .inc();
         tracing::debug!(route = %route.path, secret, "signature verified");
+        // A provider's endpoint handshake is answered here: never
+        // forwarded, stored or deduplicated.
+        if let Some(h) = &route.handshake {
+            let secret = route
+                .handshake_secrets
+                .get(verified.key_index)
+                .map_or(&[][..], |s| s.expose());
+            if let Some(answer) = h.answer(&parts.headers, body.bytes(), secret) {
+                return Ok(("handshake", answer));
+            }
+        }
         // What the upstream may trust about the sender (both modes).
         let peer_ip = peer.ip();
         let trusted = self.trusted_proxies.iter().any(|c| c.contains(peer_ip));

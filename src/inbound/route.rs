@@ -32,6 +32,15 @@ pub struct Route {
     pub circuit: crate::delivery::circuit::BreakerPolicy,
     /// Queue mode: deliver one at a time in acceptance order.
     pub fifo: bool,
+    /// Senders allowed (empty: anyone).
+    pub allow_cidrs: Vec<crate::config::Cidr>,
+    /// The handshake answered after verification, if any.
+    pub handshake: Option<super::handshake::Handshake>,
+    /// The route's secrets in order (`Verified::key_index` indexes them):
+    /// a handshake may sign its answer with the one that verified.
+    pub handshake_secrets: Vec<crate::config::Secret>,
+    /// Meta's subscription `GET` is answered when its token is this.
+    pub verify_token: Option<crate::config::Secret>,
     /// The client reaching this route's upstream (its own when the route
     /// has upstream TLS settings, the shared one otherwise).
     pub client: HttpClient,
@@ -123,6 +132,15 @@ impl Route {
             retry: r.retry.policy(),
             circuit: r.circuit.policy(),
             fifo: r.ordering == crate::config::Ordering::Fifo,
+            allow_cidrs: r.allow_cidrs.clone(),
+            handshake: super::handshake::Handshake::for_route(&r.scheme()?, r.challenge.as_ref()),
+            handshake_secrets: secrets,
+            verify_token: r
+                .verify_token
+                .as_ref()
+                .map(|s| s.resolve())
+                .transpose()
+                .map_err(|e| format!("verify_token: {e}"))?,
             client,
             secret_labels,
         })
