@@ -18,10 +18,30 @@ impl Custom {
         if let Some(name) = &self.timestamp_header {
             header_name("timestamp_header", name)?;
         }
+        // One header cannot carry two of these: `verify` would read the
+        // other's value (a repeated id or timestamp header is malformed).
+        let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+        if let Some(id) = &self.id_header {
+            if same(id, &self.header) {
+                return Err(format!("id_header: {id:?} is also the signature header"));
+            }
+        }
+        if let Some(ts) = &self.timestamp_header {
+            if same(ts, &self.header) {
+                return Err(format!(
+                    "timestamp_header: {ts:?} is also the signature header"
+                ));
+            }
+            if self.id_header.as_deref().is_some_and(|id| same(id, ts)) {
+                return Err(format!("timestamp_header: {ts:?} is also the id_header"));
+            }
+        }
         let prefix = self.prefix.as_deref().filter(|p| !p.is_empty());
         if let Some(prefix) = prefix {
-            // It is sent verbatim before the signature.
-            if HeaderValue::from_str(prefix).is_err() || prefix.trim() != prefix {
+            // It is sent verbatim before the signature, and `verify` reads
+            // the header as text: obs-text (non-ASCII) would never verify.
+            let text = HeaderValue::from_str(prefix).is_ok_and(|v| v.to_str().is_ok());
+            if !text || prefix.trim() != prefix {
                 return Err(format!(
                     "prefix: {prefix:?} must be visible ASCII without surrounding spaces"
                 ));

@@ -1359,6 +1359,117 @@ proptest! {
     }
 }
 
+// ------------------------------------------- found by fuzzing (fuzz/README.md)
+
+/// What the `signature_custom` fuzz target checks of a valid scheme: what it
+/// signs, it verifies.
+fn assert_round_trip(custom: &Custom) {
+    let scheme = Scheme::Custom(Box::new(custom.clone()));
+    let mut map = HeaderMap::new();
+    for (n, v) in sign(
+        &scheme,
+        b"custom-secret",
+        br#"{"id":"evt_0"}"#,
+        Some("evt_1"),
+        NOW,
+    )
+    .unwrap()
+    {
+        map.append(n, v);
+    }
+    let got = verifier(scheme, &["custom-secret"]).verify(&map, br#"{"id":"evt_0"}"#, at(NOW));
+    assert!(got.is_ok(), "{custom:?}: {got:?}");
+}
+
+/// F1a (fuzz/signature_custom): a prefix with non-ASCII characters passed
+/// `validate` (`HeaderValue` accepts obs-text), but `verify` reads the header
+/// as text, so every request signed that way was `Malformed`.
+#[test]
+fn fuzz_f1a_custom_prefix_must_be_ascii() {
+    // The crashing input, as the fuzz target built it.
+    let crashing = Custom {
+        header: "x-sig".into(),
+        prefix: Some("\u{fffd}v0=".into()),
+        encoding: Encoding::Hex,
+        algorithm: Algorithm::Sha256,
+        signed_content: "hex\u{7} sestamp}|{body}".into(),
+        id_header: Some("X-My-Id".into()),
+        timestamp_header: Some("X-My-Ts".into()),
+    };
+    let err = crashing.validate().unwrap_err();
+    assert!(err.starts_with("prefix:"), "{err}");
+    for prefix in ["é=", "v1=\u{a0}", "sha256=\u{80}"] {
+        let custom = Custom {
+            prefix: Some(prefix.into()),
+            ..custom_base()
+        };
+        assert!(custom.validate().unwrap_err().starts_with("prefix:"));
+    }
+    // Inner spaces and tabs are text and still allowed.
+    let custom = Custom {
+        prefix: Some("v1 =\t".trim_end().into()),
+        ..custom_base()
+    };
+    custom.validate().unwrap();
+    assert_round_trip(&custom);
+}
+
+/// F1b (fuzz/signature_custom): `timestamp_header` naming the same header as
+/// `id_header` (or either naming the signature header, in any case) passed
+/// `validate`, but `sign` then sends two values in one header and `verify`
+/// refuses a repeated id or timestamp header as `Malformed`: such a scheme
+/// could never verify.
+#[test]
+fn fuzz_f1b_custom_headers_must_be_distinct() {
+    // The crashing input, as the fuzz target built it.
+    let crashing = Custom {
+        header: "X-My-Sig".into(),
+        prefix: Some("v1=".into()),
+        encoding: Encoding::Hex,
+        algorithm: Algorithm::Sha256,
+        signed_content: "25h1{id}|{timestamp}|{body}".into(),
+        id_header: Some("X-My-Id".into()),
+        timestamp_header: Some("X-My-Id".into()),
+    };
+    let cases = [
+        (crashing.clone(), "timestamp_header:"),
+        (
+            Custom {
+                timestamp_header: Some("x-my-id".into()),
+                ..crashing.clone()
+            },
+            "timestamp_header:",
+        ),
+        (
+            Custom {
+                id_header: Some("x-my-sig".into()),
+                ..crashing.clone()
+            },
+            "id_header:",
+        ),
+        (
+            Custom {
+                timestamp_header: Some("X-MY-SIG".into()),
+                ..crashing.clone()
+            },
+            "timestamp_header:",
+        ),
+    ];
+    for (custom, field) in cases {
+        let err = custom.validate().unwrap_err();
+        assert!(err.starts_with(field), "{err:?} should start with {field}");
+        let scheme = Scheme::Custom(Box::new(custom));
+        assert!(sign(&scheme, b"k", b"", Some("i"), NOW).is_err());
+    }
+    // Distinct headers: the same scheme signs and verifies.
+    let fixed = Custom {
+        timestamp_header: Some("X-My-Ts".into()),
+        ..crashing
+    };
+    fixed.validate().unwrap();
+    assert_round_trip(&fixed);
+}
+
 // ------------------------------------------------------ validity windows
 
 #[test]
