@@ -13,7 +13,10 @@ cd "$(dirname "$0")/.."
 SECS="${FUZZ_SECONDS:-15}"
 TARGETS=(signature_presets signature_custom event_id stored_request request_path)
 CARGO_FUZZ_VERSION=0.13.2
-BUILD=(-O -a --sanitizer none)
+# An unoptimised build (--dev): it compiles in half the time of -O (4.8 vs
+# 9.5 min measured on the CI machine), which is what a 15 s smoke run per
+# target needs; the long runs of fuzz/README.md use -O.
+BUILD=(--dev -a --sanitizer none)
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "installing cargo-fuzz $CARGO_FUZZ_VERSION"

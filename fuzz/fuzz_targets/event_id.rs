@@ -83,8 +83,8 @@ fuzz_target!(|data: &[u8]| {
                 // 128 levels `Value` allows (by design, see `found` in
                 // queue.rs) and does not decode string escapes, so a lone
                 // surrogate (`"\ud830"`) in a string the pointer skips is
-                // accepted where `Value` refuses the document: finding F2
-                // in fuzz/README.md, left to the inbound owner.
+                // accepted where `Value` refuses the document (finding F2
+                // in fuzz/README.md; documented on `json_pointer`).
                 Err(_) if lenient_only(body) => return,
                 Err(_) => Err(ApiError::InvalidJson),
                 Ok(doc) => match doc.pointer(pointer) {
