@@ -56,6 +56,22 @@ impl Handshake {
         body: &[u8],
         secret: &[u8],
     ) -> Option<Response<Body>> {
+        // Every verified request of the route passes here: an event that
+        // cannot be the handshake is let through without parsing its body.
+        let marker: Option<&[u8]> = match self {
+            Handshake::Slack => Some(b"url_verification"),
+            Handshake::Zoom => Some(b"endpoint.url_validation"),
+            Handshake::Twitch => None, // decided by a header first
+            // Only a value JSON writes verbatim (no escapes) can be looked
+            // for in the raw bytes.
+            Handshake::Custom(c) => c.when.as_ref().map(|w| w.equals.as_bytes()).filter(|m| {
+                m.iter()
+                    .all(|&b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+            }),
+        };
+        if marker.is_some_and(|m| !contains(body, m)) {
+            return None;
+        }
         match self {
             Handshake::Slack => {
                 let v: Value = serde_json::from_slice(body).ok()?;
@@ -141,6 +157,11 @@ pub fn meta_subscription(
         return Some(Err(ApiError::HandshakeRefused));
     }
     Some(Ok(text("text/plain", challenge.into_owned())))
+}
+
+/// Whether `needle` occurs in `haystack` (a handshake's marker is short).
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 fn json(v: &Value) -> Response<Body> {
@@ -261,6 +282,27 @@ mod tests {
                 b"s"
             )
             .is_none());
+    }
+
+    #[tokio::test]
+    async fn a_condition_json_escapes_is_still_matched_on_the_parsed_body() {
+        let c = ChallengeConfig {
+            pointer: "/challenge".into(),
+            when: Some(crate::config::ChallengeWhen {
+                pointer: "/kind".into(),
+                equals: "say \"hi\"".into(),
+            }),
+            answer: "{challenge}".into(),
+            content_type: "text/plain".into(),
+        };
+        let r = Handshake::Custom(c)
+            .answer(
+                &HeaderMap::new(),
+                br#"{"kind":"say \"hi\"","challenge":"c1"}"#,
+                b"s",
+            )
+            .unwrap();
+        assert_eq!(body_of(r).await, "c1");
     }
 
     #[tokio::test]
