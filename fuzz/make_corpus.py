@@ -49,8 +49,13 @@ PRESETS = [
     "standard-webhooks", "statussentry", "sigsentry", "sentry", "svix", "stripe", "github", "slack",
     "shopify", "pagerduty", "linear", "paddle", "zoom", "intercom", "twitch", "gitlab", "meta",
     "whatsapp", "typeform", "calendly", "mux", "vercel", "clerk", "resend", "docusign",
-    "lemon-squeezy", "gitea", "dropbox", "square", "twilio", "hubspot",
+    "lemon-squeezy", "gitea", "dropbox", "square", "twilio", "hubspot", "mailgun", "postmark",
 ]
+MG_KEY = "key-mailgun-docs-example"
+MG_FIELDS = (
+    '"timestamp":"1529006854","token":"a8ce0edb2dd8301dee6c2405235584e45aa91d1e9f979f3de0",'
+    '"signature":"e7744d2cc372accf3c6092fc6afec9b0022c018f9a412af06e9048f5372fc38a"'
+)
 SW_WHSK = "whsk_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 SW_WHPK = "whpk_A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg="
 SW_V1A = "v1a,yoUrgEkc12aGqm0n4Sydmdz55xJfTz4AsAgieHFjmkR7LJtqVCZOQYzvvHjI5kAey+r4iaBGxTFRrl2iBQxtDQ=="
@@ -148,6 +153,20 @@ VECTORS = {
         ["lin_wh_secret"], 1700000000,
         [("linear-signature", "91e919dc0fd99df1cae12efef1ca08b082cfa523f101b572ec14ed98863fdf35")],
         b'{"action":"create","type":"Issue","webhookTimestamp":1700000000000}',
+    ),
+    "mailgun": (
+        [MG_KEY], 1529006854, [],
+        ('{"signature":{' + MG_FIELDS + '},"event-data":{"id":"DACSsAdVSeGpLid7TN03WA"}}').encode(),
+    ),
+    "mailgun-form": (
+        [MG_KEY], 1529006854, [],
+        b"timestamp=1529006854&token=a8ce0edb2dd8301dee6c2405235584e45aa91d1e9f979f3de0"
+        b"&signature=e7744d2cc372accf3c6092fc6afec9b0022c018f9a412af06e9048f5372fc38a&event=opened",
+    ),
+    "postmark": (
+        ["Aladdin:open sesame"], 0,
+        [("authorization", "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==")],
+        b'{"RecordType":"Delivery"}',
     ),
     "gitlab": (
         ["glpat-token"], 0,

@@ -3,7 +3,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::io::{IsTerminal, Read};
+use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -36,7 +36,8 @@ enum Command {
         #[arg(long, short, env = "HOOKGATE_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Sign a body read from stdin; prints one `Header-Name: value` line per header to send.
+    /// Sign a body read from stdin; prints one `Header-Name: value` line per header to send
+    /// (mailgun, which signs inside the body, prints the body to send instead).
     Sign {
         #[arg(long)]
         scheme: String,
@@ -48,6 +49,10 @@ enum Command {
         /// Unix timestamp to sign (default: now).
         #[arg(long)]
         timestamp: Option<i64>,
+        /// The URL the provider signs, for square, hubspot and twilio (twilio: as called,
+        /// query included).
+        #[arg(long, default_value = "")]
+        signed_url: String,
     },
     /// Probe a running hookgate's readiness (for Docker HEALTHCHECK): exit 0 when ready.
     Healthcheck {
@@ -71,6 +76,12 @@ enum Command {
         /// Accepted clock skew for timestamped schemes.
         #[arg(long, default_value = "5m")]
         tolerance: humantime::Duration,
+        /// The route's `signed_url`, for square, hubspot and twilio.
+        #[arg(long, default_value = "")]
+        signed_url: String,
+        /// The request's query string (without `?`), which twilio signs after the URL.
+        #[arg(long)]
+        query: Option<String>,
     },
 }
 
@@ -111,13 +122,24 @@ fn main() -> ExitCode {
             secret,
             id,
             timestamp,
-        } => sign(&scheme, &secret, id, timestamp),
+            signed_url,
+        } => sign(&scheme, &secret, id, timestamp, &signed_url),
         Command::Verify {
             scheme,
             secret,
             headers,
             tolerance,
-        } => return verify(&scheme, &secret, &headers, tolerance.into()),
+            signed_url,
+            query,
+        } => {
+            let request = VerifyRequest {
+                raw_headers: &headers,
+                tolerance: tolerance.into(),
+                signed_url: &signed_url,
+                query: query.as_deref(),
+            };
+            return verify(&scheme, &secret, &request);
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -216,6 +238,7 @@ fn sign(
     secret: &SecretArgs,
     id: Option<String>,
     ts: Option<i64>,
+    signed_url: &str,
 ) -> anyhow::Result<()> {
     let scheme = parse_scheme(scheme)?;
     let secret = secret.resolve()?;
@@ -225,24 +248,33 @@ fn sign(
         None => SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64,
     };
     let id = id.unwrap_or_else(|| format!("msg_{}", uuid::Uuid::now_v7().simple()));
-    let headers = signature::sign(&scheme, secret.expose(), &body, Some(&id), ts)?;
-    for (name, value) in headers {
-        println!("{}: {}", name, value.to_str().unwrap_or_default());
+    let signed =
+        signature::sign_request(&scheme, secret.expose(), &body, Some(&id), ts, signed_url)?;
+    let mut out = std::io::stdout().lock();
+    for (name, value) in signed.headers {
+        writeln!(out, "{}: {}", name, value.to_str().unwrap_or_default())?;
+    }
+    if let Some(body) = signed.body {
+        out.write_all(&body)?;
+        writeln!(out)?;
     }
     Ok(())
 }
 
-fn verify(
-    scheme: &str,
-    secret: &SecretArgs,
-    raw_headers: &[String],
+/// What `verify` checks besides the body read from stdin.
+struct VerifyRequest<'a> {
+    raw_headers: &'a [String],
     tolerance: Duration,
-) -> ExitCode {
+    signed_url: &'a str,
+    query: Option<&'a str>,
+}
+
+fn verify(scheme: &str, secret: &SecretArgs, request: &VerifyRequest<'_>) -> ExitCode {
     let outcome = (|| -> anyhow::Result<Result<(), signature::VerifyError>> {
         let scheme = parse_scheme(scheme)?;
         let secret = secret.resolve()?;
         let mut headers = http::HeaderMap::new();
-        for h in raw_headers {
+        for h in request.raw_headers {
             let Some((name, value)) = h.split_once(':') else {
                 bail!("-H {h:?}: expected `Name: value`");
             };
@@ -253,9 +285,10 @@ fn verify(
             headers.append(name, value);
         }
         let body = read_stdin()?;
-        let verifier = Verifier::new(scheme, &[secret.expose()], tolerance)?;
+        let verifier = Verifier::new(scheme, &[secret.expose()], request.tolerance)?
+            .with_signed_url(request.signed_url);
         Ok(verifier
-            .verify(&headers, &body, SystemTime::now())
+            .verify_request(&headers, &body, SystemTime::now(), request.query)
             .map(|_| ()))
     })();
     match outcome {

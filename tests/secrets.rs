@@ -224,3 +224,121 @@ fn hookgate_sha256_hex(body: &[u8]) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(body))
 }
+
+#[tokio::test]
+async fn mailgun_body_signature_queues_and_dedups_on_the_event_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start().await;
+    let toml = format!(
+        r#"
+[store]
+path = "{db}"
+[delivery]
+poll_interval = "50ms"
+
+[[routes]]
+path = "/hooks/mailgun"
+scheme = "mailgun"
+secrets = [{{ value = "mailgun-signing-key" }}]
+[routes.upstream]
+url = "{up}"
+"#,
+        db = dir.path().join("hookgate.db").display(),
+        up = up.url("/app"),
+    );
+    let hg = Hookgate::start(&toml).await;
+    let scheme = hookgate::signature::Scheme::Preset("mailgun".parse().unwrap());
+    let sign = |token: &str, event: &[u8]| {
+        hookgate::signature::sign_request(
+            &scheme,
+            b"mailgun-signing-key",
+            event,
+            Some(token),
+            now(),
+            "",
+        )
+        .unwrap()
+        .body
+        .unwrap()
+    };
+    let event = br#"{"event-data":{"id":"mg_ev_1","event":"delivered"}}"#;
+    let json = [("content-type".to_string(), "application/json".to_string())];
+    let body = sign("tok_a", event);
+    let a = post(&hg.url("/hooks/mailgun"), &json, body.clone()).await;
+    assert_eq!(a.status, 202, "{:?}", a.body);
+    // Mailgun retries the same event with a new token and timestamp: a
+    // duplicate by `/event-data/id`.
+    let again = post(&hg.url("/hooks/mailgun"), &json, sign("tok_b", event)).await;
+    assert_eq!(
+        (again.status, again.json()["status"].clone()),
+        (200, "duplicate".into())
+    );
+    // The body reaches the upstream as sent, signature fields included.
+    let got = up.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].body, body);
+    // A legacy form post verifies too.
+    let form = [(
+        "content-type".to_string(),
+        "application/x-www-form-urlencoded".to_string(),
+    )];
+    let a = post(
+        &hg.url("/hooks/mailgun"),
+        &form,
+        sign("tok_c", b"event=opened"),
+    )
+    .await;
+    assert_eq!(a.status, 202, "{:?}", a.body);
+    // Tampered token; no signature at all.
+    let forged = String::from_utf8(sign("tok_d", event))
+        .unwrap()
+        .replace("tok_d", "tok_e");
+    let a = post(&hg.url("/hooks/mailgun"), &json, forged).await;
+    assert_eq!((a.status, a.code().as_str()), (401, "signature_mismatch"));
+    let a = post(&hg.url("/hooks/mailgun"), &json, event.to_vec()).await;
+    assert_eq!((a.status, a.code().as_str()), (401, "signature_missing"));
+    up.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(up.received().len(), 2);
+    hg.stop().await;
+}
+
+#[tokio::test]
+async fn postmark_basic_auth_passes_and_wrong_credentials_fail() {
+    let up = Upstream::start().await;
+    let toml = config(&up)
+        + &format!(
+            r#"
+[[routes]]
+path = "/hooks/postmark"
+scheme = "postmark"
+mode = "passthrough"
+secrets = [{{ value = "hooks:s3cret-pass" }}]
+[routes.upstream]
+url = "{up}"
+"#,
+            up = up.url("/app"),
+        );
+    let hg = Hookgate::start(&toml).await;
+    let body = br#"{"RecordType":"Delivery","MessageID":"m1"}"#.to_vec();
+    // What a client builds from https://hooks:s3cret-pass@host/hooks/postmark.
+    let auth = |v: &str| vec![("authorization".to_string(), v.to_string())];
+    let a = post(
+        &hg.url("/hooks/postmark"),
+        &auth("Basic aG9va3M6czNjcmV0LXBhc3M="),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let a = post(
+        &hg.url("/hooks/postmark"),
+        &auth("Basic aG9va3M6d3Jvbmc="),
+        body.clone(),
+    )
+    .await;
+    assert_eq!((a.status, a.code().as_str()), (401, "signature_mismatch"));
+    let a = post(&hg.url("/hooks/postmark"), &auth("Bearer x"), body.clone()).await;
+    assert_eq!((a.status, a.code().as_str()), (401, "signature_malformed"));
+    let a = post(&hg.url("/hooks/postmark"), &[], body).await;
+    assert_eq!((a.status, a.code().as_str()), (401, "signature_missing"));
+    assert_eq!(up.wait_for(1, Duration::from_secs(10)).await.len(), 1);
+    hg.stop().await;
+}

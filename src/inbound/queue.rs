@@ -35,7 +35,16 @@ pub fn event_id(
                     .to_string(),
             ),
         },
-        DedupKey::Body(pointer) => match json_pointer(body, pointer)? {
+        // A key that is not required (a preset's default, or
+        // `required = false`) is simply absent from a body that is not JSON
+        // (Mailgun's legacy form posts); a required one makes it `invalid_json`.
+        DedupKey::Body(pointer) => match json_pointer(body, pointer).or_else(|e| {
+            if route.dedup_required {
+                Err(e)
+            } else {
+                Ok(None)
+            }
+        })? {
             None | Some(serde_json::Value::Null) => None,
             Some(serde_json::Value::String(s)) => Some(s),
             Some(n @ serde_json::Value::Number(_)) => Some(n.to_string()),

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::parse::{self, Candidates};
-use super::{crypto, Algorithm, Encoding, Key, SignError, Verified, VerifyError};
+use super::{crypto, Algorithm, Encoding, Key, SignError, Signed, Verified, VerifyError};
 
 /// Everything that distinguishes one scheme from another.
 #[derive(Debug, Clone)]
@@ -45,6 +45,13 @@ pub(super) enum Format<'a> {
     /// signatures, the timestamp key (see [`TsSource::InList`]) is read, other
     /// keys are skipped.
     List { sep: char, sig_key: &'a str },
+    /// `Basic <base64 of user:password>` (HTTP basic auth, Postmark), with
+    /// [`Check::Token`]: the decoded credentials are the token.
+    Basic,
+    /// No header: the signature, its timestamp and a one-time token are
+    /// fields of the body (Mailgun; see [`parse::body_signature`]). The
+    /// token is the signed content's [`Part::Id`].
+    InBody,
 }
 
 #[derive(Debug, Clone)]
@@ -55,7 +62,8 @@ pub(super) enum Check<'a> {
         encoding: Encoding,
         content: Cow<'a, [Part<'a>]>,
     },
-    /// The header carries the secret itself (GitLab).
+    /// The header carries the secret itself (GitLab), or basic-auth
+    /// credentials equal to it ([`Format::Basic`], Postmark).
     Token,
 }
 
@@ -84,6 +92,8 @@ pub(super) enum TsSource<'a> {
     InList(&'a str),
     /// A header of its own.
     Header(&'a str, TsFormat),
+    /// Unix seconds, a field of the body ([`Format::InBody`]).
+    InBody,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +121,11 @@ impl Spec<'_> {
         let content = self.content();
         content.contains(&Part::Url) || content.contains(&Part::UrlAndQuery)
     }
+
+    /// Whether the signature travels in the body rather than a header.
+    pub fn signs_in_body(&self) -> bool {
+        matches!(self.format, Format::InBody)
+    }
 }
 
 pub(super) struct Request<'r> {
@@ -132,61 +147,21 @@ pub(super) fn verify(
     tolerance: Duration,
     req: &Request<'_>,
 ) -> Result<Verified, VerifyError> {
-    let mut instances = req.headers.get_all(spec.header).iter().peekable();
-    if instances.peek().is_none() {
-        return Err(VerifyError::Missing);
-    }
-
-    // 1. Parse every instance of the signature header (bounded, see parse.rs).
-    let list_ts_key = match spec.timestamp {
-        Some(TsSource::InList(key)) => Some(key),
-        _ => None,
-    };
-    let mut found = Candidates::default();
-    let mut list_ts: Option<&str> = None;
-    for value in instances {
-        let encoding = match &spec.check {
-            Check::Token => {
-                found.offer_token(value.as_bytes());
-                continue;
-            }
-            Check::Hmac { encoding, .. } => *encoding,
+    // 1–2. The candidate signatures, and the timestamp and id the signed
+    // content needs: from the headers, or (Mailgun) from the body.
+    let body_fields: parse::BodySignature;
+    let (found, ts, id) = if spec.signs_in_body() {
+        let Check::Hmac { encoding, .. } = &spec.check else {
+            return Err(VerifyError::Malformed);
         };
-        let Ok(text) = value.to_str() else {
-            found.reject();
-            continue;
-        };
-        let ts = parse::signature_value(spec.format, list_ts_key, encoding, text, &mut found)?;
-        if list_ts_key.is_some() {
-            // Every instance must carry the same timestamp: a second instance
-            // must not be able to pair a fresh `t=` with a stale signature.
-            match (list_ts, ts) {
-                (_, None) => return Err(VerifyError::Malformed),
-                (None, Some(ts)) => list_ts = Some(ts),
-                (Some(seen), Some(ts)) if seen != ts => return Err(VerifyError::Malformed),
-                (Some(_), Some(_)) => {}
-            }
-        }
-    }
-    found.check_usable()?;
-
-    // 2. The timestamp and id the signed content needs.
-    let ts = match spec.timestamp {
-        None => None,
-        Some(TsSource::InList(_)) => {
-            let raw = list_ts.ok_or(VerifyError::Malformed)?;
-            Some(parse::timestamp(raw, TsFormat::UnixSeconds)?)
-        }
-        Some(TsSource::Header(name, format)) => {
-            let raw = parse::single_header(req.headers, name)?.ok_or(VerifyError::Malformed)?;
-            Some(parse::timestamp(raw, format)?)
-        }
-    };
-    let id = if spec.needs_id() {
-        let name = spec.id_header.ok_or(VerifyError::Malformed)?;
-        Some(parse::single_header(req.headers, name)?.ok_or(VerifyError::Malformed)?)
+        body_fields = parse::body_signature(req.body)?;
+        let mut found = Candidates::default();
+        found.offer(&body_fields.signature, *encoding);
+        found.check_usable()?;
+        let ts = parse::timestamp(&body_fields.timestamp, TsFormat::UnixSeconds)?;
+        (found, Some(ts), Some(body_fields.token.as_str()))
     } else {
-        None
+        from_headers(spec, req.headers)?
     };
 
     // 3. Tolerance, before any MAC: it depends on public inputs only.
@@ -284,6 +259,77 @@ pub(super) fn verify(
     })
 }
 
+/// Steps 1–2 of [`verify`] for a scheme whose signature is in a header: every
+/// instance parsed (bounded, see parse.rs), then the timestamp and id.
+fn from_headers<'h>(
+    spec: &Spec<'_>,
+    headers: &'h HeaderMap,
+) -> Result<(Candidates, Option<parse::Timestamp<'h>>, Option<&'h str>), VerifyError> {
+    let mut instances = headers.get_all(spec.header).iter().peekable();
+    if instances.peek().is_none() {
+        return Err(VerifyError::Missing);
+    }
+    let list_ts_key = match spec.timestamp {
+        Some(TsSource::InList(key)) => Some(key),
+        _ => None,
+    };
+    let mut found = Candidates::default();
+    let mut list_ts: Option<&str> = None;
+    for value in instances {
+        let encoding = match (&spec.check, spec.format) {
+            (Check::Token, Format::Basic) => {
+                match parse::basic_credentials(value.as_bytes()) {
+                    Some(credentials) => found.offer_token(&credentials),
+                    None => found.reject(),
+                }
+                continue;
+            }
+            (Check::Token, _) => {
+                found.offer_token(value.as_bytes());
+                continue;
+            }
+            (Check::Hmac { encoding, .. }, _) => *encoding,
+        };
+        let Ok(text) = value.to_str() else {
+            found.reject();
+            continue;
+        };
+        let ts = parse::signature_value(spec.format, list_ts_key, encoding, text, &mut found)?;
+        if list_ts_key.is_some() {
+            // Every instance must carry the same timestamp: a second instance
+            // must not be able to pair a fresh `t=` with a stale signature.
+            match (list_ts, ts) {
+                (_, None) => return Err(VerifyError::Malformed),
+                (None, Some(ts)) => list_ts = Some(ts),
+                (Some(seen), Some(ts)) if seen != ts => return Err(VerifyError::Malformed),
+                (Some(_), Some(_)) => {}
+            }
+        }
+    }
+    found.check_usable()?;
+
+    let ts = match spec.timestamp {
+        None => None,
+        Some(TsSource::InList(_)) => {
+            let raw = list_ts.ok_or(VerifyError::Malformed)?;
+            Some(parse::timestamp(raw, TsFormat::UnixSeconds)?)
+        }
+        Some(TsSource::Header(name, format)) => {
+            let raw = parse::single_header(headers, name)?.ok_or(VerifyError::Malformed)?;
+            Some(parse::timestamp(raw, format)?)
+        }
+        // Only [`Format::InBody`] schemes read it, and not through here.
+        Some(TsSource::InBody) => return Err(VerifyError::Malformed),
+    };
+    let id = if spec.needs_id() {
+        let name = spec.id_header.ok_or(VerifyError::Malformed)?;
+        Some(parse::single_header(headers, name)?.ok_or(VerifyError::Malformed)?)
+    } else {
+        None
+    };
+    Ok((found, ts, id))
+}
+
 pub(super) struct SignInput<'a> {
     pub scheme_name: &'static str,
     pub key: &'a Key,
@@ -294,10 +340,7 @@ pub(super) struct SignInput<'a> {
     pub timestamp: i64,
 }
 
-pub(super) fn sign(
-    spec: &Spec<'_>,
-    input: &SignInput<'_>,
-) -> Result<Vec<(HeaderName, HeaderValue)>, SignError> {
+pub(super) fn sign(spec: &Spec<'_>, input: &SignInput<'_>) -> Result<Signed, SignError> {
     if spec.needs_id() && input.id.is_none() {
         return Err(SignError::IdRequired(input.scheme_name));
     }
@@ -306,7 +349,7 @@ pub(super) fn sign(
         TsSource::Header(_, TsFormat::UnixMillis) => {
             (i128::from(input.timestamp) * 1000).to_string()
         }
-        TsSource::Header(_, TsFormat::UnixSeconds) | TsSource::InList(_) => {
+        TsSource::Header(_, TsFormat::UnixSeconds) | TsSource::InList(_) | TsSource::InBody => {
             input.timestamp.to_string()
         }
     });
@@ -317,7 +360,15 @@ pub(super) fn sign(
         )
     };
     let signature: Cow<'_, [u8]> = match &spec.check {
-        Check::Token => Cow::Borrowed(input.key.mac_key().ok_or_else(cannot_sign)?),
+        Check::Token => {
+            let token = input.key.mac_key().ok_or_else(cannot_sign)?;
+            match spec.format {
+                Format::Basic => {
+                    Cow::Owned(format!("Basic {}", parse::BASE64.encode(token)).into_bytes())
+                }
+                _ => Cow::Borrowed(token),
+            }
+        }
         Check::Hmac {
             algorithm,
             encoding,
@@ -354,6 +405,21 @@ pub(super) fn sign(
                     format!("{ts_key}={ts}{sep}{sig_key}={encoded}")
                 }
                 (Format::List { sig_key, .. }, ..) => format!("{sig_key}={encoded}"),
+                // Basic goes with `Check::Token`, never here.
+                (Format::Basic, ..) => encoded,
+                (Format::InBody, ..) => {
+                    let body = parse::with_body_signature(
+                        input.body,
+                        ts_text.as_deref().unwrap_or_default(),
+                        input.id.unwrap_or_default(),
+                        &encoded,
+                    )
+                    .map_err(|e| SignError::Invalid(format!("{}: {e}", input.scheme_name)))?;
+                    return Ok(Signed {
+                        headers: Vec::new(),
+                        body: Some(body),
+                    });
+                }
             };
             Cow::Owned(value.into_bytes())
         }
@@ -366,7 +432,10 @@ pub(super) fn sign(
     if let (Some(TsSource::Header(name, _)), Some(ts)) = (spec.timestamp, &ts_text) {
         headers.push(header(name, ts.as_bytes())?);
     }
-    Ok(headers)
+    Ok(Signed {
+        headers,
+        body: None,
+    })
 }
 
 /// The signed content as slices, in order (no concatenation copy).

@@ -14,8 +14,9 @@
 //! * **Constant time.** Expected MACs are compared with candidate signatures
 //!   through [`subtle::ConstantTimeEq`], and the scan over every (key, candidate)
 //!   pair never stops early, so neither the match position nor the number of
-//!   matching bytes shows in the timing. GitLab's plain token is compared as
-//!   SHA-256 digests, which also hides the token's length.
+//!   matching bytes shows in the timing. GitLab's plain token and Postmark's
+//!   basic-auth credentials are compared as SHA-256 digests, which also hides
+//!   their length.
 //! * **Bounded parsing.** Header parsing never panics, never allocates more
 //!   than the header's own size, and considers at most [`MAX_CANDIDATES`]
 //!   signatures in total across every instance of the signature header; later
@@ -55,6 +56,10 @@
 //!   never from the request, except Twilio's query string
 //!   ([`Verifier::verify_request`]). Twilio's `bodySHA256` (JSON bodies) is
 //!   compared with the body's hash once the signature over it has matched.
+//! * **Signatures in the body.** Mailgun sends no signature header: its
+//!   timestamp, token and signature are fields of the body (JSON or form),
+//!   read with the same bounds and error precedence (no fields → `Missing`).
+//!   It signs neither the event nor the URL, only `<timestamp><token>`.
 
 mod crypto;
 mod custom;
@@ -109,6 +114,8 @@ pub enum Preset {
     Square,
     Hubspot,
     Twilio,
+    Mailgun,
+    Postmark,
 }
 
 /// Where a scheme's event id lives by default (used as the route's default dedup key).
@@ -153,6 +160,8 @@ impl Preset {
         Preset::Square,
         Preset::Hubspot,
         Preset::Twilio,
+        Preset::Mailgun,
+        Preset::Postmark,
     ];
 
     /// The kebab-case name, identical to the serde representation.
@@ -189,6 +198,8 @@ impl Preset {
             Preset::Square => "square",
             Preset::Hubspot => "hubspot",
             Preset::Twilio => "twilio",
+            Preset::Mailgun => "mailgun",
+            Preset::Postmark => "postmark",
         }
     }
 
@@ -211,6 +222,7 @@ impl Preset {
             Preset::Vercel | Preset::Mux => Some(BodyPointer("/id")),
             Preset::Gitea => Some(Header("x-gitea-delivery")),
             Preset::Twilio => Some(Header("i-twilio-idempotency-token")),
+            Preset::Mailgun => Some(BodyPointer("/event-data/id")),
             Preset::Slack
             | Preset::Pagerduty
             | Preset::Zoom
@@ -221,7 +233,10 @@ impl Preset {
             | Preset::Docusign
             | Preset::LemonSqueezy
             | Preset::Dropbox
-            | Preset::Hubspot => None,
+            | Preset::Hubspot
+            // Postmark repeats a message's `MessageID` in each of its open
+            // and click events: not an event id.
+            | Preset::Postmark => None,
         }
     }
 }
@@ -317,6 +332,16 @@ impl Scheme {
     pub fn signs_url(&self) -> bool {
         match self {
             Scheme::Preset(p) => presets::spec(*p).signs_url(),
+            Scheme::Custom(_) => false,
+        }
+    }
+
+    /// Whether the signature travels in the body (Mailgun) rather than in a
+    /// header: such a scheme is signed with [`sign_request`], which returns
+    /// the body to send.
+    pub fn signs_in_body(&self) -> bool {
+        match self {
+            Scheme::Preset(p) => presets::spec(*p).signs_in_body(),
             Scheme::Custom(_) => false,
         }
     }
@@ -425,6 +450,18 @@ pub enum SignError {
     /// GitLab token) that is not a valid HTTP header value.
     #[error("cannot sign: {0}")]
     Invalid(String),
+    /// [`sign`] or [`sign_url`] for a scheme that signs inside the body.
+    #[error("scheme {0} carries its signature in the body: sign the request with sign_request")]
+    InBody(&'static str),
+}
+
+/// What a sender sends: `headers`, and for a scheme that carries its
+/// signature in the body ([`Scheme::signs_in_body`]), the `body` to send in
+/// place of the one given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -560,7 +597,8 @@ pub fn sign(
 }
 
 /// [`sign`] for a scheme that signs the public URL (see
-/// [`Scheme::signs_url`]); `url` is ignored by the others.
+/// [`Scheme::signs_url`]); `url` is ignored by the others. For Twilio it is
+/// the URL as called, query included.
 pub fn sign_url(
     scheme: &Scheme,
     secret: &[u8],
@@ -569,6 +607,23 @@ pub fn sign_url(
     timestamp: i64,
     url: &str,
 ) -> Result<Vec<(HeaderName, HeaderValue)>, SignError> {
+    if scheme.signs_in_body() {
+        return Err(SignError::InBody(scheme.static_name()));
+    }
+    sign_request(scheme, secret, body, id, timestamp, url).map(|signed| signed.headers)
+}
+
+/// Signs a request for any scheme: the headers to send and, for a scheme
+/// that signs inside the body (Mailgun, where `id` is the token), the body
+/// to send instead of `body`.
+pub fn sign_request(
+    scheme: &Scheme,
+    secret: &[u8],
+    body: &[u8],
+    id: Option<&str>,
+    timestamp: i64,
+    url: &str,
+) -> Result<Signed, SignError> {
     let key = Key::derive(scheme, secret)?;
     let input = engine::SignInput {
         scheme_name: scheme.static_name(),

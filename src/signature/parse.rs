@@ -1,7 +1,8 @@
-//! Header parsing. Everything here takes attacker-controlled text, so it never
-//! panics, never indexes, and never allocates more than the header's own size:
-//! the only allocations are decoded candidates (shorter than their encoding),
-//! at most [`MAX_CANDIDATES`] of them.
+//! Header parsing (and Mailgun's body fields). Everything here takes
+//! attacker-controlled text, so it never panics, never indexes, and never
+//! allocates more than its input's own size: the only allocations are decoded
+//! candidates (shorter than their encoding), at most [`MAX_CANDIDATES`] of
+//! them, and the copied fields of a body signature.
 
 use std::time::UNIX_EPOCH;
 
@@ -191,6 +192,9 @@ pub(super) fn signature_value<'h>(
             }
             return Ok(ts);
         }
+        // Neither is read from an HMAC header value: `Basic` goes with
+        // `Check::Token` and `InBody` has no header.
+        Format::Basic | Format::InBody => found.reject(),
     }
     Ok(None)
 }
@@ -299,4 +303,115 @@ pub(super) fn linear_body_timestamp_ms(body: &[u8]) -> Option<i128> {
         .or_else(|| n.as_u64().map(i128::from))
         // Saturating float-to-int cast: a float from JSON is always finite.
         .or_else(|| n.as_f64().map(|f| f as i128))
+}
+
+/// The credentials of an `Authorization: Basic <base64>` value (RFC 7617):
+/// the scheme name in any case, then the base64 of `user:password`. `None`
+/// when it is another scheme, not base64, or empty.
+pub(super) fn basic_credentials(value: &[u8]) -> Option<Vec<u8>> {
+    let value = value.trim_ascii();
+    let scheme = value.get(..6)?;
+    if !scheme.eq_ignore_ascii_case(b"basic ") {
+        return None;
+    }
+    let encoded = value.get(6..)?.trim_ascii_start();
+    let credentials = BASE64.decode(encoded).ok()?;
+    (!credentials.is_empty()).then_some(credentials)
+}
+
+/// Mailgun's signature fields, read from the body.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct BodySignature {
+    pub timestamp: String,
+    pub token: String,
+    pub signature: String,
+}
+
+const BODY_FIELDS: [&str; 3] = ["timestamp", "token", "signature"];
+
+/// Mailgun puts `timestamp`, `token` and `signature` in the body: in a JSON
+/// object under `signature` (webhooks), or as form parameters (legacy
+/// webhooks and forwarded routes, `application/x-www-form-urlencoded`).
+///
+/// A body that starts with `{` is read as JSON only: `Missing` when it has no
+/// `signature` member, `Malformed` when it is not a JSON object or the member
+/// is not an object of three strings (the timestamp may be a number). Any
+/// other body is read as a form: `Missing` when none of the three is there,
+/// `Malformed` when one is absent or repeated (which would the signature
+/// cover?). A multipart body is not read (`Missing`).
+pub(super) fn body_signature(body: &[u8]) -> Result<BodySignature, VerifyError> {
+    if body.trim_ascii_start().starts_with(b"{") {
+        #[derive(Deserialize)]
+        struct Envelope {
+            signature: Option<serde_json::Value>,
+        }
+        let envelope: Envelope =
+            serde_json::from_slice(body).map_err(|_| VerifyError::Malformed)?;
+        let fields = envelope.signature.ok_or(VerifyError::Missing)?;
+        let field = |name: &str| match fields.get(name) {
+            Some(serde_json::Value::String(text)) => Ok(text.clone()),
+            Some(serde_json::Value::Number(n)) if name == "timestamp" => Ok(n.to_string()),
+            _ => Err(VerifyError::Malformed),
+        };
+        return Ok(BodySignature {
+            timestamp: field("timestamp")?,
+            token: field("token")?,
+            signature: field("signature")?,
+        });
+    }
+    let mut seen: [Option<String>; 3] = Default::default();
+    for (key, value) in form_urlencoded::parse(body) {
+        if let Some(i) = BODY_FIELDS.iter().position(|f| *f == key) {
+            if seen[i].replace(value.into_owned()).is_some() {
+                return Err(VerifyError::Malformed);
+            }
+        }
+    }
+    match seen {
+        [None, None, None] => Err(VerifyError::Missing),
+        [Some(timestamp), Some(token), Some(signature)] => Ok(BodySignature {
+            timestamp,
+            token,
+            signature,
+        }),
+        _ => Err(VerifyError::Malformed),
+    }
+}
+
+/// `body` with Mailgun's signature fields set, as [`body_signature`] reads
+/// them: a JSON object gets (or has replaced) its `signature` member; any
+/// other body is taken as a form, its own `timestamp`, `token` and
+/// `signature` parameters dropped and the three appended.
+pub(super) fn with_body_signature(
+    body: &[u8],
+    timestamp: &str,
+    token: &str,
+    signature: &str,
+) -> Result<Vec<u8>, &'static str> {
+    if body.trim_ascii_start().starts_with(b"{") {
+        let mut value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|_| "the body starts with '{' but is not JSON")?;
+        let object = value
+            .as_object_mut()
+            .ok_or("the body starts with '{' but is not a JSON object")?;
+        object.insert(
+            "signature".to_string(),
+            serde_json::json!({
+                "timestamp": timestamp,
+                "token": token,
+                "signature": signature,
+            }),
+        );
+        return serde_json::to_vec(&value).map_err(|_| "the body cannot be re-encoded");
+    }
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    for (key, value) in form_urlencoded::parse(body) {
+        if !BODY_FIELDS.contains(&key.as_ref()) {
+            form.append_pair(&key, &value);
+        }
+    }
+    form.append_pair("timestamp", timestamp);
+    form.append_pair("token", token);
+    form.append_pair("signature", signature);
+    Ok(form.finish().into_bytes())
 }

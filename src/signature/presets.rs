@@ -5,7 +5,7 @@
 //! Intercom, Twitch EventSub and GitLab webhook docs, and (issue 12) Meta
 //! Graph API, Typeform, Calendly, Mux, Vercel, Clerk and Resend (Svix),
 //! DocuSign Connect, Lemon Squeezy, Gitea, Dropbox, Square, HubSpot
-//! (signature v3) and Twilio docs; SigSentry and
+//! (signature v3), Twilio, Mailgun and Postmark docs; SigSentry and
 //! StatusSentry are this project's own senders (SPEC §1.2).
 
 use std::borrow::Cow;
@@ -40,6 +40,8 @@ const POST_URL_BODY_TS: &[Part<'static>] =
     &[Part::Lit(b"POST"), Part::Url, Part::Body, Part::Timestamp];
 /// Twilio: `<URL as called, query included><sorted form params>`.
 const URL_QUERY_FORM: &[Part<'static>] = &[Part::UrlAndQuery, Part::FormParams];
+/// Mailgun: `<timestamp><token>` (the token in the id's place).
+const TS_TOKEN: &[Part<'static>] = &[Part::Timestamp, Part::Id];
 /// Twitch: `<id><ts><body>`, no separators.
 const ID_TS_BODY: &[Part<'static>] = &[Part::Id, Part::Timestamp, Part::Body];
 
@@ -296,6 +298,26 @@ pub(super) fn spec(preset: Preset) -> Spec<'static> {
                 "x-hubspot-request-timestamp",
                 TsFormat::UnixMillis,
             )),
+            ..base
+        },
+        // Mailgun signs no header and not the body: HMAC-SHA256 (hex) with
+        // the webhook signing key over `<timestamp><token>`, all three fields
+        // of the body (`parse::body_signature`). The event is covered only by
+        // TLS and the freshness of the token; dedup on `/event-data/id`.
+        Preset::Mailgun => Spec {
+            header: "",
+            format: Format::InBody,
+            check: sha256(Hex, TS_TOKEN),
+            timestamp: Some(TsSource::InBody),
+            id_header: None,
+            ..base
+        },
+        // Postmark authenticates with HTTP basic auth (the webhook URL's
+        // `user:password@`); the secret is `user:password`.
+        Preset::Postmark => Spec {
+            header: "authorization",
+            format: Format::Basic,
+            check: Check::Token,
             ..base
         },
     }

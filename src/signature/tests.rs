@@ -134,10 +134,13 @@ fn customs() -> Vec<Custom> {
     ]
 }
 
+/// Every scheme whose signature is in a header (Mailgun's is in the body:
+/// see its own tests below).
 fn all_schemes() -> Vec<Scheme> {
     Preset::ALL
         .iter()
         .map(|p| preset(*p))
+        .filter(|s| !s.signs_in_body())
         .chain(customs().into_iter().map(|c| Scheme::Custom(Box::new(c))))
         .collect()
 }
@@ -146,7 +149,7 @@ fn all_schemes() -> Vec<Scheme> {
 
 #[test]
 fn preset_names_match_serde_and_from_str() {
-    assert_eq!(Preset::ALL.len(), 31);
+    assert_eq!(Preset::ALL.len(), 33);
     for p in Preset::ALL {
         let json = serde_json::to_string(p).unwrap();
         assert_eq!(json, format!("\"{}\"", p.name()));
@@ -206,6 +209,7 @@ fn uses_timestamp() {
         Preset::Clerk,
         Preset::Resend,
         Preset::Hubspot,
+        Preset::Mailgun,
     ];
     for p in Preset::ALL {
         assert_eq!(
@@ -449,10 +453,10 @@ fn sign_never_panics_on_odd_inputs() {
 
 #[test]
 fn tampered_body_is_mismatch() {
-    // GitLab's token does not cover the body.
+    // GitLab's token and Postmark's basic auth do not cover the body.
     for scheme in all_schemes()
         .into_iter()
-        .filter(|s| *s != preset(Preset::Gitlab))
+        .filter(|s| *s != preset(Preset::Gitlab) && *s != preset(Preset::Postmark))
     {
         let map = signed(&scheme, SECRET, NOW);
         let mut body = BODY.to_vec();
@@ -1212,7 +1216,9 @@ fn header_names() -> Vec<&'static str> {
     let mut names = vec!["x-custom-sig", "x-custom-id", "x-custom-ts"];
     for p in Preset::ALL {
         let spec = presets::spec(*p);
-        names.push(spec.header);
+        if !spec.header.is_empty() {
+            names.push(spec.header);
+        }
         names.extend(spec.id_header);
         if let Some(engine::TsSource::Header(name, _)) = spec.timestamp {
             names.push(name);
@@ -1558,4 +1564,220 @@ fn url_signing_presets_sign_the_configured_url() {
         .map(|p| p.name())
         .collect();
     assert_eq!(unsigned.len(), Preset::ALL.len() - 3);
+}
+
+// ------------------------------------------------- Postmark (basic auth)
+
+#[test]
+fn postmark_basic_auth() {
+    let scheme = preset(Preset::Postmark);
+    let secret = "hooks:correct horse";
+    let signed = sign_map(&scheme, secret, b"{}", None, NOW);
+    assert_eq!(
+        signed["authorization"],
+        "Basic aG9va3M6Y29ycmVjdCBob3JzZQ=="
+    );
+    let ok = |value: &str| {
+        verifier(scheme.clone(), &["other:pw", secret]).verify(
+            &headers(&[("authorization", value)]),
+            b"anything",
+            at(NOW),
+        )
+    };
+    assert_eq!(
+        ok("Basic aG9va3M6Y29ycmVjdCBob3JzZQ==").unwrap().key_index,
+        1
+    );
+    // The scheme name is case-insensitive; padding is optional.
+    assert!(ok("basic aG9va3M6Y29ycmVjdCBob3JzZQ").is_ok());
+    assert!(ok("BASIC   aG9va3M6Y29ycmVjdCBob3JzZQ==").is_ok());
+    assert_eq!(
+        ok("Basic aG9va3M6d3Jvbmc="),
+        Err(VerifyError::Mismatch),
+        "hooks:wrong"
+    );
+    for bad in [
+        "Bearer aG9va3M6Y29ycmVjdCBob3JzZQ==",
+        "Basic",
+        "Basic ",
+        "Basic !!!",
+        "aG9va3M6Y29ycmVjdCBob3JzZQ==",
+    ] {
+        assert_eq!(ok(bad), Err(VerifyError::Malformed), "{bad}");
+    }
+    assert_eq!(
+        verifier(scheme, &[secret]).verify(&HeaderMap::new(), b"", at(NOW)),
+        Err(VerifyError::Missing)
+    );
+}
+
+// ------------------------------------------------- Mailgun (signature in the body)
+
+/// A Mailgun JSON body signed at `ts` with `secret` and token `ID`.
+fn mailgun_body(secret: &str, ts: i64) -> Vec<u8> {
+    let body = br#"{"event-data":{"id":"ev_1","event":"delivered"}}"#;
+    sign_request(
+        &preset(Preset::Mailgun),
+        secret.as_bytes(),
+        body,
+        Some(ID),
+        ts,
+        "",
+    )
+    .unwrap()
+    .body
+    .unwrap()
+}
+
+fn mailgun_verify(body: &[u8]) -> Result<Verified, VerifyError> {
+    verifier(preset(Preset::Mailgun), &[OTHER, SECRET]).verify(&HeaderMap::new(), body, at(NOW))
+}
+
+#[test]
+fn mailgun_json_round_trip_and_negatives() {
+    let body = mailgun_body(SECRET, NOW);
+    let v = mailgun_verify(&body).unwrap();
+    assert_eq!((v.key_index, v.timestamp), (1, Some(NOW)));
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(doc["event-data"]["id"], "ev_1", "the event is kept");
+    assert_eq!(doc["signature"]["token"], ID);
+
+    assert_eq!(
+        mailgun_verify(&mailgun_body("a-third-secret", NOW)),
+        Err(VerifyError::Mismatch)
+    );
+    for ts in [NOW - 301, NOW + 301] {
+        assert_eq!(
+            mailgun_verify(&mailgun_body(SECRET, ts)),
+            Err(VerifyError::TimestampOutOfTolerance)
+        );
+    }
+    // A token or timestamp changed after signing.
+    let text = String::from_utf8(body.clone()).unwrap();
+    let other_token = text.replace(ID, "msg_2");
+    assert_eq!(
+        mailgun_verify(other_token.as_bytes()),
+        Err(VerifyError::Mismatch)
+    );
+    let other_ts = text.replace(&NOW.to_string(), &(NOW + 1).to_string());
+    assert_eq!(
+        mailgun_verify(other_ts.as_bytes()),
+        Err(VerifyError::Mismatch)
+    );
+    // A number timestamp is read as its decimal text.
+    let numeric = text.replace(&format!("\"{NOW}\""), &NOW.to_string());
+    assert_ne!(numeric, text);
+    assert!(mailgun_verify(numeric.as_bytes()).is_ok());
+
+    for (missing, why) in [
+        (&b""[..], "empty"),
+        (br#"{"event-data":{}}"#, "no signature member"),
+        (b"event=delivered", "a form without the fields"),
+        (b"\x00\xff", "binary"),
+    ] {
+        assert_eq!(mailgun_verify(missing), Err(VerifyError::Missing), "{why}");
+    }
+    for (malformed, why) in [
+        (&br#"{"signature":"x"}"#[..], "signature not an object"),
+        (
+            br#"{"signature":{"timestamp":"1","token":"t"}}"#,
+            "no signature field",
+        ),
+        (
+            br#"{"signature":{"timestamp":"1","token":5,"signature":"ab"}}"#,
+            "token not text",
+        ),
+        (
+            br#"{"signature":{"timestamp":"x","token":"t","signature":"ab"}}"#,
+            "timestamp not digits",
+        ),
+        (
+            br#"{"signature":{"timestamp":"1","token":"t","signature":"zz"}}"#,
+            "signature not hex",
+        ),
+        (br#"{"signature":"#, "truncated JSON"),
+        (b"timestamp=1&token=t", "form without signature"),
+        (
+            b"timestamp=1&token=t&signature=ab&signature=cd",
+            "repeated field",
+        ),
+    ] {
+        assert_eq!(
+            mailgun_verify(malformed),
+            Err(VerifyError::Malformed),
+            "{why}"
+        );
+    }
+}
+
+#[test]
+fn mailgun_form_round_trip() {
+    let scheme = preset(Preset::Mailgun);
+    // A form that already carries stale fields: they are replaced, the
+    // rest is kept.
+    let body = b"event=delivered&recipient=a%40example.com&token=old&signature=00";
+    let signed = sign_request(&scheme, SECRET.as_bytes(), body, Some("tok_1"), NOW, "").unwrap();
+    assert!(signed.headers.is_empty());
+    let signed = String::from_utf8(signed.body.unwrap()).unwrap();
+    assert!(
+        signed.starts_with("event=delivered&recipient=a%40example.com&timestamp="),
+        "{signed}"
+    );
+    assert!(mailgun_verify(signed.as_bytes()).is_ok(), "{signed}");
+    let tampered = signed.replace("tok_1", "tok_2");
+    assert_eq!(
+        mailgun_verify(tampered.as_bytes()),
+        Err(VerifyError::Mismatch)
+    );
+}
+
+#[test]
+fn mailgun_cannot_sign_into_headers() {
+    let scheme = preset(Preset::Mailgun);
+    assert!(scheme.signs_in_body());
+    assert!(scheme.uses_timestamp());
+    assert_eq!(
+        sign(&scheme, b"k", b"{}", Some("t"), NOW),
+        Err(SignError::InBody("mailgun"))
+    );
+    assert_eq!(
+        sign_request(&scheme, b"k", b"{}", None, NOW, ""),
+        Err(SignError::IdRequired("mailgun"))
+    );
+    for not_object in [&b"{oops"[..], b"  {\"a\":", b"{}[]"] {
+        assert!(matches!(
+            sign_request(&scheme, b"k", not_object, Some("t"), NOW, ""),
+            Err(SignError::Invalid(_))
+        ));
+    }
+    assert!(!preset(Preset::Github).signs_in_body());
+}
+
+proptest! {
+    #[test]
+    fn mailgun_round_trips_any_form_or_object(
+        pairs in proptest::collection::vec(("[a-z%&=+]{0,8}", "[ -~]{0,12}"), 0..6),
+        json in any::<bool>(),
+        token in "[A-Za-z0-9]{1,50}",
+        ts in 0i64..=4_000_000_000,
+    ) {
+        let scheme = preset(Preset::Mailgun);
+        let body = if json {
+            let map: serde_json::Map<String, serde_json::Value> =
+                pairs.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+            serde_json::to_vec(&map).unwrap()
+        } else {
+            pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&").into_bytes()
+        };
+        let signed = sign_request(&scheme, SECRET.as_bytes(), &body, Some(&token), ts, "").unwrap();
+        let got = verifier(scheme, &[SECRET]).verify(&HeaderMap::new(), &signed.body.unwrap(), at(ts));
+        prop_assert_eq!(got.map(|v| v.timestamp), Ok(Some(ts)));
+    }
+
+    #[test]
+    fn body_signature_never_panics(body in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = parse::body_signature(&body);
+        let _ = parse::basic_credentials(&body);
+        let _ = mailgun_verify(&body);
+    }
 }
