@@ -73,6 +73,23 @@ pub struct ServerConfig {
     /// kept (and extended); every other peer's are dropped.
     #[serde(default)]
     pub trusted_proxies: Vec<Cidr>,
+    /// Runtime worker threads; 0 (the default) = the CPUs this process may
+    /// use (its CPU affinity and cgroup quota). With one, the runtime is
+    /// single-threaded (no work stealing between idle workers).
+    #[serde(default)]
+    pub worker_threads: usize,
+}
+
+impl ServerConfig {
+    /// The worker threads to start: `worker_threads`, or when 0 the CPUs
+    /// available to the process (`std::thread::available_parallelism`,
+    /// which reads the affinity mask and the cgroup CPU quota).
+    pub fn runtime_workers(&self) -> usize {
+        match self.worker_threads {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            n => n,
+        }
+    }
 }
 
 /// TLS of the public listener. The files are re-read when their content
@@ -783,6 +800,9 @@ impl Config {
         if self.server.store_timeout.0.is_zero() {
             errs.push("server.store_timeout: must be greater than zero".into());
         }
+        if self.server.worker_threads > 1024 {
+            errs.push("server.worker_threads: at most 1024 (0 = the CPUs available)".into());
+        }
         if self.server.write_timeout.0.is_zero() {
             errs.push("server.write_timeout: must be greater than zero".into());
         }
@@ -1234,6 +1254,16 @@ url = "http://127.0.0.1:3000/a"
         assert_eq!(s.resolve().unwrap().expose(), b"abc");
         std::fs::write(&p, "").unwrap();
         assert_eq!(s.resolve().unwrap_err(), "secret is empty");
+    }
+
+    #[test]
+    fn runtime_workers_follow_the_setting_or_the_available_cpus() {
+        let mut c = from_toml("").unwrap();
+        let cpus = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(c.server.worker_threads, 0);
+        assert_eq!(c.server.runtime_workers(), cpus);
+        c.server.worker_threads = 3;
+        assert_eq!(c.server.runtime_workers(), 3);
     }
 
     #[test]

@@ -153,10 +153,21 @@ fn main() -> ExitCode {
 fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = config::load(path.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
     init_logging(&config.log);
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // One CPU: a single-threaded runtime, with no idle workers to wake or
+    // steal from. More: one worker per CPU.
+    let workers = config.server.runtime_workers();
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    let rt = builder
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
+    tracing::info!(workers, "runtime started");
     rt.block_on(async move {
         let listeners = hookgate::Listeners::bind(&config)
             .await

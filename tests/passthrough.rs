@@ -578,3 +578,53 @@ async fn upstream_stalling_mid_body_is_cut_off_at_the_timeout() {
     upstream.abort();
     hg.stop().await;
 }
+
+/// `server.worker_threads`: the binary serves on a single-threaded runtime
+/// (one worker) and on a multi-threaded one, and logs which it started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_on_one_worker_and_on_several() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("hookgate.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[log]
+format = "json"
+level = "info"
+[[routes]]
+path = "/hooks/sigsentry"
+scheme = "sigsentry"
+secrets = [{{ value = "{SECRET}" }}]
+mode = "passthrough"
+[routes.upstream]
+url = "{up}"
+"#,
+            up = up.url("/app"),
+        ),
+    )
+    .unwrap();
+    for (n, workers) in [("1", 1), ("3", 3)] {
+        let env = [("HOOKGATE_SERVER__WORKER_THREADS", std::ffi::OsStr::new(n))];
+        let p = spawn_binary(&cfg, &env).wait_listening(Duration::from_secs(30));
+        for i in 0..20 {
+            let body = analysis(&format!("anl_rt_{n}_{i}"));
+            let h = sign("sigsentry", SECRET, &body, None, now());
+            let a = post(&p.url("/hooks/sigsentry"), &h, body).await;
+            assert_eq!(a.status, 200, "{workers} workers: {:?}", a.body);
+        }
+        let logs = p.terminate(Duration::from_secs(10));
+        let started = logs
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["fields"]["message"] == "runtime started")
+            .unwrap_or_else(|| panic!("no runtime line in {logs:?}"));
+        assert_eq!(started["fields"]["workers"], workers, "{started}");
+    }
+    assert_eq!(up.received().len(), 40);
+}
