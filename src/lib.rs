@@ -37,9 +37,37 @@ use crate::shutdown::Shutdown;
 
 pub use clock::{system_clock, Clock};
 
-/// A new time-ordered delivery id (UUIDv7).
+/// A new time-ordered delivery id (UUIDv7: unix milliseconds, then 74
+/// random bits from the thread-local CSPRNG). `Uuid::now_v7` would ask the
+/// kernel for its random bits on every call (a `getrandom` system call per
+/// passthrough request).
 pub fn new_id() -> String {
-    uuid::Uuid::now_v7().to_string()
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let random: [u8; 10] = rand::random();
+    uuid::Builder::from_unix_timestamp_millis(ms, &random)
+        .into_uuid()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn new_ids_are_v7_unique_and_ordered_by_millisecond() {
+        let ids: Vec<String> = (0..1000).map(|_| super::new_id()).collect();
+        let unique: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len());
+        let parsed: Vec<uuid::Uuid> = ids.iter().map(|i| i.parse().unwrap()).collect();
+        assert!(parsed.iter().all(|u| u.get_version_num() == 7));
+        let ms = |u: &uuid::Uuid| u.get_timestamp().unwrap().to_unix();
+        assert!(parsed.windows(2).all(|w| ms(&w[0]) <= ms(&w[1])));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(ms(&parsed[999]).0.abs_diff(now) <= 2);
+    }
 }
 
 /// The listeners `run` serves, bound by the caller.

@@ -28,33 +28,44 @@ pub struct Target {
     pub fixed: bool,
 }
 
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "trailers",
-    "transfer-encoding",
-    "upgrade",
+/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy `keep-alive`,
+/// `proxy-connection` and `trailers`), as names: removing by `&str` would
+/// parse each name again on every request.
+static HOP_BY_HOP: [HeaderName; 10] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    HeaderName::from_static("trailers"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
     }
-    for h in HOP_BY_HOP {
-        headers.remove(*h);
+    // One pass over the (few) names present beats ten hashed removals.
+    let present: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| HOP_BY_HOP.contains(k))
+        .cloned()
+        .collect();
+    for h in present {
+        headers.remove(h);
     }
 }
 
@@ -110,13 +121,24 @@ impl Target {
 pub fn upstream_request(
     method: Method,
     uri: Uri,
-    incoming: &HeaderMap,
+    mut headers: HeaderMap,
     body: Bytes,
     extra: &[(HeaderName, HeaderValue)],
 ) -> Result<Request<Full<Bytes>>, http::Error> {
-    let mut headers = incoming.clone();
     strip_hop_by_hop(&mut headers);
-    headers.remove(header::HOST);
+    // The upstream's own authority (the client would format it otherwise,
+    // per request); with userinfo in the URL the client derives it.
+    match uri.authority().map(|a| a.as_str()) {
+        Some(authority) if !authority.contains('@') => {
+            match HeaderValue::from_str(authority) {
+                Ok(host) => headers.insert(header::HOST, host),
+                Err(_) => headers.remove(header::HOST),
+            };
+        }
+        _ => {
+            headers.remove(header::HOST);
+        }
+    }
     // The body is re-framed by our client with its exact length.
     headers.remove(header::CONTENT_LENGTH);
     let ours: Vec<HeaderName> = headers
@@ -192,7 +214,7 @@ mod tests {
         let req = upstream_request(
             Method::POST,
             "http://up/".parse().unwrap(),
-            &h,
+            h,
             Bytes::from_static(b"{}"),
             &[(
                 HeaderName::from_static("x-hookgate-verified"),
@@ -204,7 +226,10 @@ mod tests {
         assert!(h.get("connection").is_none());
         assert!(h.get("x-secret-hop").is_none());
         assert!(h.get("transfer-encoding").is_none());
-        assert!(h.get("host").is_none());
+        assert_eq!(
+            h["host"], "up",
+            "the upstream's authority, not the sender's"
+        );
         assert_eq!(h.get_all("x-hookgate-verified").iter().count(), 1);
         assert_eq!(h["x-hookgate-verified"], "sigsentry");
         assert_eq!(h["x-sigsentry-signature"], "sha256=ab");

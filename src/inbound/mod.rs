@@ -256,12 +256,16 @@ impl Inbound {
         body: Bytes,
     ) -> Result<Response<Body>, ApiError> {
         let deadline = tokio::time::Instant::now() + route.upstream_timeout;
-        let _permit = tokio::time::timeout_at(deadline, route.concurrency.acquire())
-            .await
-            .map_err(|_| ApiError::UpstreamTimeout)?
-            .map_err(|_| ApiError::Unavailable {
-                retry_after_secs: 1,
-            })?;
+        // A free permit is taken at once, without arming a timer.
+        let _permit = match route.concurrency.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => tokio::time::timeout_at(deadline, route.concurrency.acquire())
+                .await
+                .map_err(|_| ApiError::UpstreamTimeout)?
+                .map_err(|_| ApiError::Unavailable {
+                    retry_after_secs: 1,
+                })?,
+        };
         let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let uri = route
             .target
@@ -275,7 +279,7 @@ impl Inbound {
                 HeaderValue::from_str(&id).expect("uuid is a valid header value"),
             ),
         ];
-        let req = upstream_request(parts.method, uri, &parts.headers, body, &extra)
+        let req = upstream_request(parts.method, uri, parts.headers, body, &extra)
             .map_err(|_| ApiError::BadRequest("request cannot be forwarded"))?;
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let resp = route.client.send(req, remaining).await.map_err(|e| {
