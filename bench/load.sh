@@ -25,6 +25,7 @@
 #   OUTAGE_SECS    length of the outage point (60; half refused, half 503)
 #   OUTAGE_RATE    open-loop rate during the outage, requests/s (1000)
 #   ONLY=outage    run the outage point alone (the other figures are n/a)
+#   ONLY=passthrough  run a (bare hyper), d (passthrough) and e (nginx) only
 #
 # What it does, in one run (~9 min with the defaults, plus the build):
 #   build release binaries (hookgate, examples bare_hyper, durable_append,
@@ -89,6 +90,8 @@ OUT=${OUT:-bench}
 OUTAGE_SECS=${OUTAGE_SECS:-60}
 OUTAGE_RATE=${OUTAGE_RATE:-1000}
 ONLY=${ONLY:-all}
+# want POINT: whether this run includes that group of points.
+want() { [ "$ONLY" = all ] || [ "$ONLY" = "$1" ]; }
 SERVER_CPU=0
 LOAD_CPU=1
 
@@ -286,7 +289,7 @@ if [ "${SKIP_STRACE:-0}" != 1 ] && ! command -v strace >/dev/null; then
         || log "cannot install strace: the sync-call pass is skipped"
 fi
 
-if [ "$ONLY" = all ]; then
+if want passthrough; then
 # --- a. bare_hyper: the ceiling ---------------------------------------------------
 log "a. bare_hyper (ceiling) on core $SERVER_CPU"
 start bare "$BARE" --listen "127.0.0.1:$BARE_PORT"; BARE_PID=$STARTED
@@ -295,7 +298,9 @@ run_load bare_closed "http://127.0.0.1:$BARE_PORT$ROUTE" closed
 run_load bare_open "http://127.0.0.1:$BARE_PORT$ROUTE" open
 echo "{\"hwm_kb\": $(kb $BARE_PID VmHWM)}" >"$RES/bare_rss.json"
 stop $BARE_PID
+fi
 
+if [ "$ONLY" = all ]; then
 # --- b. durable_append: the durable-ack reference, a fresh file per point ------
 for mode in closed open; do
     log "b. durable_append reference ($mode loop), fresh file"
@@ -307,10 +312,15 @@ for mode in closed open; do
     stop $RPID
 done
 
+fi
+
+if want passthrough; then
 # The fast upstream of c, d, e, f (and the drain), on the server core too.
 start upstream "$BARE" --listen "127.0.0.1:$UP_PORT"; UP_PID=$STARTED
 wait_port $UP_PORT
+fi
 
+if [ "$ONLY" = all ]; then
 # --- c. hookgate queue mode: a fresh store per point ---------------------------------
 for mode in closed open; do
     log "c. hookgate queue mode ($mode loop), fresh store"
@@ -322,7 +332,9 @@ for mode in closed open; do
     echo "{\"hwm_kb\": $(kb $QPID VmHWM), \"rss_kb\": $(kb $QPID VmRSS)}" >"$RES/queue_${mode}_rss.json"
     stop $QPID
 done
+fi
 
+if want passthrough; then
 # --- d. hookgate passthrough mode ----------------------------------------------------
 log "d. hookgate passthrough mode"
 start passthrough "$HOOKGATE" run --config "$ROOT/bench/hookgate-passthrough.toml"; PPID_=$STARTED
@@ -343,7 +355,10 @@ run_load nginx_open "http://127.0.0.1:$NGINX_PORT$ROUTE" open
 worker=$(pgrep -P "$NGINX_PID" | head -n 1 || true)
 echo "{\"hwm_kb\": $(kb "${worker:-0}" VmHWM), \"master_hwm_kb\": $(kb $NGINX_PID VmHWM)}" >"$RES/nginx_rss.json"
 stop $NGINX_PID
+[ "$ONLY" = passthrough ] && stop $UP_PID
+fi
 
+if [ "$ONLY" = all ]; then
 # --- f. the store's write and sync calls under strace ------------------------------------
 # strace attaches to the store threads only (-p per thread; no -f, which
 # would attach every thread of the process, socket writes included). It
