@@ -293,7 +293,8 @@ impl Inbound {
         strip_hop_by_hop(&mut head.headers);
         let body = DeadlineBody {
             inner: body,
-            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            deadline,
+            sleep: None,
         };
         Ok(Response::from_parts(head, body.boxed()))
     }
@@ -306,7 +307,10 @@ impl Inbound {
 /// mid-response, which the sender sees as a failed delivery and retries.
 struct DeadlineBody {
     inner: Incoming,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    deadline: tokio::time::Instant,
+    /// Armed the first time the upstream has nothing ready: a body that
+    /// arrives with its head (the usual small answer) never needs a timer.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -324,7 +328,11 @@ impl hyper::body::Body for DeadlineBody {
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
             return Poll::Ready(frame.map(|r| r.map_err(BoxError::from)));
         }
-        match self.deadline.as_mut().poll(cx) {
+        let deadline = self.deadline;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyDeadlineElapsed)))),
             Poll::Pending => Poll::Pending,
         }
