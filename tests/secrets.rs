@@ -226,7 +226,7 @@ fn hookgate_sha256_hex(body: &[u8]) -> String {
 }
 
 #[tokio::test]
-async fn mailgun_body_signature_queues_and_dedups_on_the_event_id() {
+async fn mailgun_body_signature_queues_and_a_used_token_is_a_duplicate() {
     let dir = tempfile::tempdir().unwrap();
     let up = Upstream::start().await;
     let toml = format!(
@@ -266,13 +266,26 @@ url = "{up}"
     let body = sign("tok_a", event);
     let a = post(&hg.url("/hooks/mailgun"), &json, body.clone()).await;
     assert_eq!(a.status, 202, "{:?}", a.body);
-    // Mailgun retries the same event with a new token and timestamp: a
-    // duplicate by `/event-data/id`.
-    let again = post(&hg.url("/hooks/mailgun"), &json, sign("tok_b", event)).await;
+    // Mailgun signs only `<timestamp><token>`: a captured request whose
+    // event is swapped still verifies. Its token was used, so it is a
+    // duplicate of the first delivery and never reaches the upstream.
+    let mut swapped: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    swapped["event-data"]["id"] = "mg_ev_forged".into();
+    swapped["event-data"]["event"] = "unsubscribed".into();
+    let again = post(
+        &hg.url("/hooks/mailgun"),
+        &json,
+        serde_json::to_vec(&swapped).unwrap(),
+    )
+    .await;
     assert_eq!(
         (again.status, again.json()["status"].clone()),
         (200, "duplicate".into())
     );
+    assert_eq!(again.json()["id"], a.json()["id"]);
+    // Another delivery (a new token) is accepted.
+    let a = post(&hg.url("/hooks/mailgun"), &json, sign("tok_b", event)).await;
+    assert_eq!(a.status, 202, "{:?}", a.body);
     // The body reaches the upstream as sent, signature fields included.
     let got = up.wait_for(1, Duration::from_secs(10)).await;
     assert_eq!(got[0].body, body);
@@ -296,8 +309,11 @@ url = "{up}"
     assert_eq!((a.status, a.code().as_str()), (401, "signature_mismatch"));
     let a = post(&hg.url("/hooks/mailgun"), &json, event.to_vec()).await;
     assert_eq!((a.status, a.code().as_str()), (401, "signature_missing"));
-    up.wait_for(2, Duration::from_secs(10)).await;
-    assert_eq!(up.received().len(), 2);
+    let got = up.wait_for(3, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 3);
+    assert!(got
+        .iter()
+        .all(|r| !String::from_utf8_lossy(&r.body).contains("mg_ev_forged")));
     hg.stop().await;
 }
 

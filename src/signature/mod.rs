@@ -222,7 +222,9 @@ impl Preset {
             Preset::Vercel | Preset::Mux => Some(BodyPointer("/id")),
             Preset::Gitea => Some(Header("x-gitea-delivery")),
             Preset::Twilio => Some(Header("i-twilio-idempotency-token")),
-            Preset::Mailgun => Some(BodyPointer("/event-data/id")),
+            // Mailgun signs `<timestamp><token>`, not the event: the token is
+            // what must not be accepted twice (its documented replay check).
+            Preset::Mailgun => Some(BodyPointer("/signature/token")),
             Preset::Slack
             | Preset::Pagerduty
             | Preset::Zoom

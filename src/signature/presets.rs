@@ -303,7 +303,8 @@ pub(super) fn spec(preset: Preset) -> Spec<'static> {
         // Mailgun signs no header and not the body: HMAC-SHA256 (hex) with
         // the webhook signing key over `<timestamp><token>`, all three fields
         // of the body (`parse::body_signature`). The event is covered only by
-        // TLS and the freshness of the token; dedup on `/event-data/id`.
+        // TLS, the timestamp and the token's single use (the default dedup
+        // key is `/signature/token`).
         Preset::Mailgun => Spec {
             header: "",
             format: Format::InBody,

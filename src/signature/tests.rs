@@ -186,6 +186,8 @@ fn default_event_ids() {
         (Preset::Intercom, None),
         (Preset::Twitch, Some(Header("twitch-eventsub-message-id"))),
         (Preset::Gitlab, Some(Header("x-gitlab-event-uuid"))),
+        (Preset::Mailgun, Some(BodyPointer("/signature/token"))),
+        (Preset::Postmark, None),
     ];
     for (p, want) in expect {
         assert_eq!(p.default_event_id(), want, "{}", p.name());
