@@ -137,6 +137,8 @@ pub(crate) struct Tuning {
     pub checkpoint_interval: std::time::Duration,
     /// WAL length past which the writer lets the WAL start over.
     pub wal_restart_bytes: i64,
+    /// Bytes of a payload segment (SQLite backend) before the next one.
+    pub segment_bytes: u64,
 }
 
 impl Default for Tuning {
@@ -144,6 +146,7 @@ impl Default for Tuning {
         Tuning {
             checkpoint_interval: std::time::Duration::from_secs(1),
             wal_restart_bytes: 32 * 1024 * 1024,
+            segment_bytes: sqlite::plog::DEFAULT_SEGMENT_BYTES,
         }
     }
 }

@@ -16,11 +16,13 @@
 //!   "duplicate". Fingerprints are keyed with a secret random per store, so
 //!   a sender cannot craft colliding ids.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+
+use super::plog::PayloadRef;
 
 /// A keyed 128-bit fingerprint of `(scope, key)`.
 pub(crate) type Fp = [u64; 2];
@@ -189,6 +191,15 @@ pub(crate) struct LeaseEntry {
     /// longer a claim for the writer, still shown as one to readers until the
     /// commit makes the job's new state visible (then it is dropped).
     pub ended: bool,
+    /// Where the job's payload is, when it is in a segment.
+    pub payload: Option<PayloadRef>,
+}
+
+/// The jobs whose payload is in one segment, and their bytes there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SegUse {
+    pub jobs: u64,
+    pub bytes: u64,
 }
 
 /// Dedup bookkeeping of one scope.
@@ -223,6 +234,11 @@ enum Undo {
         scope: String,
         delta: i64,
     },
+    SegUse {
+        seg: u32,
+        bytes: u64,
+        delta: i64,
+    },
     /// A payload put in the trash.
     Trashed,
     /// The trash emptied into the batch.
@@ -234,6 +250,8 @@ pub(crate) struct Mem {
     pub leases: HashMap<i64, LeaseEntry>,
     pub dedup: DedupIndex,
     pub scopes: HashMap<String, Scope>,
+    /// Per payload segment, the job rows pointing into it.
+    pub segs: BTreeMap<u32, SegUse>,
     /// Where the purge's walk over old jobs resumes (not undone on
     /// rollback: it is only a position).
     pub purge_cursor: i64,
@@ -267,6 +285,7 @@ impl Mem {
             leases: HashMap::new(),
             dedup: DedupIndex::default(),
             scopes: HashMap::new(),
+            segs: BTreeMap::new(),
             purge_cursor: 0,
             floors: HashMap::new(),
             ended: Vec::new(),
@@ -408,6 +427,20 @@ impl Mem {
         });
     }
 
+    /// One more (`delta` 1) or one fewer (-1) job row points at a payload
+    /// of `bytes` in segment `seg` (undoable).
+    pub(crate) fn seg_use(&mut self, seg: u32, bytes: u64, delta: i64) {
+        self.bump_seg(seg, bytes, delta);
+        self.undo.push(Undo::SegUse { seg, bytes, delta });
+    }
+
+    fn bump_seg(&mut self, seg: u32, bytes: u64, delta: i64) {
+        let u = self.segs.entry(seg).or_default();
+        apply_delta(&mut u.jobs, delta);
+        let b = i64::try_from(bytes).unwrap_or(i64::MAX);
+        apply_delta(&mut u.bytes, if delta >= 0 { b } else { -b });
+    }
+
     /// The undo log's position, for [`Mem::rollback_to`].
     pub(crate) fn mark(&self) -> usize {
         self.undo.len()
@@ -444,6 +477,7 @@ impl Mem {
                         None => self.dedup.remove(fp),
                     };
                 }
+                Undo::SegUse { seg, bytes, delta } => self.bump_seg(seg, bytes, -delta),
                 Undo::Trashed => {
                     self.trash.pop();
                 }
@@ -511,6 +545,7 @@ mod tests {
             n: 1,
             queue: queue.into(),
             ended: false,
+            payload: None,
         }
     }
 
@@ -554,6 +589,26 @@ mod tests {
         assert_eq!(m.dedup.get([3, 4]), None);
         assert_eq!(m.scopes["q"].keys, before.3);
         assert_eq!(m.counts_of("q").leased, 1);
+    }
+
+    #[test]
+    fn segment_use_is_undone_with_its_request() {
+        let mut m = Mem::new();
+        m.seg_use(1, 100, 1);
+        m.commit();
+        let mark = m.mark();
+        m.seg_use(1, 100, -1);
+        m.seg_use(2, 50, 1);
+        assert_eq!(m.segs[&1], SegUse { jobs: 0, bytes: 0 });
+        m.rollback_to(mark);
+        assert_eq!(
+            m.segs[&1],
+            SegUse {
+                jobs: 1,
+                bytes: 100
+            }
+        );
+        assert_eq!(m.segs[&2], SegUse::default());
     }
 
     #[test]

@@ -1,10 +1,17 @@
 //! Embedded SQLite backend of [`Store`](super::Store): one file, laid out so
 //! that the hot path only appends.
 //!
-//! # Layout (schema migration 3)
-//! - `payload(seq, body)`: the stored request, keyed by an increasing
-//!   integer, written once, deleted when the job is delivered (or purged).
-//! - `job(seq, id, queue, kind, state, ...)`: one small row per job;
+//! # Layout (schema migrations 3 and 4)
+//! - payload segments (`plog.rs`): the stored request of a new job, appended
+//!   to a segment file beside the database and flushed (`fdatasync`) before
+//!   the commit that records the job; written once, never copied by a
+//!   checkpoint. The segment file goes once no job row points into it.
+//! - `payload(seq, body)`: stored requests kept in the database: those of
+//!   stores written before migration 4, and those moved out of their
+//!   segment because the job will wait (a retry, a dead letter). Deleted
+//!   when the job is delivered (or purged).
+//! - `job(seq, id, queue, kind, state, ..., pseg, poff, plen)`: one small
+//!   row per job (`pseg`/`poff`/`plen`: where its payload is in a segment);
 //!   `state` is 0 pending (claimed or not), 2 done, 3 dead. Partial indexes
 //!   serve claims (`job_due`: due pending jobs by `next_at`), the oldest
 //!   pending age and lists (`job_pending`) and the dead letters (`job_dead`).
@@ -43,6 +50,7 @@
 //!   read-only connections on `spawn_blocking`.
 
 pub(super) mod mem;
+pub(crate) mod plog;
 pub(crate) mod schema;
 
 use std::collections::HashMap;
@@ -65,11 +73,19 @@ use tracing::{debug, info, trace, warn};
 use self::mem::{
     fp_from_bytes, fp_to_bytes, Field, Fingerprinter, Fp, LeaseEntry, Mem, DEDUP_ENTRY_BYTES,
 };
+use self::plog::{PayloadLog, PayloadRef, SegmentFiles};
 use super::{
     Attempt, AttemptRecord, ClaimedJob, CommitStats, DedupKey, Enqueued, JobDetail, JobFilter,
     JobState, JobSummary, Lease, NewJob, Next, PurgePolicy, PurgeStats, QueueStats, StoreError,
     StoreOptions, ERROR_TEXT_CAP, LIST_LIMIT_CAP, OUTCOME_INTERRUPTED, RESPONSE_BODY_CAP,
 };
+
+/// Page size of a new database. What remains in the database is small rows
+/// (the payloads are in segments), and every page a commit touches is
+/// written whole to the WAL and again by the checkpoint: 2 KiB pages wrote
+/// 3.7 KB per webhook lifecycle where 4 KiB pages wrote 4.5 KB (1 KiB: 3.3
+/// KB, but twice the write calls; `cargo bench --bench store -- lifecycle`).
+const PAGE_SIZE: i64 = 2048;
 
 /// How long a connection waits for a lock before failing with BUSY. Within
 /// the process only the final TRUNCATE checkpoint can contend.
@@ -152,12 +168,36 @@ pub(super) fn db_err(e: rusqlite::Error) -> StoreError {
             ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => StoreError::Corrupt(msg),
             _ => StoreError::Other(msg),
         },
+        // The payload log's I/O (see `plog_err`).
+        E::ToSqlConversionFailure(inner) => match inner.downcast_ref::<std::io::Error>() {
+            Some(io)
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidData
+                ) =>
+            {
+                StoreError::Corrupt(format!("payload log: {io}"))
+            }
+            Some(io) => StoreError::Unavailable(format!("payload log: {io}")),
+            None => StoreError::Other(msg),
+        },
         E::FromSqlConversionFailure(..)
         | E::IntegralValueOutOfRange(..)
         | E::InvalidColumnType(..)
         | E::Utf8Error(..) => StoreError::Corrupt(msg),
         _ => StoreError::Other(msg),
     }
+}
+
+/// Carries an I/O error of the payload log through a `rusqlite::Result`
+/// (mapped back by [`db_err`]).
+fn plog_err(e: std::io::Error) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
+}
+
+/// An I/O error of the payload log outside a statement.
+fn plog_store_err(e: std::io::Error) -> StoreError {
+    db_err(plog_err(e))
 }
 
 fn writer_stopped() -> StoreError {
@@ -208,6 +248,9 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
 
 fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     let conn = open_connection(path)?;
+    // Only a new (empty) database takes it; an existing one keeps its own.
+    conn.pragma_update(None, "page_size", PAGE_SIZE)
+        .map_err(db_err)?;
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
         .map_err(db_err)?;
@@ -440,6 +483,8 @@ pub(super) struct SqliteBackend {
     /// writer exits when every clone is gone and the queue is drained.
     writer: Mutex<Option<mpsc::Sender<Box<dyn PendingWrite>>>>,
     reads: Arc<ReadPool>,
+    /// For readers of payloads in segments.
+    segments: SegmentFiles,
     codec: IdCodec,
     pub(super) mem: Arc<Mutex<Mem>>,
     counters: Arc<Counters>,
@@ -503,9 +548,28 @@ impl SqliteBackend {
                 .collect(),
             metrics: StoreMetrics::new(opts.registry.as_ref())?,
         };
-        let mut mem = rebuild(&writer_conn, &env.fpr)?;
+        let files = SegmentFiles::for_db(&path);
+        let found = files.list().map_err(|e| {
+            StoreError::Unavailable(format!("cannot list the payload segments: {e}"))
+        })?;
+        let mut mem = rebuild(&writer_conn, &env.fpr, &found)?;
         let evicted = evict_over_limit(&writer_conn, &mut mem, &env)?;
         mem.commit();
+        let next_segment = found
+            .iter()
+            .map(|(id, _)| *id)
+            .chain(mem.segs.keys().copied())
+            .max()
+            .map_or(1, |m| m.saturating_add(1));
+        let mut plog = PayloadLog::new(
+            files,
+            opts.tuning.segment_bytes,
+            next_segment,
+            found.iter().map(|(id, _)| *id),
+        );
+        // Segments nothing points into (delivered, or written by a batch
+        // that never committed before a crash) go now.
+        remove_unused_segments(&mut plog, &mut mem);
         let counters = Arc::new(Counters::default());
         counters
             .dedup_keys
@@ -516,6 +580,7 @@ impl SqliteBackend {
             jobs = mem.counts.values().map(|c| c.pending + c.done + c.dead).sum::<u64>(),
             dedup_keys = mem.dedup.len(),
             dedup_evicted = evicted,
+            payload_segments = mem.segs.len(),
             index_bytes = mem.dedup.capacity() * DEDUP_ENTRY_BYTES,
             took_ms = started.elapsed().as_millis() as u64,
             "store opened"
@@ -558,8 +623,11 @@ impl SqliteBackend {
         #[cfg(test)]
         let fpr = env.fpr.clone();
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let segments = plog.files().clone();
         let writer = Writer {
             conn: writer_conn,
+            plog,
+            completer: spawn_completer(),
             mem: Arc::clone(&mem),
             env,
             counters: Arc::clone(&counters),
@@ -575,6 +643,7 @@ impl SqliteBackend {
         Ok(SqliteBackend {
             writer: Mutex::new(Some(tx)),
             reads,
+            segments,
             codec,
             mem,
             counters,
@@ -946,8 +1015,8 @@ impl SqliteBackend {
                 let head = tx
                     .prepare_cached(&format!(
                         "SELECT {SUMMARY_COLUMNS},
-                                (SELECT length(body) FROM payload p
-                                 WHERE p.seq = job.seq AND job.state <> 2)
+                                COALESCE(plen, (SELECT length(body) FROM payload p
+                                                WHERE p.seq = job.seq AND job.state <> 2))
                          FROM job WHERE seq = ?1"
                     ))?
                     .query_row([seq], |r| {
@@ -997,17 +1066,33 @@ impl SqliteBackend {
 
     pub(super) async fn get_payload(&self, id: String) -> Result<Option<Vec<u8>>, StoreError> {
         let codec = self.codec;
+        let segments = self.segments.clone();
         self.read(move |c| {
             let Some(seq) = resolve(c, codec, &id)? else {
                 return Ok(None);
             };
-            // A delivered job's payload may wait for its deletion.
-            c.prepare_cached(
-                "SELECT p.body FROM payload p JOIN job j ON j.seq = p.seq
-                 WHERE p.seq = ?1 AND j.state <> 2",
-            )?
-            .query_row([seq], |r| r.get(0))
-            .optional()
+            let row = c
+                .prepare_cached(
+                    "SELECT pseg, poff, plen, (SELECT body FROM payload p WHERE p.seq = j.seq)
+                     FROM job j WHERE j.seq = ?1 AND j.state <> 2",
+                )?
+                .query_row([seq], |r| {
+                    Ok((
+                        PayloadRef::from_columns(r.get(0)?, r.get(1)?, r.get(2)?),
+                        r.get::<_, Option<Vec<u8>>>(3)?,
+                    ))
+                })
+                .optional()?;
+            match row {
+                None => Ok(None),
+                Some((Some(at), _)) => match segments.read(at, seq) {
+                    Ok(body) => Ok(Some(body)),
+                    // Delivered since the row was read: the segment is gone.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(plog_err(e)),
+                },
+                Some((None, body)) => Ok(body),
+            }
         })
         .await
     }
@@ -1130,6 +1215,24 @@ impl SqliteBackend {
     }
 }
 
+/// Answers the requests of each committed batch from a task of the runtime
+/// the store was opened on. Answered one by one from the writer thread,
+/// each answer woke the runtime from outside (an `eventfd` write per
+/// request, about one system call per request); handed over as one batch,
+/// it is one wake per commit. Without a runtime the writer answers itself.
+fn spawn_completer() -> Option<mpsc::UnboundedSender<Answered>> {
+    let handle = tokio::runtime::Handle::try_current().ok()?;
+    let (tx, mut rx) = mpsc::unbounded_channel::<Answered>();
+    handle.spawn(async move {
+        while let Some((answered, error)) = rx.recv().await {
+            for request in answered {
+                request.complete(error.as_ref());
+            }
+        }
+    });
+    Some(tx)
+}
+
 fn spawn_thread(
     name: &str,
     f: impl FnOnce() + Send + 'static,
@@ -1147,21 +1250,67 @@ fn spawn_thread(
 /// Counters from the job rows, and the dedup index from the dedup records
 /// (newest record per fingerprint wins). Leases start empty: this process
 /// owns the file, so nothing is claimed when it opens.
-fn rebuild(conn: &Connection, fpr: &Fingerprinter) -> Result<Mem, StoreError> {
+/// Deletes the payload segments no job row points into (never the active
+/// one), after a commit.
+fn remove_unused_segments(plog: &mut PayloadLog, mem: &mut Mem) {
+    let active = plog.active();
+    let unused: Vec<u32> = plog
+        .on_disk()
+        .filter(|s| *s != active && mem.segs.get(s).is_none_or(|u| u.jobs == 0))
+        .collect();
+    for seg in unused {
+        match plog.remove(seg) {
+            Ok(()) => trace!(segment = seg, "payload segment deleted"),
+            // Tried again after the next commit.
+            Err(e) => warn!(segment = seg, error = %e, "could not delete a payload segment"),
+        }
+    }
+    let on_disk: std::collections::BTreeSet<u32> = plog.on_disk().collect();
+    mem.segs
+        .retain(|s, u| u.jobs > 0 || *s >= active || on_disk.contains(s));
+}
+
+/// Rebuilds the memory of a store from its file: counters, payload segment
+/// use (checked against the segments `found` on disk: a job row pointing
+/// past the end of its segment, or into a missing one, is corruption), and
+/// the dedup index.
+fn rebuild(
+    conn: &Connection,
+    fpr: &Fingerprinter,
+    found: &[(u32, u64)],
+) -> Result<Mem, StoreError> {
     let mut mem = Mem::new();
     let max_seq: i64 = conn
         .query_row("SELECT COALESCE(MAX(seq), 0) FROM job", [], |r| r.get(0))
         .map_err(db_err)?;
     mem.set_next_seq(max_seq + 1);
+    let mut seg_end: HashMap<u32, i64> = HashMap::new();
     {
+        // One pass over the jobs: counts per queue and state, and per
+        // payload segment the rows pointing into it and where they end.
         let mut stmt = conn
-            .prepare("SELECT queue, state, COUNT(*) FROM job GROUP BY queue, state")
+            .prepare(
+                "SELECT queue, state, COUNT(*), pseg, SUM(plen), MAX(poff + plen)
+                 FROM job GROUP BY queue, state, pseg",
+            )
             .map_err(db_err)?;
         let mut rows = stmt.query([]).map_err(db_err)?;
         while let Some(r) = rows.next().map_err(db_err)? {
             let queue: String = r.get(0).map_err(db_err)?;
             let state: i64 = r.get(1).map_err(db_err)?;
             let n: i64 = r.get(2).map_err(db_err)?;
+            if let Some(seg) = r.get::<_, Option<i64>>(3).map_err(db_err)? {
+                let seg = u32::try_from(seg)
+                    .map_err(|_| StoreError::Corrupt(format!("payload segment {seg}")))?;
+                let bytes: i64 = r.get::<_, Option<i64>>(4).map_err(db_err)?.unwrap_or(0);
+                let end: i64 = r.get::<_, Option<i64>>(5).map_err(db_err)?.unwrap_or(0);
+                let jobs = u64::try_from(n).unwrap_or(0);
+                let u = mem.segs.entry(seg).or_default();
+                u.jobs += jobs;
+                u.bytes += u64::try_from(bytes).unwrap_or(0) + jobs * plog::HEADER_LEN;
+                let e = seg_end.entry(seg).or_insert(0);
+                *e = (*e).max(end.saturating_add(sql_int(plog::HEADER_LEN)));
+            }
             let field = match state {
                 STATE_PENDING => Field::Pending,
                 STATE_DONE => Field::Done,
@@ -1171,6 +1320,24 @@ fn rebuild(conn: &Connection, fpr: &Fingerprinter) -> Result<Mem, StoreError> {
                 }
             };
             mem.count(&queue, field, n);
+        }
+    }
+    for (seg, end) in seg_end {
+        let len = found.iter().find(|(id, _)| *id == seg).map(|(_, len)| *len);
+        match len {
+            None => {
+                return Err(StoreError::Corrupt(format!(
+                    "payload segment {seg} is missing, and {} pending jobs have their \
+                     payload in it",
+                    mem.segs.get(&seg).map_or(0, |u| u.jobs)
+                )))
+            }
+            Some(len) if sql_int(len) < end => {
+                return Err(StoreError::Corrupt(format!(
+                    "payload segment {seg} ends at byte {len}, but jobs point up to byte {end}"
+                )))
+            }
+            Some(_) => {}
         }
     }
     let mut stmt = conn
@@ -1301,6 +1468,7 @@ fn evict_over_limit(conn: &Connection, mem: &mut Mem, env: &WriterEnv) -> Result
 pub(super) struct Ctx<'a> {
     pub(super) conn: &'a Connection,
     pub(super) mem: &'a mut Mem,
+    plog: &'a mut PayloadLog,
     env: &'a WriterEnv,
 }
 
@@ -1363,8 +1531,15 @@ enum CkptMsg {
     Flush(std_mpsc::SyncSender<()>),
 }
 
+/// A committed (or failed) batch on its way to the task that answers it.
+type Answered = (Vec<Box<dyn PendingWrite>>, Option<StoreError>);
+
 struct Writer {
     conn: Connection,
+    plog: PayloadLog,
+    /// Where answered batches go to be completed on the runtime (see
+    /// `spawn_completer`); `None`: the writer completes them itself.
+    completer: Option<mpsc::UnboundedSender<Answered>>,
     mem: Arc<Mutex<Mem>>,
     env: WriterEnv,
     counters: Arc<Counters>,
@@ -1462,8 +1637,16 @@ impl Writer {
                 }
                 Err(e) => warn!(error = %e, requests = served, "store write batch failed"),
             }
-            for request in batch.drain(..) {
-                request.complete(outcome.as_ref().err());
+            let error = outcome.err();
+            let answered = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_MAX));
+            let direct = match &self.completer {
+                Some(tx) => tx.send((answered, error)).err().map(|e| e.0),
+                None => Some((answered, error)),
+            };
+            if let Some((answered, error)) = direct {
+                for request in answered {
+                    request.complete(error.as_ref());
+                }
             }
             if self.restart_wanted.swap(false, Ordering::Relaxed) {
                 self.let_wal_restart();
@@ -1497,9 +1680,11 @@ impl Writer {
     /// committed, and memory is as it was before the batch.
     fn apply_batch(&mut self, batch: &mut [Box<dyn PendingWrite>]) -> Result<(), StoreError> {
         let mem = Arc::clone(&self.mem);
+        let Writer {
+            conn, plog, env, ..
+        } = self;
         let result = (|| {
-            let tx = self
-                .conn
+            let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db_err)?;
             {
@@ -1519,7 +1704,8 @@ impl Writer {
                     let ok = request.apply(&mut Ctx {
                         conn: &tx,
                         mem: &mut m,
-                        env: &self.env,
+                        plog,
+                        env,
                     });
                     // SQLite may roll back the whole transaction on some
                     // errors (disk full, I/O); then nothing of this batch
@@ -1538,17 +1724,28 @@ impl Writer {
                 }
                 // Memory only, and undone with the batch if it fails: the
                 // key count never exceeds its bound when answers go out.
-                evict_over_limit(&tx, &mut m, &self.env)?;
+                evict_over_limit(&tx, &mut m, env)?;
                 if m.trash_len() >= TRASH_FLUSH {
                     flush_trash(&tx, &mut m)?;
                 }
+            }
+            // The payloads the batch appended are on disk before any row
+            // pointing at them is.
+            if plog.has_pending() {
+                plog.flush().map_err(plog_store_err)?;
             }
             tx.commit().map_err(db_err)
         })();
         let mut m = lock(&mem);
         match &result {
-            Ok(()) => m.commit(),
-            Err(_) => m.rollback_to(0),
+            Ok(()) => {
+                m.commit();
+                remove_unused_segments(plog, &mut m);
+            }
+            Err(_) => {
+                m.rollback_to(0);
+                plog.abandon();
+            }
         }
         result
     }
@@ -1710,23 +1907,27 @@ pub(super) fn enqueue(
             return Ok(Enqueued::QueueFull);
         }
     }
+    let seq = c.mem.next_seq();
+    // The payload goes to the payload log (flushed before the commit); the
+    // row says where.
+    let at = c.plog.append(seq, &job.payload).map_err(plog_err)?;
     c.conn
         .prepare_cached(
             "INSERT INTO job (seq, queue, kind, state, cycle_base, cycle_start, created_at,
-                              next_at, updated_at)
-             VALUES (?1, ?2, ?3, 0, 0, ?4, ?4, ?5, ?4)",
+                              next_at, updated_at, pseg, poff, plen)
+             VALUES (?1, ?2, ?3, 0, 0, ?4, ?4, ?5, ?4, ?6, ?7, ?8)",
         )?
         .execute(params![
-            c.mem.next_seq(),
+            seq,
             job.queue,
             job.kind,
             job.created_at,
-            job.next_at
+            job.next_at,
+            at.seg,
+            sql_int(at.off),
+            at.len
         ])?;
-    let seq = c.conn.last_insert_rowid();
-    c.conn
-        .prepare_cached("INSERT INTO payload (seq, body) VALUES (?1, ?2)")?
-        .execute(params![seq, &job.payload[..]])?;
+    c.mem.seg_use(at.seg, at.disk_bytes(), 1);
     c.mem.count(&job.queue, Field::Pending, 1);
     if let (Some(d), Some(f)) = (dedup, fp) {
         c.conn
@@ -1781,16 +1982,19 @@ fn claim(
         next_at: i64,
         cycle_base: i64,
         cycle_start: i64,
-        payload: Vec<u8>,
+        /// From the `payload` table (when not in a segment).
+        stored: Option<Vec<u8>>,
+        at: Option<PayloadRef>,
         attempts: i64,
     }
     let mut due: Vec<Due> = Vec::new();
     {
         let mut stmt = c.conn.prepare_cached(
             "SELECT seq, kind, created_at, cycle_base, cycle_start,
-                    (SELECT body FROM payload p WHERE p.seq = job.seq),
+                    CASE WHEN pseg IS NULL
+                         THEN (SELECT body FROM payload p WHERE p.seq = job.seq) END,
                     (SELECT COALESCE(MAX(n), 0) FROM attempt a WHERE a.job = job.seq),
-                    next_at
+                    next_at, pseg, poff, plen
              FROM job
              WHERE queue = ?1 AND state = 0 AND next_at <= ?2
              ORDER BY next_at, seq LIMIT ?3",
@@ -1815,7 +2019,8 @@ fn claim(
                 next_at,
                 cycle_base: r.get(3)?,
                 cycle_start: r.get(4)?,
-                payload: r.get::<_, Option<Vec<u8>>>(5)?.unwrap_or_default(),
+                stored: r.get(5)?,
+                at: PayloadRef::from_columns(r.get(8)?, r.get(9)?, r.get(10)?),
                 attempts: r.get(6)?,
             });
             if due.len() >= limit {
@@ -1831,10 +2036,15 @@ fn claim(
         next_at,
         cycle_base,
         cycle_start,
-        payload,
+        stored,
+        at,
         attempts,
     } in due
     {
+        let payload = match at {
+            Some(at) => c.plog.read(at, seq).map_err(plog_err)?,
+            None => stored.unwrap_or_default(),
+        };
         let id = c.env.codec.encode(seq, created_at);
         // How many of the latest attempts were interrupted (only a job that
         // was attempted before has any).
@@ -1872,6 +2082,7 @@ fn claim(
                 n: attempts + 1,
                 queue: queue.to_owned(),
                 ended: false,
+                payload: at,
             }),
         );
         let attempts_u32 = u32::try_from(attempts).unwrap_or(u32::MAX);
@@ -1939,10 +2150,24 @@ fn finish(c: &mut Ctx<'_>, lease: &Lease, attempt: &Attempt, next: Next) -> rusq
         Next::Retry { next_at } => (STATE_PENDING, Some(next_at)),
         Next::Dead => (STATE_DEAD, None),
     };
+    // A payload in a segment leaves it now: a delivered job's is dropped; a
+    // job that will wait (for a retry, or as a dead letter kept for replay)
+    // has it moved into the `payload` table, so that a few long-lived jobs
+    // never keep whole segments on disk.
+    if let Some(at) = held.payload {
+        if !matches!(next, Next::Done) {
+            let body = c.plog.read(at, lease.seq).map_err(plog_err)?;
+            c.conn
+                .prepare_cached("INSERT OR REPLACE INTO payload (seq, body) VALUES (?1, ?2)")?
+                .execute(params![lease.seq, body])?;
+        }
+        c.mem.seg_use(at.seg, at.disk_bytes(), -1);
+    }
     c.conn
         .prepare_cached(
             "UPDATE job SET state = ?2, next_at = COALESCE(?3, next_at), updated_at = ?4,
-                            last_status = ?5, last_error = ?6
+                            last_status = ?5, last_error = ?6,
+                            pseg = NULL, poff = NULL, plen = NULL
              WHERE seq = ?1",
         )?
         .execute(params![
@@ -1955,10 +2180,13 @@ fn finish(c: &mut Ctx<'_>, lease: &Lease, attempt: &Attempt, next: Next) -> rusq
         ])?;
     match next {
         Next::Done => {
-            // A delivered payload is never needed again; it is deleted with
-            // others later (see `flush_trash`): deleted one by one, a page
-            // of payloads is rewritten once per delivery instead of freed once.
-            c.mem.trash_payload(lease.seq);
+            // A delivered payload in the `payload` table is never needed
+            // again; it is deleted with others later (see `flush_trash`):
+            // deleted one by one, a page of payloads is rewritten once per
+            // delivery instead of freed once.
+            if held.payload.is_none() {
+                c.mem.trash_payload(lease.seq);
+            }
             c.mem.count(&held.queue, Field::Pending, -1);
             c.mem.count(&held.queue, Field::Done, 1);
         }
@@ -2039,9 +2267,17 @@ fn delete_row(c: &mut Ctx<'_>, seq: i64, queue: &str, state: i64) -> rusqlite::R
     c.conn
         .prepare_cached("DELETE FROM payload WHERE seq = ?1")?
         .execute([seq])?;
-    c.conn
-        .prepare_cached("DELETE FROM job WHERE seq = ?1")?
-        .execute([seq])?;
+    let at = c
+        .conn
+        .prepare_cached("DELETE FROM job WHERE seq = ?1 RETURNING pseg, poff, plen")?
+        .query_row([seq], |r| {
+            Ok(PayloadRef::from_columns(r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?
+        .flatten();
+    if let Some(at) = at {
+        c.mem.seg_use(at.seg, at.disk_bytes(), -1);
+    }
     c.mem.count(queue, state_field(state), -1);
     c.mem.end_lease(seq);
     Ok(attempts as u64)

@@ -192,6 +192,17 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     DROP TABLE dedup;
     DROP TABLE jobs;
     ",
+    // 4: payloads of new jobs go to append-only segment files beside the
+    // database (`plog.rs`): written once, instead of to the WAL and again by
+    // the checkpoint. The job row says where (segment, offset, length); the
+    // `payload` table keeps the payloads written before, and those moved out
+    // of segments for long waits (dead letters, retries). Adding nullable
+    // columns rewrites no row.
+    "
+    ALTER TABLE job ADD COLUMN pseg INTEGER;
+    ALTER TABLE job ADD COLUMN poff INTEGER;
+    ALTER TABLE job ADD COLUMN plen INTEGER;
+    ",
 ];
 
 /// Applies the migrations not yet recorded in `schema_version`, all in one
