@@ -37,6 +37,9 @@
 #     a. bare_hyper                     the ceiling (no disk)
 #     b. durable_append                 the durable-ack reference: verify,
 #                                       dedup, append + group-commit fdatasync
+#     b2. durable_append --forward      the same, also forwarding each acked
+#                                       body to the upstream (closed loop):
+#                                       the ceiling of c with forwarding live
 #     c. hookgate queue mode            acks; forwards to a bare_hyper upstream
 #     d. hookgate passthrough mode      in front of the bare_hyper upstream
 #     e. nginx proxy_pass (keepalive)   in front of the same upstream
@@ -321,6 +324,21 @@ wait_port $UP_PORT
 fi
 
 if [ "$ONLY" = all ]; then
+# --- b2. the reference forwarding what it acks: queue mode's ceiling -----------------
+# The same reference, plus one POST of each acknowledged body to the upstream
+# (keep-alive pool, 64 at a time, no retry, no record): the least an ack-then-
+# forward server does, with the upstream on the same core as queue mode's.
+log "b2. durable_append reference forwarding to the upstream (closed loop), fresh file"
+start ref_fwd "$REF" --listen "127.0.0.1:$REF_PORT" --file append.log \
+    --forward "http://127.0.0.1:$UP_PORT$ROUTE"
+RPID=$STARTED
+wait_port $REF_PORT
+run_load ref_fwd_closed "http://127.0.0.1:$REF_PORT$ROUTE" closed $RPID $REF_THREADS
+sleep 1
+curl -fsS "http://127.0.0.1:$REF_PORT/stats" >"$RES/ref_fwd_stats.json" 2>/dev/null \
+    || echo '{}' >"$RES/ref_fwd_stats.json"
+stop $RPID
+
 # --- c. hookgate queue mode: a fresh store per point ---------------------------------
 for mode in closed open; do
     log "c. hookgate queue mode ($mode loop), fresh store"

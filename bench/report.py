@@ -219,6 +219,8 @@ qo_after = get("queue_open_queues_after")
 
 q_closed = point("queue", "closed")
 ref_closed = point("ref", "closed")
+ref_fwd = point("ref_fwd", "closed")
+ref_fwd_stats = get("ref_fwd_stats")
 acked_a = q_closed.get("ok")
 delivered_a = delta(delivered(qc_after), delivered(get("queue_closed_queues_before")))
 delivered_c = delta(delivered(drain_after), delivered(before) or 0)
@@ -322,6 +324,8 @@ q_open, ref_open = point("queue", "open"), point("ref", "open")
 bare_closed, bare_open = point("bare", "closed"), point("bare", "open")
 cmp_rows = [
     ("closed loop acks/s (forwarding live)", ok_rps(q_closed), ok_rps(ref_closed), ok_rps(bare_closed), "req/s"),
+    ("closed loop acks/s of the reference forwarding too (b2)", ok_rps(ref_fwd), ok_rps(ref_closed),
+     ok_rps(bare_closed), "req/s"),
     ("closed loop p50 ms", lat(q_closed, "p50"), lat(ref_closed, "p50"), lat(bare_closed, "p50"), "ms"),
     ("closed loop p99 ms", lat(q_closed, "p99"), lat(ref_closed, "p99"), lat(bare_closed, "p99"), "ms"),
     ("closed loop p99.9 ms", lat(q_closed, "p999"), lat(ref_closed, "p999"), lat(bare_closed, "p999"), "ms"),
@@ -425,6 +429,8 @@ w("")
 
 # Targets.
 r_ref = ratio(ok_rps(q_closed), ok_rps(ref_closed))
+r_fwd_ceiling = ratio(ok_rps(ref_fwd), ok_rps(ref_closed))
+r_q_fwd = ratio(ok_rps(q_closed), ok_rps(ref_fwd))
 r_fill = ratio(ok_rps(fill), ok_rps(ref_closed))
 r_q = ratio(ok_rps(q_closed), ok_rps(bare_closed))
 r_p = ratio(ok_rps(point("pass", "closed")), ok_rps(point("nginx", "closed")))
@@ -520,6 +526,12 @@ target_rows = [
      f"{f2(worst['peak_mb'])} MB ({worst['phase']}, {f0(worst['dedup_keys'])} keys held)",
      "n/a" if worst is None else f"<= {f2(worst['budget_mb'])} MB",
      "n/a" if worst is None else ("**met**" if all(p["met"] for p in rss_phases) else "**missed**")),
+    ("the reference forwarding too (b2) / the reference: the ceiling of the first row", r_fwd_ceiling,
+     f"{f2(r_fwd_ceiling)} ({f0(ok_rps(ref_fwd))} / {f0(ok_rps(ref_closed))} req/s; "
+     f"{f0(ref_fwd_stats.get('forwarded'))} forwarded, {f0(ref_fwd_stats.get('failed'))} failed)",
+     "", "info"),
+    ("queue-mode acks with forwarding live / the reference forwarding too (b2)", r_q_fwd,
+     f"{f2(r_q_fwd)} ({f0(ok_rps(q_closed))} / {f0(ok_rps(ref_fwd))} req/s)", "", "info"),
     ("queue-mode acks / bare hyper (closed loop)", r_q,
      f"{f2(r_q)} ({f0(ok_rps(q_closed))} / {f0(ok_rps(bare_closed))} req/s)",
      "(was >= 0.6; now against the reference)", "info"),

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! SIGSENTRY_SECRET=... cargo run --release --example durable_append -- \
-//!     --file /tmp/append.log [--listen 127.0.0.1:18004] [--threads N]
+//!     --file /tmp/append.log [--listen 127.0.0.1:18004] [--threads N] \
+//!     [--forward http://127.0.0.1:18002/hooks/sigsentry]
 //! ```
 //!
 //! For `POST /hooks/sigsentry` it:
@@ -27,9 +28,16 @@
 //! durable. If the write or the sync fails, the batch is cut off the file
 //! again and every request of it gets `503` (the sender retries).
 //!
+//! With `--forward URL` it also does the least forwarding can do: once a
+//! request is acknowledged, a task POSTs its body to URL over a keep-alive
+//! connection pool (at most 64 at a time), reads the answer and counts it
+//! (`GET /stats`: `{"forwarded":N,"failed":M}`); no retry, no record of the
+//! outcome, nothing read back from the file. It is the ceiling of a queue
+//! mode that forwards while it acks, on the same core.
+//!
 //! Deliberately left out: timestamps and replay windows, reading the file
-//! back after a restart (the set starts empty), forwarding, retries,
-//! metrics, logs. The listen address must be a loopback address.
+//! back after a restart (the set starts empty), retries, metrics, logs. The
+//! listen address must be a loopback address.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -37,6 +45,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -46,11 +55,13 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use sha2::Sha256;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Semaphore};
 
 const ROUTE: &str = "/hooks/sigsentry";
 const SIGNATURE_HEADER: &str = "x-sigsentry-signature";
@@ -66,12 +77,16 @@ struct Args {
     listen: SocketAddr,
     file: PathBuf,
     threads: Option<usize>,
+    forward: Option<Uri>,
 }
+
+/// Forwards taken at once by `--forward`.
+const FORWARD_CONCURRENCY: usize = 64;
 
 fn usage() -> ! {
     eprintln!(
         "usage: SIGSENTRY_SECRET=... durable_append --file PATH \
-         [--listen 127.0.0.1:18004] [--threads N]"
+         [--listen 127.0.0.1:18004] [--threads N] [--forward http://HOST:PORT/PATH]"
     );
     std::process::exit(2)
 }
@@ -80,6 +95,7 @@ fn parse_args() -> Args {
     let mut listen: SocketAddr = "127.0.0.1:18004".parse().unwrap();
     let mut file = None;
     let mut threads = None;
+    let mut forward = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| usage());
@@ -87,6 +103,7 @@ fn parse_args() -> Args {
             "--listen" => listen = value().parse().unwrap_or_else(|_| usage()),
             "--file" => file = Some(PathBuf::from(value())),
             "--threads" => threads = Some(value().parse().unwrap_or_else(|_| usage())),
+            "--forward" => forward = Some(value().parse().unwrap_or_else(|_| usage())),
             _ => usage(),
         }
     }
@@ -98,6 +115,7 @@ fn parse_args() -> Args {
         listen,
         file: file.unwrap_or_else(|| usage()),
         threads,
+        forward,
     }
 }
 
@@ -116,9 +134,18 @@ struct Append {
     done: oneshot::Sender<Outcome>,
 }
 
+struct Forward {
+    client: Client<HttpConnector, Full<Bytes>>,
+    uri: Uri,
+    slots: Arc<Semaphore>,
+    forwarded: AtomicU64,
+    failed: AtomicU64,
+}
+
 struct Ctx {
     secret: Vec<u8>,
     appends: mpsc::Sender<Append>,
+    forward: Option<Arc<Forward>>,
 }
 
 fn main() {
@@ -149,9 +176,21 @@ fn main() {
         rt.worker_threads(n.max(1));
     }
     let rt = rt.enable_all().build().expect("tokio runtime");
+    let forward = args.forward.map(|uri| {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Arc::new(Forward {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            uri,
+            slots: Arc::new(Semaphore::new(FORWARD_CONCURRENCY)),
+            forwarded: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        })
+    });
     let ctx = Arc::new(Ctx {
         secret,
         appends: tx,
+        forward,
     });
     rt.block_on(serve(args.listen, ctx));
 }
@@ -238,7 +277,45 @@ fn reply(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     r
 }
 
+/// POSTs an acknowledged body to the `--forward` URL and counts the answer.
+async fn forward(f: Arc<Forward>, body: Bytes) {
+    let Ok(_slot) = f.slots.clone().acquire_owned().await else {
+        return;
+    };
+    let req = Request::post(f.uri.clone())
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body));
+    let ok = match req {
+        Ok(req) => match f.client.request(req).await {
+            Ok(resp) => {
+                let success = resp.status().is_success();
+                resp.into_body().collect().await.is_ok() && success
+            }
+            Err(_) => false,
+        },
+        Err(_) => false,
+    };
+    let counter = if ok { &f.forwarded } else { &f.failed };
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
 async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/stats" {
+        let (n, failed) = ctx.forward.as_ref().map_or((0, 0), |f| {
+            (
+                f.forwarded.load(Ordering::Relaxed),
+                f.failed.load(Ordering::Relaxed),
+            )
+        });
+        let mut r = Response::new(Full::new(Bytes::from(format!(
+            r#"{{"forwarded":{n},"failed":{failed}}}"#
+        ))));
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/json"),
+        );
+        return r;
+    }
     if req.uri().path() != ROUTE {
         return reply(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#);
     }
@@ -278,12 +355,18 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Response<Full<Bytes>> {
         },
     };
     let (done, answer) = oneshot::channel();
+    let copy = ctx.forward.as_ref().map(|f| (f.clone(), body.clone()));
     let outcome = match ctx.appends.send(Append { key, body, done }) {
         Ok(()) => answer.await.unwrap_or(Outcome::Failed),
         Err(_) => Outcome::Failed,
     };
     match outcome {
-        Outcome::Accepted => reply(StatusCode::ACCEPTED, r#"{"status":"accepted"}"#),
+        Outcome::Accepted => {
+            if let Some((f, body)) = copy {
+                tokio::spawn(forward(f, body));
+            }
+            reply(StatusCode::ACCEPTED, r#"{"status":"accepted"}"#)
+        }
         Outcome::Duplicate => reply(StatusCode::OK, r#"{"status":"duplicate"}"#),
         Outcome::Failed => {
             let mut r = reply(
