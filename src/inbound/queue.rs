@@ -61,8 +61,9 @@ pub fn event_id(
 
 /// The value at RFC 6901 `pointer` in the JSON document `body`, which must
 /// be valid JSON as a whole (`invalid_json` otherwise). The document is not
-/// built: each level on the way is read as a map (or list) of raw values,
-/// and only the value found is parsed. Same answers as
+/// built, and it is read once: the levels on the way are read key by key
+/// (or element by element), everything beside the path is skipped by the
+/// raw-value parser, and only the value found is parsed. Same answers as
 /// `serde_json::Value::pointer`, without allocating the whole tree, with two
 /// deliberate leniencies of the raw-value parser in the parts the pointer
 /// does not reach (found by fuzzing, fuzz/README.md F2): string escapes
@@ -71,47 +72,133 @@ pub fn event_id(
 /// accepted; and nesting there may exceed serde_json's 128 levels. The id
 /// itself is always fully decoded. The body is forwarded byte for byte.
 fn json_pointer(body: &[u8], pointer: &str) -> Result<Option<serde_json::Value>, ApiError> {
-    use serde_json::value::RawValue;
-    use std::borrow::Cow;
-    use std::collections::HashMap;
+    use serde::de::DeserializeSeed;
     let invalid = |_| ApiError::InvalidJson;
-    // Validates the whole document, including what the pointer skips.
-    let mut cur: &RawValue = serde_json::from_slice(body).map_err(invalid)?;
-    if pointer.is_empty() {
-        return found(cur).map(Some);
-    }
-    for raw_token in pointer.split('/').skip(1) {
-        let token = raw_token.replace("~1", "/").replace("~0", "~");
-        let text = cur.get();
-        let next = match text.trim_start().as_bytes().first() {
-            Some(b'{') => {
-                let map: HashMap<Cow<'_, str>, &RawValue> =
-                    serde_json::from_str(text).map_err(invalid)?;
-                map.get(token.as_str()).copied()
-            }
-            Some(b'[') => {
-                // Indexes as RFC 6901 reads them: digits, no leading zero.
-                let index = (!token.is_empty()
-                    && token.bytes().all(|b| b.is_ascii_digit())
-                    && (token == "0" || !token.starts_with('0')))
-                .then(|| token.parse::<usize>().ok())
-                .flatten();
-                match index {
-                    Some(i) => {
-                        let list: Vec<&RawValue> = serde_json::from_str(text).map_err(invalid)?;
-                        list.get(i).copied()
-                    }
-                    None => None,
-                }
-            }
-            _ => None,
-        };
-        match next {
-            Some(v) => cur = v,
-            None => return Ok(None),
+    let tokens: Vec<String> = pointer
+        .split('/')
+        .skip(1)
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    // One pass over the document: the levels the pointer goes through are
+    // read key by key, everything else is skipped by the raw-value parser
+    // (which checks the grammar without building anything), and the
+    // trailing bytes are checked too.
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let raw = Walk { tokens: &tokens }
+        .deserialize(&mut de)
+        .map_err(invalid)?;
+    de.end().map_err(invalid)?;
+    raw.map(found).transpose()
+}
+
+/// The rest of a JSON pointer, applied to the value being read: answers the
+/// raw value it reaches, if any (the last one, when a key repeats, as
+/// `Value` keeps the last).
+struct Walk<'p> {
+    tokens: &'p [String],
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Walk<'_> {
+    type Value = Option<&'de serde_json::value::RawValue>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        use serde::Deserialize;
+        if self.tokens.is_empty() {
+            return <&serde_json::value::RawValue>::deserialize(d).map(Some);
         }
+        d.deserialize_any(self)
     }
-    found(cur).map(Some)
+}
+
+impl<'de> serde::de::Visitor<'de> for Walk<'_> {
+    type Value = Option<&'de serde_json::value::RawValue>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    // A scalar has nothing inside: the pointer reaches nothing.
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (token, rest) = self.tokens.split_first().expect("a walk has a token");
+        let mut reached = None;
+        while let Some(hit) = map.next_key_seed(KeyIs(token))? {
+            if hit {
+                reached = map.next_value_seed(Walk { tokens: rest })?;
+            } else {
+                map.next_value::<&serde_json::value::RawValue>()?;
+            }
+        }
+        Ok(reached)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let (token, rest) = self.tokens.split_first().expect("a walk has a token");
+        // Indexes as RFC 6901 reads them: digits, no leading zero.
+        let index = (!token.is_empty()
+            && token.bytes().all(|b| b.is_ascii_digit())
+            && (token == "0" || !token.starts_with('0')))
+        .then(|| token.parse::<usize>().ok())
+        .flatten();
+        let mut reached = None;
+        let mut i = 0usize;
+        loop {
+            if Some(i) == index {
+                match seq.next_element_seed(Walk { tokens: rest })? {
+                    Some(v) => reached = v,
+                    None => break,
+                }
+            } else if seq
+                .next_element::<&serde_json::value::RawValue>()?
+                .is_none()
+            {
+                break;
+            }
+            i = i.saturating_add(1);
+        }
+        Ok(reached)
+    }
+}
+
+/// Reads an object key (escapes decoded) and answers whether it is `.0`.
+struct KeyIs<'t>(&'t str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for KeyIs<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<bool, E> {
+        Ok(key == self.0)
+    }
 }
 
 /// Parses the value a pointer found. A container nested past serde_json's

@@ -429,6 +429,8 @@ struct StoreMetrics {
     commit_batch: prometheus::Histogram,
     dedup_keys: prometheus::IntGauge,
     dedup_evicted: prometheus::IntCounterVec,
+    payload_segments: prometheus::IntGauge,
+    payload_bytes: prometheus::IntGauge,
 }
 
 impl StoreMetrics {
@@ -460,6 +462,16 @@ impl StoreMetrics {
                 "Dedup keys held in the in-memory index.",
             )
             .map_err(err)?,
+            payload_segments: prometheus::IntGauge::new(
+                "hookgate_store_payload_segments",
+                "Payload segment files on disk (each up to 64 MiB).",
+            )
+            .map_err(err)?,
+            payload_bytes: prometheus::IntGauge::new(
+                "hookgate_store_payload_segment_live_bytes",
+                "Bytes of stored requests in payload segments that jobs still need.",
+            )
+            .map_err(err)?,
             dedup_evicted: prometheus::IntCounterVec::new(
                 Opts::new(
                     "hookgate_store_dedup_evicted_total",
@@ -476,6 +488,9 @@ impl StoreMetrics {
             r.register(Box::new(m.commit_batch.clone())).map_err(err)?;
             r.register(Box::new(m.dedup_keys.clone())).map_err(err)?;
             r.register(Box::new(m.dedup_evicted.clone())).map_err(err)?;
+            r.register(Box::new(m.payload_segments.clone()))
+                .map_err(err)?;
+            r.register(Box::new(m.payload_bytes.clone())).map_err(err)?;
         }
         Ok(m)
     }
@@ -1558,6 +1573,8 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Box<dyn PendingWrite>>) {
+        // The gauges hold what open found until the first commit.
+        self.publish_key_count();
         // Only to wait for the channel with a deadline.
         let timer = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -1757,8 +1774,24 @@ impl Writer {
         result
     }
 
+    /// Publishes the dedup key count and the payload segment gauges.
     fn publish_key_count(&self) {
-        let keys = lock(&self.mem).dedup.len() as u64;
+        let (keys, live) = {
+            let m = lock(&self.mem);
+            (
+                m.dedup.len() as u64,
+                m.segs.values().map(|u| u.bytes).sum::<u64>(),
+            )
+        };
+        let segments = self.plog.on_disk().count();
+        self.env
+            .metrics
+            .payload_segments
+            .set(i64::try_from(segments).unwrap_or(i64::MAX));
+        self.env
+            .metrics
+            .payload_bytes
+            .set(i64::try_from(live).unwrap_or(i64::MAX));
         self.counters.dedup_keys.store(keys, Ordering::Relaxed);
         self.env.metrics.dedup_keys.set(keys as i64);
     }
