@@ -36,8 +36,10 @@
 //!   takes the first request from a bounded channel, drains whatever else is
 //!   waiting (up to `BATCH_MAX`), applies them in one IMMEDIATE transaction,
 //!   each in its own SAVEPOINT (one request's error rolls back that request
-//!   and its in-memory effects only), commits once (WAL, `synchronous=FULL`:
-//!   fsync'd) and then answers them all;
+//!   and its in-memory effects only), writes out and syncs the payloads the
+//!   batch appended, commits once (WAL, `synchronous=FULL`: fsync'd) and
+//!   then hands the whole batch to one task of the runtime, which answers
+//!   the requests (one wake of the runtime per commit);
 //! - the **checkpointer** copies the WAL into the database with PASSIVE
 //!   checkpoints (never blocking the writer). A writer that never pauses would
 //!   keep the WAL from ever starting over, so when the WAL has grown past
