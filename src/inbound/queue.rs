@@ -138,7 +138,9 @@ impl<'de> serde::de::Visitor<'de> for Walk<'_> {
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let (token, rest) = self.tokens.split_first().expect("a walk has a token");
+        let Some((token, rest)) = self.tokens.split_first() else {
+            return Ok(None);
+        };
         let mut reached = None;
         while let Some(hit) = map.next_key_seed(KeyIs(token))? {
             if hit {
@@ -151,7 +153,9 @@ impl<'de> serde::de::Visitor<'de> for Walk<'_> {
     }
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let (token, rest) = self.tokens.split_first().expect("a walk has a token");
+        let Some((token, rest)) = self.tokens.split_first() else {
+            return Ok(None);
+        };
         // Indexes as RFC 6901 reads them: digits, no leading zero.
         let index = (!token.is_empty()
             && token.bytes().all(|b| b.is_ascii_digit())

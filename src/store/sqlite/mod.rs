@@ -1271,9 +1271,6 @@ fn spawn_thread(
 // Rebuilding memory at open
 // ---------------------------------------------------------------------------
 
-/// Counters from the job rows, and the dedup index from the dedup records
-/// (newest record per fingerprint wins). Leases start empty: this process
-/// owns the file, so nothing is claimed when it opens.
 /// Deletes the payload segments no job row points into (never the active
 /// one), after a commit.
 fn remove_unused_segments(plog: &mut PayloadLog, mem: &mut Mem) {
@@ -1289,15 +1286,16 @@ fn remove_unused_segments(plog: &mut PayloadLog, mem: &mut Mem) {
             Err(e) => warn!(segment = seg, error = %e, "could not delete a payload segment"),
         }
     }
-    let on_disk: std::collections::BTreeSet<u32> = plog.on_disk().collect();
-    mem.segs
-        .retain(|s, u| u.jobs > 0 || *s >= active || on_disk.contains(s));
+    // An unused segment counts as one without an entry.
+    mem.segs.retain(|s, u| u.jobs > 0 || *s >= active);
 }
 
-/// Rebuilds the memory of a store from its file: counters, payload segment
-/// use (checked against the segments `found` on disk: a job row pointing
-/// past the end of its segment, or into a missing one, is corruption), and
-/// the dedup index.
+/// Rebuilds the memory of a store from its file: counters from the job
+/// rows; payload segment use, checked against the segments `found` on disk
+/// (a job row pointing past the end of its segment, or into a missing one,
+/// is corruption); and the dedup index from the dedup records (newest
+/// record per fingerprint wins). Leases start empty: this process owns the
+/// file, so nothing is claimed when it opens.
 fn rebuild(
     conn: &Connection,
     fpr: &Fingerprinter,
@@ -1576,7 +1574,7 @@ struct Writer {
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Box<dyn PendingWrite>>) {
         // The gauges hold what open found until the first commit.
-        self.publish_key_count();
+        self.publish_gauges();
         // Only to wait for the channel with a deadline.
         let timer = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -1653,7 +1651,7 @@ impl Writer {
                     // sees its commit in `commit_stats`.
                     self.counters.commits.fetch_add(1, Ordering::Relaxed);
                     self.counters.requests.fetch_add(served, Ordering::Relaxed);
-                    self.publish_key_count();
+                    self.publish_gauges();
                     self.since_nudge += served;
                     if self.since_nudge >= CHECKPOINT_NUDGE_REQUESTS {
                         self.since_nudge = 0;
@@ -1777,7 +1775,7 @@ impl Writer {
     }
 
     /// Publishes the dedup key count and the payload segment gauges.
-    fn publish_key_count(&self) {
+    fn publish_gauges(&self) {
         let (keys, live) = {
             let m = lock(&self.mem);
             (
