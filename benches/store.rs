@@ -56,6 +56,7 @@ fn job(n: u64, payload: &[u8]) -> (NewJob, DedupKey) {
             payload: bytes::Bytes::copy_from_slice(payload),
             created_at: now,
             next_at: now,
+            label: None,
         },
         DedupKey {
             scope: QUEUE.to_string(),

@@ -25,7 +25,7 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
 /// Top-level sections an environment variable may address
 /// (`HOOKGATE_SERVER__LISTEN` -> `server.listen`).
-const ENV_SECTIONS: &[&str] = &["server", "admin", "store", "log", "delivery"];
+const ENV_SECTIONS: &[&str] = &["server", "admin", "store", "log", "delivery", "sender"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,7 +37,104 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Embedded sender mode (SPEC §2): the `/v1/` API on the admin listener.
+    pub sender: SenderConfig,
+    /// Keys of the `/v1/` API.
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyConfig>,
 }
+
+/// `[sender]`: the outbound half.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SenderConfig {
+    pub enabled: bool,
+    /// 32 bytes, written as 64 hex digits or base64: encrypts channel
+    /// credentials and endpoint signing secrets at rest (AES-256-GCM).
+    #[serde(default)]
+    pub master_key: Option<SecretSource>,
+    /// Development only: with no `master_key`, generate one at start (a
+    /// warning says so; credentials stored with it cannot be read after a
+    /// restart).
+    #[serde(default)]
+    pub insecure_generate_master_key: bool,
+    /// Delays between attempts; attempts in all = delays + 1.
+    pub retry_schedule: Vec<Dur>,
+    pub attempt_timeout: Dur,
+    /// Channels plus endpoints per project.
+    pub channel_quota: u32,
+    /// Networks outbound requests may reach although the SSRF guard would
+    /// refuse them (private, loopback, link-local, ...).
+    #[serde(default)]
+    pub allow_cidrs: Vec<Cidr>,
+    /// Refuse `http://` destination URLs.
+    pub https_only: bool,
+    /// Attempts at once per channel or endpoint.
+    pub concurrency: u32,
+    /// Exhausted deliveries in a row that disable a destination: 1 is the
+    /// seed's rule (the first delivery that exhausts its schedule), N a
+    /// gentler one, 0 never.
+    pub auto_disable_after: u32,
+    /// How long an endpoint's previous signing secret keeps signing after a
+    /// rotation.
+    pub secret_rotation_grace: Dur,
+    /// Dedup window of `analysisId` and event ids.
+    pub dedup_window: Dur,
+    /// Most bytes of an accepted analysis or event.
+    pub max_body: Size,
+    /// SMTP server for `email` channels.
+    #[serde(default)]
+    pub smtp: Option<SmtpConfig>,
+}
+
+/// `[sender.smtp]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    /// `starttls` (default), `tls` (implicit, port 465) or `none` (tests and
+    /// local relays only).
+    #[serde(default)]
+    pub security: SmtpSecurity,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<SecretSource>,
+    pub from: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    #[default]
+    Starttls,
+    Tls,
+    None,
+}
+
+/// One `[[api_keys]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    pub name: String,
+    /// The key itself (hashed at load; only the hash is kept).
+    #[serde(default)]
+    pub key: Option<SecretSource>,
+    /// Or its SHA-256, 64 hex digits.
+    #[serde(default)]
+    pub key_sha256: Option<String>,
+    pub permissions: Vec<String>,
+    /// Scope: one project ...
+    #[serde(default)]
+    pub project: Option<String>,
+    /// ... or a tenant (the caller names the project with `X-Project-Id`).
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+/// Permissions an API key may carry.
+pub const API_PERMISSIONS: &[&str] = &["config:read", "config:write", "events:write"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1037,10 +1134,90 @@ impl Config {
                 ));
             }
         }
+        self.validate_sender(&mut errs);
         if errs.is_empty() {
             Ok(())
         } else {
             Err(ConfigError::Invalid(errs))
+        }
+    }
+
+    /// `[sender]` and `[[api_keys]]`.
+    fn validate_sender(&self, errs: &mut Vec<String>) {
+        let s = &self.sender;
+        if s.enabled && s.master_key.is_none() && !s.insecure_generate_master_key {
+            errs.push(
+                "sender.master_key: required when sender.enabled (64 hex digits or base64 of 32 bytes; \
+                 insecure_generate_master_key = true generates a throwaway one for development)"
+                    .into(),
+            );
+        }
+        if s.retry_schedule.iter().any(|d| d.0.is_zero()) {
+            errs.push("sender.retry_schedule: delays must be greater than zero".into());
+        }
+        if s.attempt_timeout.0.is_zero() {
+            errs.push("sender.attempt_timeout: must be greater than zero".into());
+        }
+        if s.concurrency == 0 {
+            errs.push("sender.concurrency: must be greater than zero".into());
+        }
+        if s.max_body.0 == 0 || s.max_body.0 > 16 * 1024 * 1024 {
+            errs.push("sender.max_body: must be between 1 byte and 16MiB".into());
+        }
+        if s.dedup_window.0.is_zero() {
+            errs.push("sender.dedup_window: must be greater than zero".into());
+        }
+        if let Some(smtp) = &s.smtp {
+            if smtp.host.trim().is_empty() {
+                errs.push("sender.smtp.host: must not be empty".into());
+            }
+            if !smtp.from.contains('@') {
+                errs.push("sender.smtp.from: must be an email address".into());
+            }
+            if smtp.password.is_some() && smtp.username.is_none() {
+                errs.push("sender.smtp.username: required with sender.smtp.password".into());
+            }
+        }
+        if !self.api_keys.is_empty() && !s.enabled {
+            errs.push("api_keys: set sender.enabled = true to serve the /v1/ API".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, k) in self.api_keys.iter().enumerate() {
+            let at = format!("api_keys[{i}]");
+            if k.name.trim().is_empty() {
+                errs.push(format!("{at}.name: must not be empty"));
+            } else if !names.insert(k.name.as_str()) {
+                errs.push(format!("{at}.name: {:?} is used twice", k.name));
+            }
+            match (&k.key, &k.key_sha256) {
+                (Some(_), None) => {}
+                (None, Some(h)) => {
+                    if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        errs.push(format!("{at}.key_sha256: must be 64 hex digits"));
+                    }
+                }
+                _ => errs.push(format!(
+                    "{at}: exactly one of `key`, `key_sha256` must be set"
+                )),
+            }
+            if k.permissions.is_empty() {
+                errs.push(format!("{at}.permissions: must not be empty"));
+            }
+            for p in &k.permissions {
+                if !API_PERMISSIONS.contains(&p.as_str()) {
+                    errs.push(format!(
+                        "{at}.permissions: unknown permission {p:?} (one of {})",
+                        API_PERMISSIONS.join(", ")
+                    ));
+                }
+            }
+            match (&k.project, &k.tenant) {
+                (Some(p), None) if !p.is_empty() => {}
+                (None, Some(t)) if !t.is_empty() => {}
+                _ => errs.push(format!(
+                    "{at}: exactly one of `project`, `tenant` must be set"
+                )),
+            }
         }
     }
 

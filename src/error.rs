@@ -165,6 +165,98 @@ impl ApiError {
     }
 }
 
+/// An error answer of the sender's `/v1/` API (seed 001's envelope):
+/// `{"success":false,"error":{"code":...,"message":...}}`. Messages name
+/// the field at fault and never contain a credential.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct V1Error {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl V1Error {
+    pub fn validation(message: impl Into<String>) -> V1Error {
+        V1Error {
+            status: StatusCode::BAD_REQUEST,
+            code: "VALIDATION_ERROR",
+            message: message.into(),
+        }
+    }
+    pub fn unauthorized() -> V1Error {
+        V1Error {
+            status: StatusCode::UNAUTHORIZED,
+            code: "UNAUTHORIZED",
+            message: "missing or invalid API key".into(),
+        }
+    }
+    pub fn forbidden(message: impl Into<String>) -> V1Error {
+        V1Error {
+            status: StatusCode::FORBIDDEN,
+            code: "FORBIDDEN",
+            message: message.into(),
+        }
+    }
+    pub fn quota(message: impl Into<String>) -> V1Error {
+        V1Error {
+            status: StatusCode::FORBIDDEN,
+            code: "QUOTA_EXCEEDED",
+            message: message.into(),
+        }
+    }
+    pub fn not_found() -> V1Error {
+        V1Error {
+            status: StatusCode::NOT_FOUND,
+            code: "NOT_FOUND",
+            message: "no such resource".into(),
+        }
+    }
+    pub fn method_not_allowed() -> V1Error {
+        V1Error {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            code: "METHOD_NOT_ALLOWED",
+            message: "method not allowed on this path".into(),
+        }
+    }
+    pub fn too_large(limit: u64) -> V1Error {
+        V1Error {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "PAYLOAD_TOO_LARGE",
+            message: format!("the body exceeds sender.max_body ({limit} bytes)"),
+        }
+    }
+    pub fn unavailable() -> V1Error {
+        V1Error {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "UNAVAILABLE",
+            message: "the store cannot take the request now; retry later".into(),
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let mut r = json(
+            self.status,
+            &serde_json::json!({
+                "success": false,
+                "error": { "code": self.code, "message": self.message }
+            }),
+        );
+        match self.status {
+            StatusCode::SERVICE_UNAVAILABLE => {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            StatusCode::UNAUTHORIZED => {
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        r
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,7 @@ pub mod delivery;
 pub mod error;
 pub mod inbound;
 pub mod metrics;
+pub mod outbound;
 pub mod server;
 pub mod shutdown;
 pub mod signature;
@@ -149,7 +150,8 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let client = delivery::client::HttpClient::new();
     let metrics = Arc::new(metrics::Metrics::new());
-    let needs_store = config.routes.iter().any(|r| r.mode == config::Mode::Queue);
+    let needs_store =
+        config.sender.enabled || config.routes.iter().any(|r| r.mode == config::Mode::Queue);
     let store = if needs_store {
         Some(open_store(&config, Some(metrics.registry()))?)
     } else {
@@ -257,6 +259,51 @@ pub async fn run(
         report_orphans(store, &queue_names, &opts.clock, &metrics).await;
         restore_paused(store, &controls, &metrics).await?;
     }
+    let engine = store.as_ref().map(|store| {
+        let queues = inbound
+            .routes()
+            .iter()
+            .filter(|r| r.mode == config::Mode::Queue)
+            .map(|r| {
+                Arc::new(delivery::engine::QueueTarget {
+                    name: r.path.clone(),
+                    deliver: delivery::engine::Deliver::Forward {
+                        target: r.target.clone(),
+                        verified_header: r.verified_header.clone(),
+                    },
+                    timeout: r.upstream_timeout,
+                    concurrency: r.concurrency.clone(),
+                    policy: r.retry.clone(),
+                    client: r.client.clone(),
+                    fifo: r.fifo,
+                    not_before: Default::default(),
+                })
+            })
+            .collect();
+        Arc::new(delivery::engine::Engine::new(
+            store.clone(),
+            queues,
+            &controls,
+            opts.clock.clone(),
+            wake.clone(),
+            config.delivery.poll_interval.0,
+            metrics.clone(),
+        ))
+    });
+    let sender = match (&store, &engine) {
+        (Some(store), Some(engine)) if config.sender.enabled => Some(
+            outbound::Sender::open(
+                &config,
+                store.clone(),
+                engine.clone(),
+                opts.clock.clone(),
+                metrics.registry(),
+            )
+            .await
+            .map_err(RunError::Config)?,
+        ),
+        _ => None,
+    };
     let admin_state = Arc::new(admin::Admin::new(
         shutdown.clone(),
         admin_token,
@@ -266,6 +313,7 @@ pub async fn run(
         wake.clone(),
         opts.clock.clone(),
         metrics.clone(),
+        sender,
     ));
     // The admin listener outlives the drain: probes see 503 and metrics stay
     // scrapeable until the public side and the workers have finished.
@@ -278,34 +326,7 @@ pub async fn run(
     ));
 
     let mut background = Vec::new();
-    if let Some(store) = &store {
-        let queues = inbound
-            .routes()
-            .iter()
-            .filter(|r| r.mode == config::Mode::Queue)
-            .map(|r| {
-                Arc::new(delivery::engine::QueueTarget {
-                    name: r.path.clone(),
-                    target: r.target.clone(),
-                    timeout: r.upstream_timeout,
-                    concurrency: r.concurrency.clone(),
-                    policy: r.retry.clone(),
-                    verified_header: r.verified_header.clone(),
-                    client: r.client.clone(),
-                    fifo: r.fifo,
-                    not_before: Default::default(),
-                })
-            })
-            .collect();
-        let engine = Arc::new(delivery::engine::Engine::new(
-            store.clone(),
-            queues,
-            &controls,
-            opts.clock.clone(),
-            wake,
-            config.delivery.poll_interval.0,
-            metrics.clone(),
-        ));
+    if let (Some(store), Some(engine)) = (&store, engine) {
         background.push(tokio::spawn(engine.run(shutdown.clone(), grace)));
         background.push(tokio::spawn(purge_loop(
             store.clone(),
@@ -369,7 +390,8 @@ async fn report_orphans(
     };
     for s in stats {
         let waiting = s.pending + s.inflight + s.dead;
-        if queues.contains(&s.queue) || waiting == 0 {
+        if queues.contains(&s.queue) || s.queue.starts_with(outbound::QUEUE_PREFIX) || waiting == 0
+        {
             continue;
         }
         tracing::warn!(

@@ -654,6 +654,7 @@ async fn seed_job_in(
         payload,
         created_at: at,
         next_at: at,
+        label: None,
     };
     match store.enqueue(job, None, None).await.unwrap() {
         Enqueued::Accepted { id } => (store, id),

@@ -40,6 +40,8 @@ pub struct Admin {
     wake: Arc<tokio::sync::Notify>,
     clock: Clock,
     metrics: Arc<Metrics>,
+    /// The sender's `/v1/` API, when `sender.enabled`.
+    sender: Option<Arc<crate::outbound::Sender>>,
 }
 
 fn ok(v: Value) -> Result<Response<Body>, ApiError> {
@@ -70,6 +72,7 @@ impl Admin {
         wake: Arc<tokio::sync::Notify>,
         clock: Clock,
         metrics: Arc<Metrics>,
+        sender: Option<Arc<crate::outbound::Sender>>,
     ) -> Self {
         Admin {
             shutdown,
@@ -80,6 +83,7 @@ impl Admin {
             wake,
             clock,
             metrics,
+            sender,
         }
     }
 
@@ -92,7 +96,10 @@ impl Admin {
                     self.metrics.queue_oldest_seconds.reset();
                     self.metrics.orphaned_jobs.reset();
                     for s in stats {
-                        if !self.queues.contains(&s.queue) && s.pending + s.inflight + s.dead > 0 {
+                        if !self.queues.contains(&s.queue)
+                            && !s.queue.starts_with(crate::outbound::QUEUE_PREFIX)
+                            && s.pending + s.inflight + s.dead > 0
+                        {
                             self.metrics
                                 .orphaned_jobs
                                 .with_label_values(&[&s.queue])
@@ -149,6 +156,13 @@ impl Admin {
             }
             _ => {}
         }
+        if path.starts_with("/v1/") || path.starts_with("/api/sch/org/webhooks/") {
+            // The sender's API, authenticated by API key (not the admin token).
+            return match &self.sender {
+                Some(sender) => Ok(sender.handle(req).await),
+                None => Err(ApiError::NotFound),
+            };
+        }
         if !path.starts_with("/admin/") {
             return Err(ApiError::NotFound);
         }
@@ -187,7 +201,7 @@ impl Admin {
                             "dead": s.dead,
                             "delivered": s.done,
                             "oldest_pending_age_seconds": s.oldest_pending_age_ms.map(|ms| ms as f64 / 1000.0),
-                            "orphaned": !self.queues.contains(&s.queue),
+                            "orphaned": !self.queues.contains(&s.queue) && !s.queue.starts_with(crate::outbound::QUEUE_PREFIX),
                         });
                         if let Some(ctl) = self.controls.get(&s.queue) {
                             let c = ctl.snapshot();

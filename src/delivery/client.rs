@@ -8,9 +8,10 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use crate::delivery::ssrf::{self, Guard, GuardedConnector};
 use crate::delivery::tls::{client_config, ClientTlsOptions, TlsError};
 
 /// Why a request did not produce a response.
@@ -26,7 +27,9 @@ pub enum SendError {
 
 #[derive(Clone)]
 pub struct HttpClient {
-    inner: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// Over the SSRF guard's connector; the guard is off (no checks) but
+    /// for [`HttpClient::guarded`].
+    inner: Client<hyper_rustls::HttpsConnector<GuardedConnector>, Full<Bytes>>,
 }
 
 impl HttpClient {
@@ -37,20 +40,7 @@ impl HttpClient {
 
     /// A client with the given trust and client identity.
     pub fn with_tls(opts: &ClientTlsOptions) -> Result<Self, TlsError> {
-        let tls = client_config(opts)?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_secs(10)));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let inner = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(https);
-        Ok(HttpClient { inner })
+        Self::guarded(opts, Guard::off())
     }
 
     /// Sends `req`, waiting at most `timeout` for the response head.
@@ -62,9 +52,36 @@ impl HttpClient {
         match tokio::time::timeout(timeout, self.inner.request(req)).await {
             Err(_) => Err(SendError::Timeout),
             Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) if e.is_connect() => Err(SendError::Connect),
-            Ok(Err(e)) => Err(SendError::Other(error_chain(&e))),
+            Ok(Err(e)) => match ssrf::find_denied(&e) {
+                // Permanent: see `ssrf::is_refusal`.
+                Some(denied) => Err(SendError::Other(denied.to_string())),
+                None if e.is_connect() => Err(SendError::Connect),
+                None => Err(SendError::Other(error_chain(&e))),
+            },
         }
+    }
+
+    /// A client like [`HttpClient::with_tls`] whose connections go through
+    /// the SSRF `guard`: a refused address is never connected to (or, found
+    /// only once connected, dropped before a byte is sent), and `send` fails
+    /// with `SendError::Other("refused by the SSRF guard: …")`
+    /// ([`ssrf::is_refusal`]).
+    pub fn guarded(opts: &ClientTlsOptions, guard: Guard) -> Result<HttpClient, TlsError> {
+        let tls = client_config(opts)?;
+        let mut connector = GuardedConnector::new(guard);
+        let http = connector.http_mut();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(10)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
+        let inner = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(https);
+        Ok(HttpClient { inner })
     }
 }
 

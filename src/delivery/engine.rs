@@ -53,14 +53,55 @@ const CLAIM_MAX: usize = 512;
 /// again, so a request that crashes hookgate cannot crash it forever.
 pub const INTERRUPTED_LIMIT: u32 = 3;
 
-/// One queue (one route's upstream) and how to deliver its jobs.
+/// How the jobs of a queue become requests.
+pub enum Deliver {
+    /// Received webhooks, replayed on a route's upstream.
+    Forward {
+        target: Target,
+        verified_header: HeaderValue,
+    },
+    /// The sender's deliveries: the sender prepares each attempt's request
+    /// from the stored event (formatted and signed at attempt time), judges
+    /// its answer, and hears how each attempt ended.
+    Prepared(Arc<dyn Prepare>),
+}
+
+/// What the sender plugs into the engine for its queues. `delivery` knows
+/// no channel or endpoint: this is its whole view of them.
+pub trait Prepare: Send + Sync {
+    /// The request of attempt `n` of `job`, or why it can never be made (a
+    /// permanent failure: the destination was deleted, the payload is
+    /// damaged...).
+    fn prepare(&self, job: &ClaimedJob, n: u32) -> Result<Request<Full<Bytes>>, String>;
+    /// Judges an answer; `default` is the retry policy's judgement.
+    fn classify(&self, job: &ClaimedJob, status: http::StatusCode, default: Outcome) -> Outcome {
+        let _ = (job, status);
+        default
+    }
+    /// How an attempt ended, after it was decided and before it is recorded.
+    fn finished(&self, job: &ClaimedJob, report: &AttemptReport);
+}
+
+/// How one attempt ended, for [`Prepare::finished`].
+#[derive(Debug, Clone)]
+pub struct AttemptReport {
+    /// When the attempt ended (Unix ms).
+    pub at: i64,
+    pub http_status: Option<u16>,
+    pub error: Option<String>,
+    pub next: Next,
+    /// Dead because the retry schedule ran out (not a permanent answer).
+    pub exhausted: bool,
+}
+
+/// One queue (one route's upstream, or one sender destination) and how to
+/// deliver its jobs.
 pub struct QueueTarget {
     pub name: String,
-    pub target: Target,
+    pub deliver: Deliver,
     pub timeout: Duration,
     pub concurrency: Arc<Semaphore>,
     pub policy: RetryPolicy,
-    pub verified_header: HeaderValue,
     pub client: HttpClient,
     /// In-order delivery: one job at a time, the head of the queue; a
     /// failing head is retried in place and blocks the ones behind it.
@@ -81,9 +122,38 @@ struct Lane {
     concurrency: usize,
 }
 
+impl Lane {
+    fn new(q: Arc<QueueTarget>, ctl: Option<Arc<QueueControl>>) -> Lane {
+        // Nothing is in flight yet: the free permits are the limit.
+        let concurrency = q.concurrency.available_permits().max(1);
+        // In order: one job claimed at a time.
+        let held_max = if q.fifo {
+            1
+        } else {
+            concurrency.saturating_mul(2)
+        };
+        let ctl = ctl.unwrap_or_else(|| {
+            Arc::new(QueueControl::new(super::circuit::BreakerPolicy {
+                enabled: false,
+                failures: u32::MAX,
+                probe_interval: Duration::from_secs(1),
+                probe_max_interval: Duration::from_secs(1),
+            }))
+        });
+        Lane {
+            q,
+            ctl,
+            held: Arc::new(Semaphore::new(held_max)),
+            held_max,
+            concurrency,
+        }
+    }
+}
+
 pub struct Engine {
     store: Store,
-    lanes: Vec<Lane>,
+    /// Fixed for routes; the sender adds and removes its destinations'.
+    lanes: std::sync::RwLock<Vec<Arc<Lane>>>,
     /// Ids of the jobs this process holds (buffered or attempting): a job is
     /// never attempted twice at once here, even if its lease ran out and a
     /// claim handed it out again.
@@ -107,40 +177,49 @@ impl Engine {
         let lanes = queues
             .into_iter()
             .map(|q| {
-                // Nothing is in flight yet: the free permits are the limit.
-                let concurrency = q.concurrency.available_permits().max(1);
-                // In order: one job claimed at a time.
-                let held_max = if q.fifo {
-                    1
-                } else {
-                    concurrency.saturating_mul(2)
-                };
-                let ctl = controls.get(&q.name).cloned().unwrap_or_else(|| {
-                    Arc::new(QueueControl::new(super::circuit::BreakerPolicy {
-                        enabled: false,
-                        failures: u32::MAX,
-                        probe_interval: Duration::from_secs(1),
-                        probe_max_interval: Duration::from_secs(1),
-                    }))
-                });
-                Lane {
-                    q,
-                    ctl,
-                    held: Arc::new(Semaphore::new(held_max)),
-                    held_max,
-                    concurrency,
-                }
+                let ctl = controls.get(&q.name).cloned();
+                Arc::new(Lane::new(q, ctl))
             })
             .collect();
         Engine {
             store,
-            lanes,
+            lanes: std::sync::RwLock::new(lanes),
             held: Default::default(),
             clock,
             wake,
             poll_interval,
             metrics,
         }
+    }
+
+    /// Adds a queue (a sender destination) while running; answers its
+    /// control, through which the caller pauses and resumes it. A queue of
+    /// the same name is replaced (its running attempts finish).
+    pub fn add_queue(&self, q: Arc<QueueTarget>) -> Arc<QueueControl> {
+        let lane = Arc::new(Lane::new(q, None));
+        let ctl = lane.ctl.clone();
+        let mut lanes = self
+            .lanes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        lanes.retain(|l| l.q.name != lane.q.name);
+        lanes.push(lane);
+        drop(lanes);
+        self.wake.notify_one();
+        ctl
+    }
+
+    /// Stops claiming for a queue (its running attempts finish).
+    pub fn remove_queue(&self, name: &str) {
+        self.lanes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|l| l.q.name != name);
+    }
+
+    /// Wakes the claim loop (new jobs were enqueued, a queue resumed).
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 
     /// Claims and attempts jobs until `shutdown`, then lets running
@@ -150,7 +229,12 @@ impl Engine {
         while !shutdown.is_triggered() {
             let mut claimed = 0usize;
             let mut idle = self.poll_interval;
-            for lane in &self.lanes {
+            let lanes: Vec<Arc<Lane>> = self
+                .lanes
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            for lane in &lanes {
                 let q = &lane.q;
                 if lane.ctl.paused() {
                     continue;
@@ -338,6 +422,7 @@ impl Engine {
         } else {
             None
         };
+        let pre_exhausted = exhausted.is_some();
         let (result, retry_after) = match exhausted {
             Some(e) => (Err(AttemptError::Permanent(e)), None),
             None => self.send(&q, &job, n).await,
@@ -345,11 +430,21 @@ impl Engine {
         let duration_ms = started.elapsed().as_millis() as i64;
         let (outcome, http_status, error, body) = match result {
             Ok((status, body)) => (
-                q.policy.classify_status(status),
+                {
+                    let default = q.policy.classify_status(status);
+                    match &q.deliver {
+                        Deliver::Prepared(p) => p.classify(&job, status, default),
+                        Deliver::Forward { .. } => default,
+                    }
+                },
                 Some(status.as_u16()),
                 None,
                 Some(body),
             ),
+            // The SSRF guard's refusal will not change by retrying.
+            Err(AttemptError::Send(e)) if crate::delivery::ssrf::is_refusal(&e) => {
+                (Outcome::Permanent, None, Some(e.to_string()), None)
+            }
             Err(AttemptError::Send(e)) => (Outcome::Transient, None, Some(e.to_string()), None),
             Err(AttemptError::Permanent(e)) => (Outcome::Permanent, None, Some(e), None),
         };
@@ -391,6 +486,19 @@ impl Engine {
                 }
             }
         };
+        if let Deliver::Prepared(p) = &q.deliver {
+            p.finished(
+                &job,
+                &AttemptReport {
+                    at: now_ms(&self.clock),
+                    http_status,
+                    error: error.clone(),
+                    next,
+                    exhausted: next == Next::Dead
+                        && (pre_exhausted || outcome == Outcome::Transient),
+                },
+            );
+        }
         let label = match (&next, outcome) {
             (Next::Done, _) => "success",
             (Next::Retry { .. }, _) => "retry",
@@ -522,9 +630,16 @@ impl Engine {
 /// cannot succeed by retrying, so it is an error, and the caller dead-letters
 /// the job with that error text (as for a damaged payload).
 fn prepare(q: &QueueTarget, job: &ClaimedJob, n: u32) -> Result<Request<Full<Bytes>>, String> {
-    match job.kind.as_str() {
-        KIND_FORWARD => prepare_forward(q, job, n),
-        other => Err(format!(
+    match (&q.deliver, job.kind.as_str()) {
+        (Deliver::Prepared(p), _) => p.prepare(job, n),
+        (
+            Deliver::Forward {
+                target,
+                verified_header,
+            },
+            KIND_FORWARD,
+        ) => prepare_forward(target, verified_header, job, n),
+        (_, other) => Err(format!(
             "unknown job kind {other:?}: this hookgate cannot deliver it"
         )),
     }
@@ -533,13 +648,13 @@ fn prepare(q: &QueueTarget, job: &ClaimedJob, n: u32) -> Result<Request<Full<Byt
 /// [`KIND_FORWARD`]: the received request, replayed on the route's upstream
 /// with our `X-Hookgate-*` headers.
 fn prepare_forward(
-    q: &QueueTarget,
+    target: &Target,
+    verified_header: &HeaderValue,
     job: &ClaimedJob,
     n: u32,
 ) -> Result<Request<Full<Bytes>>, String> {
     let req = StoredRequest::decode(&job.payload).map_err(|e| e.to_string())?;
-    let uri = q
-        .target
+    let uri = target
         .uri_for(&req.path_and_query)
         .map_err(|e| format!("bad upstream URI: {e}"))?;
     let extra = [
@@ -548,7 +663,7 @@ fn prepare_forward(
             HeaderValue::from_str(&job.id).unwrap_or_else(|_| HeaderValue::from_static("invalid")),
         ),
         (X_HOOKGATE_ATTEMPT.clone(), HeaderValue::from(n)),
-        (X_HOOKGATE_VERIFIED.clone(), q.verified_header.clone()),
+        (X_HOOKGATE_VERIFIED.clone(), verified_header.clone()),
     ];
     upstream_request(req.method, uri, req.headers, req.body, &extra)
         .map_err(|e| format!("cannot build request: {e}"))
@@ -583,15 +698,17 @@ mod tests {
     fn queue() -> QueueTarget {
         QueueTarget {
             name: "/hooks/x".into(),
-            target: Target {
-                base: "http://127.0.0.1:9/app".parse().unwrap(),
-                strip: Some("/hooks/x".into()),
-                fixed: false,
+            deliver: Deliver::Forward {
+                target: Target {
+                    base: "http://127.0.0.1:9/app".parse().unwrap(),
+                    strip: Some("/hooks/x".into()),
+                    fixed: false,
+                },
+                verified_header: HeaderValue::from_static("sigsentry"),
             },
             timeout: Duration::from_secs(1),
             concurrency: Arc::new(Semaphore::new(1)),
             policy: RetryPolicy::default(),
-            verified_header: HeaderValue::from_static("sigsentry"),
             client: HttpClient::new(),
             fifo: false,
             not_before: Default::default(),

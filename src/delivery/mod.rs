@@ -11,4 +11,5 @@ pub mod engine;
 pub mod forward;
 pub mod job;
 pub mod policy;
+pub mod ssrf;
 pub mod tls;

@@ -261,6 +261,7 @@ impl Inbound {
             payload,
             created_at: now,
             next_at: now,
+            label: None,
         };
         // If the deadline passes, the write may still commit later; the
         // sender's retry is then answered as a duplicate of it: no loss, no

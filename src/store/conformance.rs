@@ -32,6 +32,7 @@ pub(super) fn job(tag: &str, queue: &str, at: i64) -> NewJob {
         payload: format!("payload of {tag}").into_bytes().into(),
         created_at: at,
         next_at: at,
+        label: None,
     }
 }
 

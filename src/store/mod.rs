@@ -216,6 +216,9 @@ pub struct NewJob {
     pub created_at: i64,
     /// First time the job may be claimed (usually `created_at`).
     pub next_at: i64,
+    /// A short caller's description kept with the job and shown in lists
+    /// (the sender: the event type and id); `None` for received webhooks.
+    pub label: Option<String>,
 }
 
 /// Dedup key written together with a job.
@@ -350,6 +353,8 @@ pub struct JobSummary {
     pub lease_until: Option<i64>,
     pub last_status: Option<u16>,
     pub last_error: Option<String>,
+    /// [`NewJob::label`].
+    pub label: Option<String>,
 }
 
 /// A recorded attempt.
@@ -409,6 +414,43 @@ pub struct PurgeStats {
     /// True when a per-call limit was hit and more rows are eligible; call
     /// `purge` again (each call is kept small so it does not stall commits).
     pub more: bool,
+}
+
+/// Answer of [`Store::enqueue_fanout`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fanout {
+    /// Every job (and the dedup record) committed, in one transaction; the
+    /// ids in the order of the jobs given.
+    Accepted { ids: Vec<String> },
+    /// The dedup key is still live; nothing was written.
+    Duplicate { first_id: String },
+}
+
+/// A destination of the sender (a channel of seed 001 or an endpoint of
+/// seed 004), as stored. The store keeps it opaque: `sealed` holds the
+/// credentials encrypted by the sender, `spec` the sender's JSON of the
+/// rest of its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub id: String,
+    pub project: String,
+    /// `slack`, `teams`, `discord`, `google_chat`, `webhook`, `email`,
+    /// `endpoint`.
+    pub kind: String,
+    /// Settings that are not secret (name, threshold, URL hint, events...).
+    pub spec: String,
+    /// The credentials, encrypted.
+    pub sealed: Vec<u8>,
+    pub active: bool,
+    /// When it was disabled automatically (exhausted deliveries).
+    pub disabled_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// Time and outcome (2xx or not) of the last finished attempt.
+    pub last_attempt_at: Option<i64>,
+    pub last_ok: Option<bool>,
+    /// Exhausted deliveries in a row.
+    pub exhausted_streak: u32,
 }
 
 /// Group-commit counters, for metrics and tests.
@@ -596,6 +638,48 @@ impl Store {
     /// Answers how many moved.
     pub async fn move_queue(&self, from: &str, to: &str, now: i64) -> Result<u64, StoreError> {
         dispatch!(self.move_queue(from.to_owned(), to.to_owned(), now)).await
+    }
+
+    /// Enqueues several jobs (the deliveries of one event) in ONE
+    /// transaction, with one dedup record pointing at the first: either all
+    /// of them are durable or none is. No queue limit applies.
+    pub async fn enqueue_fanout(
+        &self,
+        jobs: Vec<NewJob>,
+        dedup: Option<DedupKey>,
+    ) -> Result<Fanout, StoreError> {
+        if jobs.is_empty() {
+            return Err(StoreError::Invalid(
+                "a fan-out needs at least one job".into(),
+            ));
+        }
+        dispatch!(self.enqueue_fanout(jobs, dedup)).await
+    }
+
+    /// The latest `limit` jobs of `queue` that carry a label (the sender's
+    /// deliveries), newest first.
+    pub async fn recent_labelled(
+        &self,
+        queue: &str,
+        limit: usize,
+    ) -> Result<Vec<JobSummary>, StoreError> {
+        dispatch!(self.recent_labelled(queue.to_owned(), limit.min(LIST_LIMIT_CAP))).await
+    }
+
+    /// Creates or replaces a destination.
+    pub async fn put_destination(&self, d: Destination) -> Result<(), StoreError> {
+        dispatch!(self.put_destination(d)).await
+    }
+
+    /// Every destination, oldest first.
+    pub async fn destinations(&self) -> Result<Vec<Destination>, StoreError> {
+        dispatch!(self.destinations()).await
+    }
+
+    /// Deletes a destination; answers whether it existed. Its jobs are
+    /// left to the caller ([`Store::delete_queue`]).
+    pub async fn delete_destination(&self, id: &str) -> Result<bool, StoreError> {
+        dispatch!(self.delete_destination(id.to_owned())).await
     }
 
     /// Deletes every unclaimed job of `queue` whatever its state (pending,

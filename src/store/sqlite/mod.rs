@@ -77,9 +77,10 @@ use self::mem::{
 };
 use self::plog::{PayloadLog, PayloadRef, SegmentFiles};
 use super::{
-    Attempt, AttemptRecord, ClaimedJob, CommitStats, DedupKey, Enqueued, JobDetail, JobFilter,
-    JobState, JobSummary, Lease, NewJob, Next, PurgePolicy, PurgeStats, QueueStats, StoreError,
-    StoreOptions, ERROR_TEXT_CAP, LIST_LIMIT_CAP, OUTCOME_INTERRUPTED, RESPONSE_BODY_CAP,
+    Attempt, AttemptRecord, ClaimedJob, CommitStats, DedupKey, Destination, Enqueued, Fanout,
+    JobDetail, JobFilter, JobState, JobSummary, Lease, NewJob, Next, PurgePolicy, PurgeStats,
+    QueueStats, StoreError, StoreOptions, ERROR_TEXT_CAP, LIST_LIMIT_CAP, OUTCOME_INTERRUPTED,
+    RESPONSE_BODY_CAP,
 };
 
 /// Page size of a new database. What remains in the database is small rows
@@ -773,6 +774,123 @@ impl SqliteBackend {
     ) -> Result<Enqueued, StoreError> {
         self.write(move |c| enqueue(c, &job, dedup.as_ref(), max_pending))
             .await
+    }
+
+    pub(super) async fn enqueue_fanout(
+        &self,
+        jobs: Vec<NewJob>,
+        dedup: Option<DedupKey>,
+    ) -> Result<Fanout, StoreError> {
+        // One request, so one savepoint: an error in any insert rolls back
+        // every job of the event and the dedup record.
+        self.write(move |c| {
+            let mut ids = Vec::with_capacity(jobs.len());
+            for (i, job) in jobs.iter().enumerate() {
+                let d = if i == 0 { dedup.as_ref() } else { None };
+                match enqueue(c, job, d, None)? {
+                    Enqueued::Accepted { id } => ids.push(id),
+                    Enqueued::Duplicate { first_id } => return Ok(Fanout::Duplicate { first_id }),
+                    Enqueued::QueueFull => unreachable_queue_full()?,
+                }
+            }
+            Ok(Fanout::Accepted { ids })
+        })
+        .await
+    }
+
+    pub(super) async fn recent_labelled(
+        &self,
+        queue: String,
+        limit: usize,
+    ) -> Result<Vec<JobSummary>, StoreError> {
+        let codec = self.codec;
+        let leases = self.leases_of(Some(&queue));
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {SUMMARY_COLUMNS} FROM job WHERE queue = ?1 AND label IS NOT NULL
+                 ORDER BY seq DESC LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(params![queue, sql_int(limit)], |r| {
+                summary_from_row(codec, r)
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, mut s) = row?;
+                if let Some(until) = leases.get(&seq).filter(|_| s.state == JobState::Pending) {
+                    s.state = JobState::Inflight;
+                    s.lease_until = Some(*until);
+                }
+                out.push(s);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(super) async fn put_destination(&self, d: Destination) -> Result<(), StoreError> {
+        self.write(move |c| {
+            c.conn
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO destination (id, project, kind, spec, sealed, active,
+                         disabled_at, created_at, updated_at, last_attempt_at, last_ok,
+                         exhausted_streak)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                )?
+                .execute(params![
+                    d.id,
+                    d.project,
+                    d.kind,
+                    d.spec,
+                    d.sealed,
+                    d.active,
+                    d.disabled_at,
+                    d.created_at,
+                    d.updated_at,
+                    d.last_attempt_at,
+                    d.last_ok,
+                    d.exhausted_streak
+                ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn destinations(&self) -> Result<Vec<Destination>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, project, kind, spec, sealed, active, disabled_at, created_at,
+                        updated_at, last_attempt_at, last_ok, exhausted_streak
+                 FROM destination ORDER BY created_at, id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(Destination {
+                    id: r.get(0)?,
+                    project: r.get(1)?,
+                    kind: r.get(2)?,
+                    spec: r.get(3)?,
+                    sealed: r.get(4)?,
+                    active: r.get(5)?,
+                    disabled_at: r.get(6)?,
+                    created_at: r.get(7)?,
+                    updated_at: r.get(8)?,
+                    last_attempt_at: r.get(9)?,
+                    last_ok: r.get(10)?,
+                    exhausted_streak: r.get(11)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    pub(super) async fn delete_destination(&self, id: String) -> Result<bool, StoreError> {
+        self.write(move |c| {
+            Ok(c.conn
+                .prepare_cached("DELETE FROM destination WHERE id = ?1")?
+                .execute([id])?
+                > 0)
+        })
+        .await
     }
 
     pub(super) async fn claim(
@@ -1909,6 +2027,14 @@ impl ReadPool {
 // Write operations (on the writer thread, inside a savepoint)
 // ---------------------------------------------------------------------------
 
+/// `enqueue` without a queue limit never answers `QueueFull`; if it did, the
+/// fan-out fails (and rolls back) rather than panic.
+fn unreachable_queue_full<T>() -> rusqlite::Result<T> {
+    Err(rusqlite::Error::InvalidParameterName(
+        "queue limit reached in a fan-out without a limit".into(),
+    ))
+}
+
 pub(super) fn enqueue(
     c: &mut Ctx<'_>,
     job: &NewJob,
@@ -1954,8 +2080,8 @@ pub(super) fn enqueue(
     c.conn
         .prepare_cached(
             "INSERT INTO job (seq, queue, kind, state, cycle_base, cycle_start, created_at,
-                              next_at, updated_at, pseg, poff, plen)
-             VALUES (?1, ?2, ?3, 0, 0, ?4, ?4, ?5, ?4, ?6, ?7, ?8)",
+                              next_at, updated_at, pseg, poff, plen, label)
+             VALUES (?1, ?2, ?3, 0, 0, ?4, ?4, ?5, ?4, ?6, ?7, ?8, ?9)",
         )?
         .execute(params![
             seq,
@@ -1965,7 +2091,8 @@ pub(super) fn enqueue(
             job.next_at,
             at.seg,
             sql_int(at.off),
-            at.len
+            at.len,
+            job.label
         ])?;
     c.mem.seg_use(at.seg, at.disk_bytes(), 1);
     c.mem.count(&job.queue, Field::Pending, 1);
@@ -2444,8 +2571,8 @@ fn purge(c: &mut Ctx<'_>, p: PurgePolicy) -> rusqlite::Result<PurgeStats> {
 
 const SUMMARY_COLUMNS: &str = "seq, queue, kind, state, \
      (SELECT COALESCE(MAX(n), 0) FROM attempt a WHERE a.job = job.seq), \
-     created_at, next_at, updated_at, last_status, last_error";
-const SUMMARY_COLUMN_COUNT: usize = 10;
+     created_at, next_at, updated_at, last_status, last_error, label";
+const SUMMARY_COLUMN_COUNT: usize = 11;
 
 fn summary_from_row(codec: IdCodec, r: &Row<'_>) -> rusqlite::Result<(i64, JobSummary)> {
     let seq: i64 = r.get(0)?;
@@ -2469,6 +2596,7 @@ fn summary_from_row(codec: IdCodec, r: &Row<'_>) -> rusqlite::Result<(i64, JobSu
             lease_until: None,
             last_status: r.get(8)?,
             last_error: r.get(9)?,
+            label: r.get(10)?,
         },
     ))
 }
