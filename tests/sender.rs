@@ -162,15 +162,16 @@ fn python(script: &str, args: &[&str], stdin: &[u8]) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
-/// A directory holding the `standardwebhooks` package: the interpreter's
-/// own when it has it, else installed once from PyPI under `target/`.
+/// A directory holding the Python packages the tests use (the
+/// `standardwebhooks` reference library, the `aiosmtpd` SMTP server),
+/// installed once from PyPI under `target/` unless already there.
 fn python_packages() -> std::path::PathBuf {
     static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/python-test-packages");
         let has = |pp: &Path| {
             std::process::Command::new("python3")
-                .args(["-c", "import standardwebhooks"])
+                .args(["-c", "import standardwebhooks, aiosmtpd"])
                 .env("PYTHONPATH", pp)
                 .status()
                 .is_ok_and(|s| s.success())
@@ -186,10 +187,13 @@ fn python_packages() -> std::path::PathBuf {
                     "--target",
                 ])
                 .arg(&dir)
-                .arg("standardwebhooks==1.0.0")
+                .args(["standardwebhooks==1.0.0", "aiosmtpd==1.4.6"])
                 .status()
                 .expect("pip runs");
-            assert!(st.success() && has(&dir), "cannot install standardwebhooks");
+            assert!(
+                st.success() && has(&dir),
+                "cannot install standardwebhooks and aiosmtpd"
+            );
         }
         dir
     })
@@ -1056,4 +1060,282 @@ async fn sender_refuses_to_start_without_a_master_key() {
         err.contains("sender.master_key") && !err.contains("too-short"),
         "{err}"
     );
+}
+
+/// A real SMTP server (aiosmtpd) writing what it receives to a Maildir.
+struct Smtp {
+    child: std::process::Child,
+    port: u16,
+    maildir: std::path::PathBuf,
+}
+
+impl Smtp {
+    fn start(dir: &Path) -> Smtp {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let maildir = dir.join("maildir");
+        let child = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+            ])
+            .arg(&maildir)
+            .env("PYTHONPATH", python_packages())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("aiosmtpd starts");
+        let end = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < end, "aiosmtpd did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Smtp {
+            child,
+            port,
+            maildir,
+        }
+    }
+
+    /// The messages received so far, raw.
+    fn messages(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for sub in ["new", "cur"] {
+            if let Ok(rd) = std::fs::read_dir(self.maildir.join(sub)) {
+                for e in rd.flatten() {
+                    out.push(std::fs::read_to_string(e.path()).unwrap());
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn email_channels_send_plain_text_and_html_over_smtp() {
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = Smtp::start(dir.path());
+    let extra = format!(
+        "[sender.smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom = \"SigSentry <alerts@example.com>\"\n",
+        smtp.port
+    );
+    // [sender.smtp] is a table: it goes after the [sender] keys.
+    let toml = config(dir.path(), ALLOW_LOOPBACK).replacen(
+        "\n[[api_keys]]",
+        &format!("\n{extra}\n[[api_keys]]"),
+        1,
+    );
+    let h = Hookgate::start(&toml).await;
+    let id = create_channel(
+        &h,
+        "email",
+        "high",
+        json!({"recipients": "alice@example.com, bob@example.org"}),
+    )
+    .await;
+    let one = api(
+        &h,
+        "GET",
+        &format!("/v1/config/notifications/{id}"),
+        KEY,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(one.json()["data"]["credentialsHint"], "a…@example.com (+1)");
+    let a = post_analysis(&h, analysis_with("anl_mail_1", "critical")).await;
+    assert_eq!(a.json()["data"]["deliveries"], 1);
+    let d = until(
+        &h,
+        &format!("/v1/config/notifications/{id}/deliveries"),
+        Duration::from_secs(20),
+        |d| d[0]["status"] == "delivered",
+    )
+    .await;
+    assert_eq!(d[0]["httpStatus"], 250, "the SMTP reply is recorded");
+    let msgs = smtp.messages();
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    let m = &msgs[0];
+    for want in [
+        "From: SigSentry <alerts@example.com>",
+        "alice@example.com",
+        "bob@example.org",
+        "Subject: [SigSentry] CRITICAL",
+        "multipart/alternative",
+        "Content-Type: text/plain",
+        "Content-Type: text/html",
+    ] {
+        assert!(m.contains(want), "{want} not in\n{m}");
+    }
+    h.stop().await;
+}
+
+/// The binary, killed with SIGKILL right after acknowledging: every
+/// delivery of every acknowledged analysis arrives after the restart. Its
+/// logs and every API answer of the run are searched for each secret.
+#[tokio::test]
+async fn sigkill_after_202_loses_no_delivery_and_nothing_leaks_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    // The receiver is down at first: its port is reserved, then freed.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let path = dir.path().join("hookgate.toml");
+    let toml = config(dir.path(), ALLOW_LOOPBACK)
+        .replace(
+            r#"retry_schedule = ["200ms", "200ms", "200ms", "200ms"]"#,
+            r#"retry_schedule = ["1s", "2s", "2s", "2s"]"#,
+        )
+        .replace("[store]", "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\nlevel = \"debug\"\n[store]");
+    std::fs::write(&path, &toml).unwrap();
+    let proc = spawn_binary(&path, &[]).wait_listening(Duration::from_secs(30));
+    let h = Hookgate {
+        public: proc.public,
+        admin: proc.admin,
+        shutdown: hookgate::shutdown::Shutdown::new(),
+        task: tokio::spawn(async { Ok(()) }),
+    };
+    let mut answers: Vec<String> = Vec::new();
+    let base = format!("http://{addr}");
+    let secret_path = "T0SECRET/B0SECRET/XXSECRETXX";
+    for (ty, creds) in [
+        (
+            "webhook",
+            json!({"url": format!("{base}/generic"), "authHeader": BEARER, "hmacSecret": HMAC_SECRET}),
+        ),
+        (
+            "slack",
+            json!({"webhookUrl": format!("{base}/services/{secret_path}")}),
+        ),
+    ] {
+        let a = api(
+            &h,
+            "POST",
+            "/v1/config/notifications",
+            KEY,
+            json!({"type": ty, "name": ty, "credentials": creds, "severityThreshold": "low"}),
+        )
+        .await;
+        assert_eq!(a.status, 201);
+        answers.push(String::from_utf8_lossy(&a.body).into_owned());
+    }
+    let a = api(
+        &h,
+        "POST",
+        "/v1/webhooks",
+        KEY,
+        json!({"url": format!("{base}/endpoint"), "events": ["*"]}),
+    )
+    .await;
+    let whsec = a.json()["data"]["secret"].as_str().unwrap().to_string();
+    const N: usize = 20;
+    for i in 0..N {
+        let a = post_analysis(&h, analysis(&format!("anl_kill_{i}"))).await;
+        assert_eq!(a.status, 202);
+        answers.push(String::from_utf8_lossy(&a.body).into_owned());
+        let a = api(
+            &h,
+            "POST",
+            "/v1/events",
+            KEY,
+            json!({"type": "incident.created", "data": {"n": i}}),
+        )
+        .await;
+        assert_eq!(a.status, 202);
+    }
+    for path in ["/v1/config/notifications", "/v1/webhooks"] {
+        let a = api(&h, "GET", path, KEY, Value::Null).await;
+        answers.push(String::from_utf8_lossy(&a.body).into_owned());
+    }
+    // Errors echo nothing either.
+    let a = api(&h, "GET", "/v1/webhooks", HMAC_SECRET, Value::Null).await;
+    answers.push(String::from_utf8_lossy(&a.body).into_owned());
+    let mut logs = proc.kill();
+
+    let rx = Upstream::start_on(addr).await;
+    let proc = spawn_binary(&path, &[]).wait_listening(Duration::from_secs(30));
+    let got = rx.wait_for(3 * N, Duration::from_secs(60)).await;
+    let mut ids = std::collections::HashSet::new();
+    for r in &got {
+        if r.uri == "/generic" {
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            ids.insert(format!("generic {}", v["analysisId"].as_str().unwrap()));
+        } else if r.uri.starts_with("/services/") {
+            continue;
+        } else {
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            ids.insert(format!("endpoint {}", v["data"]["n"]));
+        }
+    }
+    let generic = ids.iter().filter(|i| i.starts_with("generic ")).count();
+    let endpoint = ids.iter().filter(|i| i.starts_with("endpoint ")).count();
+    let slack = got
+        .iter()
+        .filter(|r| r.uri.starts_with("/services/"))
+        .count();
+    assert_eq!(
+        (generic, endpoint),
+        (N, N),
+        "every acknowledged analysis and event arrived"
+    );
+    assert!(slack >= N, "{slack} Slack deliveries");
+    let h2 = Hookgate {
+        public: proc.public,
+        admin: proc.admin,
+        shutdown: hookgate::shutdown::Shutdown::new(),
+        task: tokio::spawn(async { Ok(()) }),
+    };
+    let list = api(&h2, "GET", "/v1/config/notifications", KEY, Value::Null).await;
+    answers.push(String::from_utf8_lossy(&list.body).into_owned());
+    for ch in list.json()["data"].as_array().unwrap() {
+        let d = api(
+            &h2,
+            "GET",
+            &format!(
+                "/v1/config/notifications/{}/deliveries",
+                ch["id"].as_str().unwrap()
+            ),
+            KEY,
+            Value::Null,
+        )
+        .await;
+        answers.push(String::from_utf8_lossy(&d.body).into_owned());
+    }
+    logs.extend(proc.kill());
+    assert!(
+        logs.iter().any(|l| l.contains("destination created")),
+        "the logs were read"
+    );
+    for secret in [
+        KEY,
+        READER,
+        TENANT,
+        MASTER,
+        HMAC_SECRET,
+        "tok_live_7d0e1c5b",
+        "XXSECRETXX",
+        &whsec[6..],
+    ] {
+        for a in &answers {
+            assert!(!a.contains(secret), "an API answer contains a secret: {a}");
+        }
+        for l in &logs {
+            assert!(!l.contains(secret), "a log line contains a secret: {l}");
+        }
+    }
 }

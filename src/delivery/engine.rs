@@ -72,7 +72,7 @@ pub trait Prepare: Send + Sync {
     /// The request of attempt `n` of `job`, or why it can never be made (a
     /// permanent failure: the destination was deleted, the payload is
     /// damaged...).
-    fn prepare(&self, job: &ClaimedJob, n: u32) -> Result<Request<Full<Bytes>>, String>;
+    fn prepare(&self, job: &ClaimedJob, n: u32) -> Result<Prepared, String>;
     /// Judges an answer; `default` is the retry policy's judgement.
     fn classify(&self, job: &ClaimedJob, status: http::StatusCode, default: Outcome) -> Outcome {
         let _ = (job, status);
@@ -80,6 +80,36 @@ pub trait Prepare: Send + Sync {
     }
     /// How an attempt ended, after it was decided and before it is recorded.
     fn finished(&self, job: &ClaimedJob, report: &AttemptReport);
+}
+
+/// What [`Prepare::prepare`] answers. Lives on the stack for one attempt;
+/// boxing the request would cost every forwarded job an allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum Prepared {
+    /// A request the engine sends with the queue's HTTP client.
+    Http(Request<Full<Bytes>>),
+    /// A delivery the preparer makes itself (email over SMTP); the engine
+    /// bounds it by the queue's timeout and records what it answers.
+    Custom(std::pin::Pin<Box<dyn std::future::Future<Output = CustomResult> + Send>>),
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Prepared::Http(r) => f.debug_tuple("Http").field(r.uri()).finish(),
+            Prepared::Custom(_) => f.write_str("Custom"),
+        }
+    }
+}
+
+/// How a [`Prepared::Custom`] delivery ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomResult {
+    pub outcome: Outcome,
+    /// The protocol's reply code (an SMTP reply, say), recorded as the
+    /// attempt's status.
+    pub code: Option<u16>,
+    pub error: Option<String>,
 }
 
 /// How one attempt ended, for [`Prepare::finished`].
@@ -447,6 +477,7 @@ impl Engine {
             }
             Err(AttemptError::Send(e)) => (Outcome::Transient, None, Some(e.to_string()), None),
             Err(AttemptError::Permanent(e)) => (Outcome::Permanent, None, Some(e), None),
+            Err(AttemptError::Custom(r)) => (r.outcome, r.code, r.error, None),
         };
         let signal = match (outcome, http_status) {
             (Outcome::Success, _) => Signal::Success,
@@ -604,7 +635,17 @@ impl Engine {
         Option<Duration>,
     ) {
         let request = match prepare(q, job, n) {
-            Ok(r) => r,
+            Ok(Prepared::Http(r)) => r,
+            Ok(Prepared::Custom(delivery)) => {
+                let r = tokio::time::timeout(q.timeout, delivery)
+                    .await
+                    .unwrap_or_else(|_| CustomResult {
+                        outcome: Outcome::Transient,
+                        code: None,
+                        error: Some("timed out".into()),
+                    });
+                return (Err(AttemptError::Custom(r)), None);
+            }
             Err(e) => return (Err(AttemptError::Permanent(e)), None),
         };
         let deadline = tokio::time::Instant::now() + q.timeout;
@@ -629,7 +670,7 @@ impl Engine {
 /// is closed: a new kind is a new arm here. A kind this binary does not know
 /// cannot succeed by retrying, so it is an error, and the caller dead-letters
 /// the job with that error text (as for a damaged payload).
-fn prepare(q: &QueueTarget, job: &ClaimedJob, n: u32) -> Result<Request<Full<Bytes>>, String> {
+fn prepare(q: &QueueTarget, job: &ClaimedJob, n: u32) -> Result<Prepared, String> {
     match (&q.deliver, job.kind.as_str()) {
         (Deliver::Prepared(p), _) => p.prepare(job, n),
         (
@@ -638,7 +679,7 @@ fn prepare(q: &QueueTarget, job: &ClaimedJob, n: u32) -> Result<Request<Full<Byt
                 verified_header,
             },
             KIND_FORWARD,
-        ) => prepare_forward(target, verified_header, job, n),
+        ) => prepare_forward(target, verified_header, job, n).map(Prepared::Http),
         (_, other) => Err(format!(
             "unknown job kind {other:?}: this hookgate cannot deliver it"
         )),
@@ -670,6 +711,8 @@ fn prepare_forward(
 }
 
 enum AttemptError {
+    /// A custom delivery's own account of how it ended (success included).
+    Custom(CustomResult),
     Send(SendError),
     Permanent(String),
 }
@@ -750,7 +793,9 @@ mod tests {
 
     #[test]
     fn forward_jobs_become_the_stored_request_on_the_upstream() {
-        let r = prepare(&queue(), &job(KIND_FORWARD, stored()), 3).unwrap();
+        let Prepared::Http(r) = prepare(&queue(), &job(KIND_FORWARD, stored()), 3).unwrap() else {
+            panic!("a forward is an HTTP request");
+        };
         assert_eq!(r.method(), http::Method::POST);
         assert_eq!(r.uri(), "http://127.0.0.1:9/app/y?z=1");
         assert_eq!(r.headers()["content-type"], "application/json");

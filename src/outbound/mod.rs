@@ -19,6 +19,7 @@
 pub mod analysis;
 pub mod api;
 pub mod dest;
+pub mod email;
 pub mod format;
 pub mod keys;
 pub mod prepare;
@@ -189,6 +190,8 @@ pub struct Sender {
     pub(crate) persist: tokio::sync::Mutex<()>,
     pub(crate) metrics: SenderMetrics,
     pub(crate) smtp: Option<crate::config::SmtpConfig>,
+    /// The SMTP client of email channels, when `[sender.smtp]` is set.
+    pub(crate) mailer: Option<Arc<email::Mailer>>,
 }
 
 impl std::fmt::Debug for Sender {
@@ -237,6 +240,13 @@ impl Sender {
         let client = HttpClient::guarded(&Default::default(), guard)
             .map_err(|e| format!("sender: TLS client: {e}"))?;
         let metrics = SenderMetrics::new(registry)?;
+        let mailer = match &cfg.smtp {
+            Some(smtp) => Some(Arc::new(email::Mailer::new(
+                smtp,
+                settings.attempt_timeout,
+            )?)),
+            None => None,
+        };
         let sender = Arc::new(Sender {
             store,
             engine,
@@ -249,6 +259,7 @@ impl Sender {
             persist: tokio::sync::Mutex::new(()),
             metrics,
             smtp: cfg.smtp.clone(),
+            mailer,
         });
         let rows = sender
             .store

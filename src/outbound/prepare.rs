@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, StatusCode};
 use http_body_util::Full;
 
-use crate::delivery::engine::{AttemptReport, Prepare};
+use crate::delivery::engine::{AttemptReport, Prepare, Prepared};
 use crate::delivery::policy::Outcome;
 use crate::signature::{self, Preset, Scheme};
 use crate::store::{ClaimedJob, Next};
@@ -145,11 +145,7 @@ pub(crate) fn outgoing(
                 headers: Vec::new(),
             }
         }
-        (Kind::Email, _) => {
-            return Err(
-                "email delivery needs [sender.smtp]; it is not available in this build".into(),
-            )
-        }
+        (Kind::Email, _) => return Err("email is sent over SMTP, not HTTP".into()),
         (k, j) => {
             return Err(format!(
                 "a {j} job cannot be delivered to a destination of type {}",
@@ -161,7 +157,7 @@ pub(crate) fn outgoing(
 }
 
 impl Prep {
-    fn request(&self, job: &ClaimedJob) -> Result<Request<Full<Bytes>>, String> {
+    fn request(&self, job: &ClaimedJob) -> Result<Prepared, String> {
         let sender = self.sender.upgrade().ok_or("hookgate is stopping")?;
         let id = job.queue.strip_prefix(QUEUE_PREFIX).unwrap_or(&job.queue);
         let (row, kind, url) = {
@@ -172,6 +168,19 @@ impl Prep {
             (d.row.clone(), d.kind, d.spec.url.clone())
         };
         let creds = sender.credentials(&row)?;
+        if kind == Kind::Email {
+            let mailer = sender
+                .mailer
+                .clone()
+                .ok_or("email channels need [sender.smtp] in the configuration")?;
+            let a: Analysis = serde_json::from_slice(&job.payload)
+                .map_err(|_| "the stored analysis is damaged")?;
+            let mail = format::email(&a);
+            let to = creds.recipients;
+            return Ok(Prepared::Custom(Box::pin(async move {
+                mailer.send(&to, mail).await
+            })));
+        }
         let Outgoing { url, body, headers } = outgoing(
             kind,
             &creds,
@@ -191,12 +200,13 @@ impl Prep {
             req = req.header(name, v);
         }
         req.body(Full::new(body))
+            .map(Prepared::Http)
             .map_err(|_| "the destination URL is not valid".to_string())
     }
 }
 
 impl Prepare for Prep {
-    fn prepare(&self, job: &ClaimedJob, _n: u32) -> Result<Request<Full<Bytes>>, String> {
+    fn prepare(&self, job: &ClaimedJob, _n: u32) -> Result<Prepared, String> {
         self.request(job)
     }
 
