@@ -102,6 +102,10 @@ pub struct SmtpConfig {
     #[serde(default)]
     pub password: Option<SecretSource>,
     pub from: String,
+    /// A PEM bundle of CAs trusted for the server's certificate, besides
+    /// the Mozilla roots (a private relay).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]

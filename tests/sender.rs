@@ -1070,23 +1070,22 @@ struct Smtp {
 }
 
 impl Smtp {
-    fn start(dir: &Path) -> Smtp {
+    /// `tls`: `None` plain, `Some(("--tlscert", "--tlskey", ..))` STARTTLS
+    /// required, `Some(("--smtpscert", "--smtpskey", ..))` implicit TLS.
+    fn start(dir: &Path, tls: Option<(&str, &str, &Path, &Path)>) -> Smtp {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let maildir = dir.join("maildir");
-        let child = std::process::Command::new("python3")
-            .args([
-                "-m",
-                "aiosmtpd",
-                "-n",
-                "-l",
-                &format!("127.0.0.1:{port}"),
-                "-c",
-                "aiosmtpd.handlers.Mailbox",
-            ])
+        let mut cmd = std::process::Command::new("python3");
+        cmd.args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")]);
+        if let Some((cert_flag, key_flag, cert, key)) = tls {
+            cmd.arg(cert_flag).arg(cert).arg(key_flag).arg(key);
+        }
+        let child = cmd
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
             .arg(&maildir)
             .env("PYTHONPATH", python_packages())
             .stdout(std::process::Stdio::null())
@@ -1126,13 +1125,47 @@ impl Drop for Smtp {
     }
 }
 
-#[tokio::test]
-async fn email_channels_send_plain_text_and_html_over_smtp() {
+/// A CA and a server certificate for 127.0.0.1 signed by it, as files:
+/// (ca, cert, key).
+fn smtp_certificates(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "hookgate test SMTP CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    leaf.distinguished_name.push(DnType::CommonName, "smtp");
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("smtp.pem"),
+        dir.join("smtp.key"),
+    );
+    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+/// An analysis to an email channel through a real SMTP server, with
+/// `security` = none, starttls or tls.
+async fn email_round_trip(security: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let smtp = Smtp::start(dir.path());
+    let (ca, cert, key) = smtp_certificates(dir.path());
+    let tls = match security {
+        "starttls" => Some(("--tlscert", "--tlskey", cert.as_path(), key.as_path())),
+        "tls" => Some(("--smtpscert", "--smtpskey", cert.as_path(), key.as_path())),
+        _ => None,
+    };
+    let smtp = Smtp::start(dir.path(), tls);
     let extra = format!(
-        "[sender.smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom = \"SigSentry <alerts@example.com>\"\n",
-        smtp.port
+        "[sender.smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"{security}\"\nca_file = \"{}\"\nfrom = \"SigSentry <alerts@example.com>\"\n",
+        smtp.port,
+        ca.display()
     );
     // [sender.smtp] is a table: it goes after the [sender] keys.
     let toml = config(dir.path(), ALLOW_LOOPBACK).replacen(
@@ -1163,9 +1196,10 @@ async fn email_channels_send_plain_text_and_html_over_smtp() {
         &h,
         &format!("/v1/config/notifications/{id}/deliveries"),
         Duration::from_secs(20),
-        |d| d[0]["status"] == "delivered",
+        |d| d[0]["status"] == "delivered" || d[0]["status"] == "failed",
     )
     .await;
+    assert_eq!(d[0]["status"], "delivered", "{d}");
     assert_eq!(d[0]["httpStatus"], 250, "the SMTP reply is recorded");
     let msgs = smtp.messages();
     assert_eq!(msgs.len(), 1, "{msgs:?}");
@@ -1184,6 +1218,20 @@ async fn email_channels_send_plain_text_and_html_over_smtp() {
     h.stop().await;
 }
 
+#[tokio::test]
+async fn email_over_plain_smtp_carries_plain_text_and_html() {
+    email_round_trip("none").await;
+}
+
+#[tokio::test]
+async fn email_over_starttls() {
+    email_round_trip("starttls").await;
+}
+
+#[tokio::test]
+async fn email_over_implicit_tls() {
+    email_round_trip("tls").await;
+}
 /// The binary, killed with SIGKILL right after acknowledging: every
 /// delivery of every acknowledged analysis arrives after the restart. Its
 /// logs and every API answer of the run are searched for each secret.

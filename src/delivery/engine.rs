@@ -553,14 +553,19 @@ impl Engine {
                 "attempt failed, dead-lettered"
             ),
         }
-        self.metrics
-            .forward_attempts
-            .with_label_values(&[&q.name, label])
-            .inc();
-        self.metrics
-            .forward_seconds
-            .with_label_values(&[&q.name])
-            .observe(started.elapsed().as_secs_f64());
+        // Routes only: a sender destination is labelled by its type in the
+        // sender's own metrics, so destinations made through the API do not
+        // each add series here.
+        if let Deliver::Forward { .. } = &q.deliver {
+            self.metrics
+                .forward_attempts
+                .with_label_values(&[&q.name, label])
+                .inc();
+            self.metrics
+                .forward_seconds
+                .with_label_values(&[&q.name])
+                .observe(started.elapsed().as_secs_f64());
+        }
         let attempt = Attempt {
             started_at,
             duration_ms,

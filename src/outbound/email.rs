@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::{SmtpConfig, SmtpSecurity};
@@ -38,17 +39,28 @@ impl Mailer {
             .from
             .parse()
             .map_err(|e| format!("sender.smtp.from: {e}"))?;
-        let builder = match cfg.security {
-            SmtpSecurity::Starttls => {
-                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&cfg.host)
-                    .map_err(|e| format!("sender.smtp.host: {e}"))?
+        let tls = || -> Result<TlsParameters, String> {
+            let mut b = TlsParameters::builder(cfg.host.clone());
+            if let Some(path) = &cfg.ca_file {
+                let pem = std::fs::read(path).map_err(|e| {
+                    format!("sender.smtp.ca_file: cannot read {}: {e}", path.display())
+                })?;
+                let cert =
+                    Certificate::from_pem(&pem).map_err(|e| format!("sender.smtp.ca_file: {e}"))?;
+                b = b.add_root_certificate(cert);
             }
-            SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&cfg.host)
-                .map_err(|e| format!("sender.smtp.host: {e}"))?,
-            SmtpSecurity::None => {
-                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&cfg.host)
-            }
+            b.build_rustls()
+                .map_err(|e| format!("sender.smtp: TLS: {e}"))
         };
+        let builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&cfg.host).tls(
+            match cfg.security {
+                // Required: a server that does not offer STARTTLS is an
+                // error, never a silent fall back to plain text.
+                SmtpSecurity::Starttls => Tls::Required(tls()?),
+                SmtpSecurity::Tls => Tls::Wrapper(tls()?),
+                SmtpSecurity::None => Tls::None,
+            },
+        );
         let mut builder = builder.port(cfg.port).timeout(Some(timeout));
         if let Some(user) = &cfg.username {
             let password = match &cfg.password {
