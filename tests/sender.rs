@@ -1387,3 +1387,82 @@ async fn sigkill_after_202_loses_no_delivery_and_nothing_leaks_secrets() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_slow_endpoint_cannot_starve_the_others_and_redirects_are_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = Upstream::start().await;
+    slow.set_default(Reply::delayed(Duration::from_millis(1500)));
+    let fast = Upstream::start().await;
+    let moved = Upstream::start().await;
+    moved.set_default(Reply {
+        headers: vec![("location", "http://169.254.169.254/latest/meta-data/")],
+        ..Reply::status(302)
+    });
+    let h = Hookgate::start(&config(dir.path(), ALLOW_LOOPBACK)).await;
+    let slow_id = create_channel(&h, "webhook", "low", json!({"url": slow.url("/slow")})).await;
+    let fast_id = create_channel(&h, "webhook", "low", json!({"url": fast.url("/fast")})).await;
+    let moved_id = create_channel(&h, "webhook", "low", json!({"url": moved.url("/old")})).await;
+    const N: usize = 12;
+    for i in 0..N {
+        let a = post_analysis(&h, analysis(&format!("anl_slow_{i}"))).await;
+        assert_eq!(a.json()["data"]["deliveries"], 3);
+    }
+    // The fast channel gets all of its deliveries while the slow one is
+    // still working through its own, at most `concurrency` (4) at a time.
+    fast.wait_for(N, Duration::from_secs(10)).await;
+    assert!(slow.received().len() < N, "the slow one is not done yet");
+    slow.wait_for(N, Duration::from_secs(30)).await;
+    assert!(slow.peak_in_flight() <= 4, "peak {}", slow.peak_in_flight());
+    assert!(
+        slow.peak_in_flight() >= 2,
+        "attempts overlap: peak {}",
+        slow.peak_in_flight()
+    );
+    let d = until(
+        &h,
+        &format!("/v1/config/notifications/{fast_id}/deliveries"),
+        Duration::from_secs(10),
+        |d| {
+            d.as_array()
+                .is_some_and(|a| a.len() == N && a.iter().all(|x| x["status"] == "delivered"))
+        },
+    )
+    .await;
+    assert_eq!(d.as_array().unwrap().len(), N);
+    // A redirect is an answer, not an instruction: failed, not followed.
+    let d = until(
+        &h,
+        &format!("/v1/config/notifications/{moved_id}/deliveries"),
+        Duration::from_secs(10),
+        |d| {
+            d.as_array()
+                .is_some_and(|a| a.len() == N && a.iter().all(|x| x["status"] == "failed"))
+        },
+    )
+    .await;
+    assert_eq!(d[0]["httpStatus"], 302);
+    assert_eq!(moved.received().len(), N, "one attempt each");
+    // "Send test" to one channel only.
+    let a = api(
+        &h,
+        "POST",
+        &format!("/v1/config/notifications/{slow_id}/test"),
+        KEY,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(a.status, 202, "{:?}", a.json());
+    let r = slow
+        .wait_for(N + 1, Duration::from_secs(10))
+        .await
+        .pop()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(
+        v["analysisId"].as_str().unwrap().starts_with("anl_test_"),
+        "{v}"
+    );
+    assert_eq!(fast.received().len(), N);
+    h.stop().await;
+}
