@@ -502,7 +502,7 @@ impl Sender {
         }
         row.spec = serde_json::to_string(&spec).unwrap_or_default();
         row.updated_at = self.now();
-        self.commit_row(row, spec).await?;
+        self.commit_row(row, spec, reenabled).await?;
         if reenabled {
             self.engine.wake();
             tracing::info!(id = %id, "destination enabled");
@@ -510,22 +510,31 @@ impl Sender {
         ok(StatusCode::OK, self.find(caller, id, endpoint)?)
     }
 
-    /// Stores `row` and makes it current in memory (keeping the health the
-    /// engine may have moved meanwhile).
-    async fn commit_row(&self, row: Destination, spec: Spec) -> Result<(), V1Error> {
+    /// Stores `row` and makes it current in memory. The health fields are
+    /// the engine's: they are taken from memory, not from `row` (a copy
+    /// made before the engine may have moved them), except that a
+    /// re-enable clears the auto-disabled state.
+    async fn commit_row(
+        &self,
+        row: Destination,
+        spec: Spec,
+        reenable: bool,
+    ) -> Result<(), V1Error> {
         let _order = self.persist.lock().await;
         let id = row.id.clone();
+        let keep_health = |r: &mut Destination, cur: &Destination| {
+            r.last_attempt_at = cur.last_attempt_at;
+            r.last_ok = cur.last_ok;
+            if !reenable {
+                r.disabled_at = cur.disabled_at;
+                r.exhausted_streak = cur.exhausted_streak;
+            }
+        };
         let merged = {
             let dests = self.dests();
             let cur = dests.get(&id).ok_or_else(V1Error::not_found)?;
             let mut r = row;
-            r.last_attempt_at = cur.row.last_attempt_at;
-            r.last_ok = cur.row.last_ok;
-            if r.disabled_at.is_some() || cur.row.disabled_at.is_none() {
-                // Not a re-enable: an auto-disable that happened meanwhile stays.
-                r.disabled_at = r.disabled_at.or(cur.row.disabled_at);
-                r.exhausted_streak = r.exhausted_streak.max(cur.row.exhausted_streak);
-            }
+            keep_health(&mut r, &cur.row);
             r
         };
         self.store
@@ -534,7 +543,9 @@ impl Sender {
             .map_err(store_err)?;
         let mut dests = self.dests();
         if let Some(d) = dests.get_mut(&id) {
-            d.row = merged;
+            let mut r = merged;
+            keep_health(&mut r, &d.row);
+            d.row = r;
             d.spec = spec;
             let open = d.is_open();
             d.ctl.set_paused(!open);
@@ -598,7 +609,7 @@ impl Sender {
         );
         row.sealed = self.seal(id, &creds).map_err(|_| V1Error::unavailable())?;
         row.updated_at = now;
-        self.commit_row(row, spec).await?;
+        self.commit_row(row, spec, false).await?;
         ok(
             StatusCode::OK,
             json!({ "id": id, "secret": secret, "previousSecretExpiresAt": rfc3339_ms(until) }),

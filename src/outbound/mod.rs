@@ -109,6 +109,8 @@ pub(crate) struct Dest {
     pub kind: Kind,
     pub spec: Spec,
     pub ctl: Arc<QueueControl>,
+    /// When the engine's last health change was stored (ms).
+    pub persisted_at: i64,
 }
 
 impl Dest {
@@ -320,6 +322,7 @@ impl Sender {
             kind,
             spec,
             ctl,
+            persisted_at: row.updated_at,
             row,
         };
         d.ctl.set_paused(!d.is_open());

@@ -17,8 +17,12 @@ use crate::signature::{self, Preset, Scheme};
 use crate::store::{ClaimedJob, Next};
 
 use super::analysis::Analysis;
-use super::dest::{Credentials, Kind};
+use super::dest::{self, Credentials, Kind};
 use super::{format, Sender, KIND_ANALYSIS, KIND_EVENT, QUEUE_PREFIX};
+
+/// How often the time of a destination's last attempt is stored when its
+/// health does not change.
+const HEALTH_STORE_INTERVAL_MS: i64 = 5_000;
 
 const USER_AGENT: &str = concat!("hookgate/", env!("CARGO_PKG_VERSION"));
 
@@ -238,11 +242,16 @@ impl Prepare for Prep {
             Next::Dead => "failed",
         };
         let mut disabled = false;
+        let mut store_it = false;
         let kind = {
             let mut dests = sender.dests();
             let Some(d) = dests.get_mut(&id) else {
                 return;
             };
+            let before = (
+                dest::health(d.row.active, d.row.disabled_at, d.row.last_ok),
+                d.row.exhausted_streak,
+            );
             d.row.last_attempt_at = Some(report.at);
             d.row.last_ok = Some(ok);
             if ok {
@@ -255,6 +264,17 @@ impl Prepare for Prep {
                     d.ctl.set_paused(true);
                     disabled = true;
                 }
+            }
+            let after = (
+                dest::health(d.row.active, d.row.disabled_at, d.row.last_ok),
+                d.row.exhausted_streak,
+            );
+            // A change of health is stored at once; the time of the last
+            // attempt at most every few seconds, so that a busy destination
+            // does not add a store write to every attempt.
+            if before != after || report.at - d.persisted_at >= HEALTH_STORE_INTERVAL_MS {
+                d.persisted_at = report.at;
+                store_it = true;
             }
             d.kind
         };
@@ -272,6 +292,9 @@ impl Prepare for Prep {
             );
         }
         sender.publish_health();
+        if !store_it {
+            return;
+        }
         tokio::spawn(async move {
             if let Err(e) = sender.persist(&id).await {
                 tracing::warn!(destination = %id, error = %e, "cannot store the destination's health");
