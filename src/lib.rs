@@ -6,7 +6,11 @@
 //!   errors become HTTP answers; [`shutdown`] cancellation and drain;
 //! - [`server`] listener plumbing (accept, hyper, limits, timeouts);
 //! - [`inbound`] the receiver's hot path (route, limit, verify, ack/proxy);
-//! - [`delivery`] the one engine that reaches HTTP targets;
+//! - [`outbound`] the sender: the `/v1/` API (API keys, channels, endpoints,
+//!   intake), credential sealing, per-platform formatting, and the
+//!   preparation of each delivery at attempt time;
+//! - [`delivery`] the one engine that reaches HTTP (and SMTP) targets, for
+//!   both directions, with the SSRF guard of the sender's client;
 //! - [`admin`] the admin listener (`/healthz`, `/readyz`, `/metrics`, admin API);
 //! - [`store`] durable state (SQLite); [`metrics`] the Prometheus registry.
 //!
