@@ -26,6 +26,10 @@
 #   OUTAGE_RATE    open-loop rate during the outage, requests/s (1000)
 #   ONLY=outage    run the outage point alone (the other figures are n/a)
 #   ONLY=passthrough  run a (bare hyper), d (passthrough) and e (nginx) only
+#   ONLY=sender    run s (sender mode, with its upstream) and, for its
+#                  ratios, the closed-loop points of b (reference) and c
+#                  (queue mode) only
+#   SENDER_CHANNELS  webhook channels the sender point fans out to (5)
 #
 # What it does, in one run (~9 min with the defaults, plus the build):
 #   build release binaries (hookgate, examples bare_hyper, durable_append,
@@ -43,6 +47,13 @@
 #     c. hookgate queue mode            acks; forwards to a bare_hyper upstream
 #     d. hookgate passthrough mode      in front of the bare_hyper upstream
 #     e. nginx proxy_pass (keepalive)   in front of the same upstream
+#     s. hookgate sender mode           analyses accepted with a 5-channel
+#                                       fan-out (closed loop only): seed 000
+#                                       analyses POSTed to /v1/analyses with
+#                                       a bearer API key; each 202 wrote the
+#                                       analysis and its 5 deliveries (one
+#                                       per `webhook` channel, all to the
+#                                       same upstream) in one transaction
 #   then
 #     f. the store's sync calls: strace on hookgate's store threads for
 #        STRACE_SECS during a closed-loop queue-mode load;
@@ -95,6 +106,10 @@ OUTAGE_RATE=${OUTAGE_RATE:-1000}
 ONLY=${ONLY:-all}
 # want POINT: whether this run includes that group of points.
 want() { [ "$ONLY" = all ] || [ "$ONLY" = "$1" ]; }
+# The loops of b and c: ONLY=sender runs their closed loops only (the
+# sender point's ratios).
+BC_MODES="closed open"
+if [ "$ONLY" = sender ]; then BC_MODES=closed; fi
 SERVER_CPU=0
 LOAD_CPU=1
 
@@ -118,6 +133,10 @@ REF_PORT=18004
 QUEUE_PORT=18080; QUEUE_ADMIN=19080
 PASS_PORT=18081
 NGINX_PORT=18082
+SENDER_ADMIN=19083  # the sender's /v1/ API (bench/hookgate-sender.toml)
+SENDER_CHANNELS=${SENDER_CHANNELS:-5}
+# The bench API key of bench/hookgate-sender.toml (loopback only).
+SENDER_AUTH="Authorization: Bearer ss_secret_bench_0123456789abcdef"
 ROUTE=/hooks/sigsentry
 STORE_THREADS=hookgate-store   # name prefix of hookgate's store threads
 REF_THREADS=durable-writer     # the reference's writer thread
@@ -244,12 +263,16 @@ mark() {
 }
 
 # --- load ----------------------------------------------------------------------------
+# Extra loadgen arguments of every run while set (the sender point's
+# --analysis and API key header); empty for the webhook points.
+LG_EXTRA=()
 # loadgen_run LABEL URL RATE DURATION: one loadgen run, its JSON on stdout.
 loadgen_run() {
     local label=$1 url=$2 rate=$3 duration=$4
     timeout $((duration + 60)) taskset -c "$LOAD_CPU" "$LOADGEN" \
         --url "$url" --connections "$CONNS" --duration "$duration" --warmup 0 \
         --rate "$rate" --label "$label" --id-prefix "$label-$RANDOM" \
+        ${LG_EXTRA[@]+"${LG_EXTRA[@]}"} \
         2>>"$WORK/loadgen.log"
     tail -n 1 "$WORK/loadgen.log" >&2
 }
@@ -303,9 +326,9 @@ echo "{\"hwm_kb\": $(kb $BARE_PID VmHWM)}" >"$RES/bare_rss.json"
 stop $BARE_PID
 fi
 
-if [ "$ONLY" = all ]; then
+if [ "$ONLY" = all ] || [ "$ONLY" = sender ]; then
 # --- b. durable_append: the durable-ack reference, a fresh file per point ------
-for mode in closed open; do
+for mode in $BC_MODES; do
     log "b. durable_append reference ($mode loop), fresh file"
     start "ref_$mode" "$REF" --listen "127.0.0.1:$REF_PORT" --file append.log
     RPID=$STARTED
@@ -317,8 +340,8 @@ done
 
 fi
 
-if want passthrough; then
-# The fast upstream of c, d, e, f (and the drain), on the server core too.
+if want passthrough || want sender; then
+# The fast upstream of c, d, e, f, s (and the drain), on the server core too.
 start upstream "$BARE" --listen "127.0.0.1:$UP_PORT"; UP_PID=$STARTED
 wait_port $UP_PORT
 fi
@@ -338,9 +361,11 @@ sleep 1
 curl -fsS "http://127.0.0.1:$REF_PORT/stats" >"$RES/ref_fwd_stats.json" 2>/dev/null \
     || echo '{}' >"$RES/ref_fwd_stats.json"
 stop $RPID
+fi
 
+if [ "$ONLY" = all ] || [ "$ONLY" = sender ]; then
 # --- c. hookgate queue mode: a fresh store per point ---------------------------------
-for mode in closed open; do
+for mode in $BC_MODES; do
     log "c. hookgate queue mode ($mode loop), fresh store"
     start "queue_$mode" "$HOOKGATE" run --config "$ROOT/bench/hookgate-queue.toml"
     QPID=$STARTED
@@ -350,6 +375,44 @@ for mode in closed open; do
     echo "{\"hwm_kb\": $(kb $QPID VmHWM), \"rss_kb\": $(kb $QPID VmRSS)}" >"$RES/queue_${mode}_rss.json"
     stop $QPID
 done
+fi
+
+if want sender; then
+# --- s. hookgate sender mode: analyses accepted with a 5-channel fan-out --------------
+# Pinned like c (hookgate and the upstream on the server core): a fresh
+# store, SENDER_CHANNELS `webhook` channels (threshold low) created through
+# the API, all pointing at the same bare_hyper upstream as c, then a
+# closed-loop load of seed 000 analyses (severity high, unique analysisId)
+# on POST /v1/analyses. Every 202 wrote the analysis and one delivery per
+# channel in one durable transaction; hookgate delivers them meanwhile
+# (4 attempts at once per channel, the shipped default).
+log "s. hookgate sender mode: analyses with a $SENDER_CHANNELS-channel fan-out (closed loop), fresh store"
+start sender "$HOOKGATE" run --config "$ROOT/bench/hookgate-sender.toml"; SND_PID=$STARTED
+wait_port $SENDER_ADMIN
+created=0
+for n in $(seq "$SENDER_CHANNELS"); do
+    code=$(curl -s -o "$WORK/sender_channel_$n.json" -w '%{http_code}' --max-time 5 \
+        -H "$SENDER_AUTH" -H 'Content-Type: application/json' \
+        -d "{\"type\":\"webhook\",\"name\":\"bench-$n\",\"severityThreshold\":\"low\",\"credentials\":{\"url\":\"http://127.0.0.1:$UP_PORT/webhooks/sigsentry\"}}" \
+        "http://127.0.0.1:$SENDER_ADMIN/v1/config/notifications") || code=000
+    if [ "$code" = 201 ]; then
+        created=$((created + 1))
+    else
+        log "s. channel $n: HTTP $code $(cat "$WORK/sender_channel_$n.json" 2>/dev/null)"
+    fi
+done
+echo "{\"channels_requested\": $SENDER_CHANNELS, \"channels_created\": $created}" >"$RES/sender_setup.json"
+if [ "$created" = "$SENDER_CHANNELS" ]; then
+    LG_EXTRA=(--analysis --header "$SENDER_AUTH")
+    run_load sender_closed "http://127.0.0.1:$SENDER_ADMIN/v1/analyses" closed \
+        $SND_PID $STORE_THREADS $SENDER_ADMIN
+    LG_EXTRA=()
+    echo "{\"hwm_kb\": $(kb $SND_PID VmHWM), \"rss_kb\": $(kb $SND_PID VmRSS)}" >"$RES/sender_closed_rss.json"
+else
+    log "s. only $created of $SENDER_CHANNELS channels created: sender point skipped"
+fi
+stop $SND_PID
+if [ "$ONLY" = sender ]; then stop $UP_PID; fi
 fi
 
 if want passthrough; then

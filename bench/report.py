@@ -98,7 +98,11 @@ targets = [
     ("c. hookgate queue mode, acks", "queue", hwm("queue_closed_rss", "queue_open_rss")),
     ("d. hookgate passthrough", "pass", hwm("pass_rss")),
     ("e. nginx proxy_pass (worker)", "nginx", hwm("nginx_rss")),
+    # The sender point (s) has a closed-loop run only; its title (with its
+    # ratios) is filled in below, once the points are loaded.
+    ("s. hookgate sender: analyses accepted", "sender", hwm("sender_closed_rss")),
 ]
+CLOSED_ONLY = {"sender"}
 
 
 def point(prefix, mode):
@@ -267,6 +271,63 @@ strace = {
     "syscw_per_acked": None if not st_io else ratio(st_io["threads"].get("syscw"), st_acked),
 }
 
+# --- s. the sender: analyses accepted with a fan-out --------------------------------
+
+
+def metric_sum(name, metric, **labels):
+    """Sum of the samples of METRIC whose labels include LABELS, in the
+    metrics text NAME (None when the text or the metric is absent)."""
+    txt = raw.get(name)
+    if not isinstance(txt, str):
+        return None
+    total, seen = 0.0, False
+    for l in txt.splitlines():
+        if not l.startswith(metric + "{") and not l.startswith(metric + " "):
+            continue
+        if all(f'{k}="{v}"' in l for k, v in labels.items()):
+            try:
+                total += float(l.rsplit(" ", 1)[1])
+                seen = True
+            except ValueError:
+                pass
+    return total if seen else None
+
+
+s_closed = point("sender", "closed")
+s_setup = get("sender_setup")
+s_channels = s_setup.get("channels_created")
+s_accepted = s_closed.get("status", {}).get("202", 0) if s_closed else None
+s_duplicates = s_closed.get("status", {}).get("200", 0) if s_closed else None
+s_rps = ok_rps(s_closed)
+s_delivered = delta(
+    metric_sum("sender_closed_metrics_after_txt", "hookgate_sender_attempts_total", outcome="delivered"),
+    metric_sum("sender_closed_metrics_before_txt", "hookgate_sender_attempts_total", outcome="delivered"))
+s_queues_after = get("sender_closed_queues_after")
+s_io = io_delta("sender_closed")
+s_window = None if s_io is None else s_io["seconds"]
+sender = {
+    "channels": s_channels,
+    "channels_requested": s_setup.get("channels_requested"),
+    "accepted_per_s": s_rps,
+    "jobs_per_s": None if s_rps is None or s_channels is None else s_rps * s_channels,
+    "accepted_202": s_accepted,
+    "duplicates_200": s_duplicates,
+    "body_bytes": s_closed.get("body_bytes"),
+    "latency_ms": s_closed.get("latency_ms"),
+    "x_reference": ratio(s_rps, ok_rps(ref_closed)),
+    "x_queue": ratio(s_rps, ok_rps(q_closed)),
+    "jobs_x_queue": ratio(None if s_rps is None or s_channels is None else s_rps * s_channels,
+                          ok_rps(q_closed)),
+    "delivered_in_window": s_delivered,
+    "window_s": s_window,
+    "delivered_per_s": None if s_delivered is None or not s_window else s_delivered / s_window,
+    "pending_at_end": pend(s_queues_after),
+    "delivered_by_end": delivered(s_queues_after),
+}
+targets[-1] = (f"s. hookgate sender: analyses accepted, {s_channels if s_channels is not None else 5}-channel "
+               f"fan-out ({fx(sender['x_reference'])} reference, {fx(sender['x_queue'])} queue mode)",
+               targets[-1][1], targets[-1][2])
+
 # --- report ---------------------------------------------------------------------------
 
 rate = None
@@ -309,6 +370,9 @@ for title, prefix, peak in targets:
     la_o = (raw.get(f"{prefix}_open_loadavg") or "").split(" ")[0]
     problems = bad(c) if bad(c) != "none" else ""
     problems_o = bad(o) if bad(o) != "none" else ""
+    if prefix in CLOSED_ONLY:
+        # No open-loop run of this point: not a problem.
+        problems_o, la_o = "", "-"
     pr = "; ".join(x for x in [problems and "closed: " + problems, problems_o and "open: " + problems_o] if x) or "none"
     w(f"| {title} | {f0(ok_rps(c))} | {f2(lat(c, 'p50'))} | {f2(lat(c, 'p99'))} | {f2(lat(c, 'p999'))} "
       f"| {f0(ok_rps(o))} | {f2(lat(o, 'p50'))} | {f2(lat(o, 'p99'))} | {f2(lat(o, 'p999'))} "
@@ -317,6 +381,20 @@ w("")
 w(f"Queue mode forwards to the upstream while it acks (same core). At the end of the closed-loop "
   f"point {f0(delivered(qc_after))} jobs had been delivered and {f0(pend(qc_after))} were still pending; "
   f"at the end of the open-loop point {f0(delivered(qo_after))} delivered, {f0(pend(qo_after))} pending.")
+w("")
+s_n = s_channels if s_channels is not None else 5
+w(f"Sender mode (s) takes seed 000 analyses on `POST /v1/analyses` (closed loop only; "
+  f"{f0(sender['body_bytes'])}-byte bodies, bearer API key) and fans each out to {s_n} `webhook` "
+  f"channels pointing at the same upstream: **each accepted analysis (`202`) writes the analysis "
+  f"and {s_n} jobs (one delivery per channel) in one durable transaction**, so "
+  f"{f0(s_rps)} analyses/s accepted = {f0(sender['jobs_per_s'])} jobs/s written. Measured in the "
+  f"same run: {fx(sender['x_reference'])} the durable-append reference's acks/s "
+  f"({f0(ok_rps(ref_closed))}; one record per ack) and {fx(sender['x_queue'])} queue mode's "
+  f"({f0(ok_rps(q_closed))}; one job per ack), i.e. {fx(sender['jobs_x_queue'])} queue mode's jobs/s. "
+  f"hookgate delivers while it accepts (same core, 4 attempts at once per channel): "
+  f"{f0(s_delivered)} deliveries done in the measured window ({f0(sender['delivered_per_s'])}/s, "
+  f"`hookgate_sender_attempts_total{{outcome=\"delivered\"}}`), {f0(sender['pending_at_end'])} "
+  f"still pending at its end; `202` {f0(s_accepted)}, duplicates (`200`) {f0(s_duplicates)}.")
 w("")
 
 # Queue mode against the two ceilings, figure by figure.
@@ -608,6 +686,7 @@ w(f"| peak RSS | {f2(mb(get('outage_rss').get('hwm_kb')))} MB |")
 w("")
 
 derived = {
+    "sender": sender,
     "outage": outage,
     "comparisons": comparisons,
     "disk_io": {"rows": io_rows, "fill_plus_drain": {"write_bytes_per_webhook": bytes_bc,

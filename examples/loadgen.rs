@@ -22,9 +22,21 @@
 //!         [--duration 10] [--warmup 2] [--rate 0|R] [--requests N]
 //!         [--secret S | env LOADGEN_SECRET / SIGSENTRY_SECRET]
 //!         [--body-size 1024] [--timeout 5] [--threads N] [--label L]
-//!         [--scheme sigsentry] [--id-prefix P]
+//!         [--scheme sigsentry] [--id-prefix P] [--header 'Name: value']...
+//! loadgen --analysis --url http://127.0.0.1:19090/v1/analyses
+//!         --header 'Authorization: Bearer KEY' [the options above]
 //! loadgen --drain-watch http://127.0.0.1:19090 [--drain-timeout 300] [--poll-ms 100]
 //! ```
+//!
+//! `--analysis` posts to hookgate's sender API (`POST /v1/analyses`)
+//! instead: each body is seed 000's analysis exactly (its fields only,
+//! `severity` "high", project `prj_def456`) with a unique `analysisId`
+//! (`<id-prefix>-<connection>-<n>`, as for the webhooks), unsigned (no
+//! secret needed); `--body-size`, when given, pads it with a `notes` field.
+//! `--header` (repeatable) adds a header to every request, e.g. the API
+//! key's `Authorization: Bearer ...`. Any 2xx counts as success (`ok`): the
+//! sender answers `202` to a new analysis and `200` to a duplicate, which
+//! the `status` counts tell apart.
 //!
 //! `--drain-watch` polls hookgate's `GET /admin/queues` every `--poll-ms`
 //! (100 ms; each poll costs hookgate a full scan of its jobs table, so do
@@ -63,6 +75,12 @@ struct Args {
     label: String,
     scheme: Preset,
     id_prefix: String,
+    /// Post seed 000 analyses (sender API) instead of signed webhooks.
+    analysis: bool,
+    /// Whether `--body-size` was given (analysis mode pads only then).
+    body_size_given: bool,
+    /// Extra headers of every request (`--header`).
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
     drain_watch: Option<String>,
     drain_timeout: Duration,
     poll: Duration,
@@ -75,7 +93,8 @@ fn usage(msg: &str) -> ! {
     eprintln!(
         "usage: loadgen --url URL [--connections N] [--duration S] [--warmup S] [--rate R|0] \
          [--requests N] [--secret S] [--body-size B] [--timeout S] [--threads N] [--label L] \
-         [--scheme NAME] [--id-prefix P]\n       loadgen --drain-watch ADMIN_URL [--drain-timeout S]"
+         [--scheme NAME] [--id-prefix P] [--header 'Name: value']... [--analysis]\n       \
+         loadgen --drain-watch ADMIN_URL [--drain-timeout S]"
     );
     std::process::exit(2)
 }
@@ -85,6 +104,18 @@ fn secs(v: &str) -> Duration {
         .parse()
         .unwrap_or_else(|_| usage(&format!("not a number of seconds: {v}")));
     Duration::from_secs_f64(f.max(0.0))
+}
+
+/// `Name: value` of `--header`.
+fn header(v: &str) -> (http::HeaderName, http::HeaderValue) {
+    let (name, value) = v
+        .split_once(':')
+        .unwrap_or_else(|| usage(&format!("--header wants 'Name: value', not {v:?}")));
+    let name = http::HeaderName::from_bytes(name.trim().as_bytes())
+        .unwrap_or_else(|_| usage(&format!("bad header name in --header {v:?}")));
+    let value = http::HeaderValue::from_str(value.trim())
+        .unwrap_or_else(|_| usage(&format!("bad header value in --header for {name}")));
+    (name, value)
 }
 
 fn parse_args() -> Args {
@@ -110,6 +141,9 @@ fn parse_args() -> Args {
                 .unwrap()
                 .as_micros()
         ),
+        analysis: false,
+        body_size_given: false,
+        headers: Vec::new(),
         drain_watch: None,
         drain_timeout: Duration::from_secs(300),
         poll: Duration::from_millis(100),
@@ -132,12 +166,17 @@ fn parse_args() -> Args {
                 a.requests = Some(value().parse().unwrap_or_else(|_| usage("--requests")))
             }
             "--secret" => a.secret = Some(value()),
-            "--body-size" => a.body_size = value().parse().unwrap_or_else(|_| usage("--body-size")),
+            "--body-size" => {
+                a.body_size = value().parse().unwrap_or_else(|_| usage("--body-size"));
+                a.body_size_given = true;
+            }
             "--timeout" => a.timeout = secs(&value()),
             "--threads" => a.threads = Some(value().parse().unwrap_or_else(|_| usage("--threads"))),
             "--label" => a.label = value(),
             "--scheme" => a.scheme = value().parse().unwrap_or_else(|e: String| usage(&e)),
             "--id-prefix" => a.id_prefix = value(),
+            "--analysis" => a.analysis = true,
+            "--header" | "-H" => a.headers.push(header(&value())),
             "--drain-watch" => a.drain_watch = Some(value()),
             "--drain-timeout" => a.drain_timeout = secs(&value()),
             "--poll-ms" => {
@@ -215,6 +254,30 @@ fn body(id: &str, size: usize) -> Bytes {
     let pad = size.saturating_sub(s.len() + tail.len());
     s.push_str(&"x".repeat(pad));
     s.push_str(tail);
+    Bytes::from(s)
+}
+
+/// Seed 000's analysis (`POST /v1/analyses`) with `id` as its
+/// `analysisId`; padded to `size` bytes with a `notes` field when `size` is
+/// given.
+fn analysis_body(id: &str, size: Option<usize>) -> Bytes {
+    let mut s = format!(
+        "{{\"analysisId\":\"{id}\",\"tenantId\":\"tnt_xyz789\",\"projectId\":\"prj_def456\",\
+\"projectSlug\":\"prod\",\"severity\":\"high\",\
+\"summary\":\"Checkout API returning 500s due to expired auth tokens\",\
+\"rootCause\":{{\"service\":\"checkout-api\",\"errorType\":\"AuthenticationError\",\"category\":\"deploy_regression\"}},\
+\"affectedServices\":[{{\"name\":\"checkout-api\",\"role\":\"origin\",\"errorCount\":142}}],\
+\"suggestedActions\":[{{\"type\":\"fix\",\"action\":\"Revert PR #482 or hotfix token check\",\"priority\":1}}],\
+\"url\":\"https://dashboard.sigsentry.com/dashboard/projects/prod/analyses/{id}\",\
+\"timestamp\":\"2026-04-25T18:00:00.000Z\""
+    );
+    if let Some(size) = size {
+        s.push_str(",\"notes\":\"");
+        let pad = size.saturating_sub(s.len() + 3);
+        s.push_str(&"x".repeat(pad));
+        s.push('"');
+    }
+    s.push_str("}\n");
     Bytes::from(s)
 }
 
@@ -298,12 +361,34 @@ struct Ctx {
     body_size: usize,
     timeout: Duration,
     id_prefix: String,
+    analysis: bool,
+    body_size_given: bool,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+impl Ctx {
+    /// The body and the signature headers (none for an analysis) of the
+    /// request carrying `id`.
+    fn request_body(&self, id: &str) -> (Bytes, Vec<(http::HeaderName, http::HeaderValue)>) {
+        if self.analysis {
+            let size = self.body_size_given.then_some(self.body_size);
+            return (analysis_body(id, size), Vec::new());
+        }
+        let b = body(id, self.body_size);
+        let ts = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let needs_id = self.scheme != Scheme::Preset(Preset::Sigsentry);
+        let headers = signature::sign(&self.scheme, &self.secret, &b, needs_id.then_some(id), ts)
+            .expect("signing works");
+        (b, headers)
+    }
 }
 
 async fn worker(ctx: Arc<Ctx>, shared: Arc<Shared>, conn_no: usize) -> Stats {
     let mut st = Stats::default();
     let mut sender: Option<http1::SendRequest<Full<Bytes>>> = None;
-    let needs_id = ctx.scheme != Scheme::Preset(Preset::Sigsentry);
     loop {
         let i = shared.next.fetch_add(1, Ordering::Relaxed);
         if shared.max_requests.is_some_and(|m| i >= m) {
@@ -323,19 +408,7 @@ async fn worker(ctx: Arc<Ctx>, shared: Arc<Shared>, conn_no: usize) -> Stats {
             pace_until(intended).await;
         }
         let id = format!("{}-{conn_no}-{i}", ctx.id_prefix);
-        let b = body(&id, ctx.body_size);
-        let ts = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        let headers = signature::sign(
-            &ctx.scheme,
-            &ctx.secret,
-            &b,
-            needs_id.then_some(id.as_str()),
-            ts,
-        )
-        .expect("signing works");
+        let (b, headers) = ctx.request_body(&id);
         let mut req = Request::post(ctx.path.as_str())
             .header(http::header::HOST, ctx.host.as_str())
             .header(http::header::CONTENT_TYPE, "application/json")
@@ -344,6 +417,9 @@ async fn worker(ctx: Arc<Ctx>, shared: Arc<Shared>, conn_no: usize) -> Stats {
             .unwrap();
         for (k, v) in headers {
             req.headers_mut().insert(k, v);
+        }
+        for (k, v) in &ctx.headers {
+            req.headers_mut().insert(k.clone(), v.clone());
         }
 
         let sent = Instant::now();
@@ -448,9 +524,12 @@ async fn load(args: Args) -> i32 {
         .clone()
         .unwrap_or_else(|| usage("--url is required"));
     let (uri, host, addr) = target(&url);
-    let secret = args.secret.clone().unwrap_or_else(|| {
-        usage("a secret is required (--secret, LOADGEN_SECRET or SIGSENTRY_SECRET)")
-    });
+    // Analyses are not signed: no secret needed.
+    let secret = match args.secret.clone() {
+        Some(s) => s,
+        None if args.analysis => String::new(),
+        None => usage("a secret is required (--secret, LOADGEN_SECRET or SIGSENTRY_SECRET)"),
+    };
     let ctx = Arc::new(Ctx {
         addr,
         host,
@@ -462,6 +541,9 @@ async fn load(args: Args) -> i32 {
         body_size: args.body_size,
         timeout: args.timeout,
         id_prefix: args.id_prefix.clone(),
+        analysis: args.analysis,
+        body_size_given: args.body_size_given,
+        headers: args.headers.clone(),
     });
 
     if !args.warmup.is_zero() {
@@ -476,6 +558,9 @@ async fn load(args: Args) -> i32 {
             secret: ctx.secret.clone(),
             body_size: ctx.body_size,
             timeout: ctx.timeout,
+            analysis: ctx.analysis,
+            body_size_given: ctx.body_size_given,
+            headers: ctx.headers.clone(),
         });
         let (ws, _) = phase(&warm_ctx, &w, args.warmup).await;
         eprintln!(
@@ -514,7 +599,7 @@ async fn load(args: Args) -> i32 {
     let lat = summary(&mut st.latency);
     let svc = summary(&mut st.service);
     let lag = summary(&mut st.lag);
-    let out = serde_json::json!({
+    let mut out = serde_json::json!({
         "label": args.label,
         "url": url,
         "mode": if args.rate > 0.0 { "open" } else { "closed" },
@@ -534,6 +619,12 @@ async fn load(args: Args) -> i32 {
         "service_ms": svc,
         "send_lag_ms": lag,
     });
+    if args.analysis {
+        // Analysis mode only: the webhook runs' JSON stays as it was.
+        let (b, _) = ctx.request_body(&format!("{}-0-0", args.id_prefix));
+        out["analysis"] = serde_json::json!(true);
+        out["body_bytes"] = serde_json::json!(b.len());
+    }
     eprintln!(
         "loadgen [{}] {} {}: {:.0} req/s ({} answered, {} errors, {} unsent, status {:?}) latency p50 {} ms p99 {} ms p99.9 {} ms max {} ms; send lag p99 {} ms",
         args.label,
