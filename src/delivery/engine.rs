@@ -279,6 +279,10 @@ impl Engine {
                 if free == 0 || (buffered > 0 && free < lane.concurrency) {
                     continue;
                 }
+                // An idle queue costs no claim (a store write) per poll.
+                if !self.store.may_have_pending(&q.name) {
+                    continue;
+                }
                 let now = now_ms(&self.clock);
                 let probe = match lane.ctl.admit(now) {
                     Admit::All => false,

@@ -666,6 +666,16 @@ impl Store {
         dispatch!(self.recent_labelled(queue.to_owned(), limit.min(LIST_LIMIT_CAP))).await
     }
 
+    /// A hint for the claim loop, answered from memory without waiting:
+    /// `false` only when `queue` has no pending job at all (so a claim would
+    /// find nothing); `true` when it has one, or when the answer would mean
+    /// waiting for the writer.
+    pub fn may_have_pending(&self, queue: &str) -> bool {
+        match &*self.backend {
+            Backend::Sqlite(b) => b.may_have_pending(queue),
+        }
+    }
+
     /// Creates or replaces a destination.
     pub async fn put_destination(&self, d: Destination) -> Result<(), StoreError> {
         dispatch!(self.put_destination(d)).await

@@ -1136,6 +1136,14 @@ impl SqliteBackend {
     }
 
     /// A copy of the live leases (of one queue), by job row.
+    pub(super) fn may_have_pending(&self, queue: &str) -> bool {
+        match self.mem.try_lock() {
+            Ok(m) => m.counts_of(queue).pending > 0,
+            // Held by the writer (or poisoned): do not wait, say maybe.
+            Err(_) => true,
+        }
+    }
+
     fn leases_of(&self, queue: Option<&str>) -> HashMap<i64, i64> {
         lock(&self.mem)
             .leases
