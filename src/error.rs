@@ -212,6 +212,15 @@ impl V1Error {
             message: "no such resource".into(),
         }
     }
+    /// A path the API does not serve (unlike [`V1Error::not_found`], an
+    /// unknown id on a served path).
+    pub fn no_route() -> V1Error {
+        V1Error {
+            status: StatusCode::NOT_FOUND,
+            code: "NOT_FOUND",
+            message: "no such route".into(),
+        }
+    }
     pub fn method_not_allowed() -> V1Error {
         V1Error {
             status: StatusCode::METHOD_NOT_ALLOWED,

@@ -28,6 +28,34 @@ pub const DELIVERIES_SHOWN: usize = 50;
 /// Longest `analysisId` or event id.
 const ID_MAX: usize = 255;
 
+/// The OpenAPI 3.1 document of this API, served at `GET /v1/openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+
+/// Every (method, OpenAPI path template) that [`Sender::handle`] serves;
+/// `openapi.json` documents exactly these operations (checked by the tests).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/config/notifications"),
+    ("GET", "/v1/config/notifications"),
+    ("GET", "/v1/config/notifications/{id}"),
+    ("PUT", "/v1/config/notifications/{id}"),
+    ("DELETE", "/v1/config/notifications/{id}"),
+    ("GET", "/v1/config/notifications/{id}/deliveries"),
+    ("POST", "/v1/config/notifications/{id}/test"),
+    ("POST", "/v1/webhooks"),
+    ("GET", "/v1/webhooks"),
+    ("GET", "/v1/webhooks/{id}"),
+    ("PUT", "/v1/webhooks/{id}"),
+    ("PATCH", "/v1/webhooks/{id}"),
+    ("PATCH", "/api/sch/org/webhooks/{id}"),
+    ("DELETE", "/v1/webhooks/{id}"),
+    ("GET", "/v1/webhooks/{id}/deliveries"),
+    ("POST", "/v1/webhooks/{id}/test"),
+    ("POST", "/v1/webhooks/{id}/rotate-secret"),
+    ("POST", "/v1/analyses"),
+    ("POST", "/v1/events"),
+    ("GET", "/v1/openapi.json"),
+];
+
 fn ok(status: StatusCode, data: Value) -> Result<Response<Body>, V1Error> {
     Ok(error::json(status, &json!({"success": true, "data": data})))
 }
@@ -83,6 +111,15 @@ impl Sender {
     ) -> Result<Response<Body>, V1Error> {
         let path = req.uri().path().to_owned();
         let method = req.method().clone();
+        // Documentation, without secrets: served before authentication.
+        if method == Method::GET && path == "/v1/openapi.json" {
+            let mut r = Response::new(error::full(OPENAPI_JSON));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            return Ok(r);
+        }
         let caller = match self.keys.authenticate(
             req.headers()
                 .get(http::header::AUTHORIZATION)
@@ -175,8 +212,9 @@ impl Sender {
             | (_, ["v1", "webhooks", ..])
             | (_, ["v1", "analyses"])
             | (_, ["v1", "events"])
-            | (_, ["api", "sch", "org", "webhooks", _]) => Err(V1Error::method_not_allowed()),
-            _ => Err(V1Error::not_found()),
+            | (_, ["api", "sch", "org", "webhooks", _])
+            | (_, ["v1", "openapi.json"]) => Err(V1Error::method_not_allowed()),
+            _ => Err(V1Error::no_route()),
         }
     }
 

@@ -22,6 +22,8 @@ pub mod dest;
 pub mod email;
 pub mod format;
 pub mod keys;
+#[cfg(test)]
+mod openapi;
 pub mod prepare;
 pub mod seal;
 
