@@ -264,6 +264,9 @@ impl Engine {
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone();
+            // Every queue that wants jobs asks at once: the claims share the
+            // store's next commit instead of waiting for one commit each.
+            let mut claims = JoinSet::new();
             for lane in &lanes {
                 let q = &lane.q;
                 if lane.ctl.paused() {
@@ -294,7 +297,7 @@ impl Engine {
                 };
                 let limit = if probe { 1 } else { free.min(CLAIM_MAX) };
                 let lease = (q.timeout * 2 + Duration::from_secs(5)).as_millis() as i64;
-                let claim = if q.fifo {
+                if q.fifo {
                     let not_before = q.not_before.load(std::sync::atomic::Ordering::Acquire);
                     if now < not_before {
                         if probe {
@@ -303,13 +306,30 @@ impl Engine {
                         idle = idle.min(Duration::from_millis((not_before - now) as u64));
                         continue;
                     }
-                    self.store
-                        .claim_head(&q.name, now, lease)
-                        .await
-                        .map(|j| j.into_iter().collect::<Vec<_>>())
-                } else {
-                    self.store.claim(&q.name, now, limit, lease).await
+                }
+                let store = self.store.clone();
+                let lane = lane.clone();
+                claims.spawn(async move {
+                    let q = &lane.q;
+                    let claim = if q.fifo {
+                        store
+                            .claim_head(&q.name, now, lease)
+                            .await
+                            .map(|j| j.into_iter().collect::<Vec<_>>())
+                    } else {
+                        store.claim(&q.name, now, limit, lease).await
+                    };
+                    (lane, probe, now, claim)
+                });
+            }
+            while let Some(done) = claims.join_next().await {
+                let Ok((lane, probe, now, claim)) = done else {
+                    tracing::error!(
+                        "a claim task failed; its jobs return when their lease expires"
+                    );
+                    continue;
                 };
+                let q = &lane.q;
                 match claim {
                     Ok(jobs) => {
                         if probe && jobs.is_empty() {
