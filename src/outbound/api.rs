@@ -671,6 +671,22 @@ impl Sender {
         ok(StatusCode::OK, Value::Array(items))
     }
 
+    /// The ids of the open (active, not auto-disabled) destinations of
+    /// `project` that `wants`, oldest first.
+    fn open_destinations(
+        &self,
+        project: &str,
+        wants: impl Fn(&super::Dest) -> bool,
+    ) -> Vec<String> {
+        let dests = self.dests();
+        let mut v: Vec<&super::Dest> = dests
+            .values()
+            .filter(|d| d.row.project == project && d.is_open() && wants(d))
+            .collect();
+        v.sort_by_key(|d| (d.row.created_at, d.row.id.as_str()));
+        v.into_iter().map(|d| d.row.id.clone()).collect()
+    }
+
     /// Enqueues one job per destination in one transaction.
     async fn fan_out(
         &self,
@@ -757,20 +773,9 @@ impl Sender {
                 "tenantId: the API key belongs to another tenant",
             ));
         }
-        let targets: Vec<String> = {
-            let dests = self.dests();
-            let mut v: Vec<&super::Dest> = dests
-                .values()
-                .filter(|d| {
-                    d.row.project == caller.project
-                        && d.kind != Kind::Endpoint
-                        && d.is_open()
-                        && d.spec.threshold.is_none_or(|t| a.severity.meets(t))
-                })
-                .collect();
-            v.sort_by_key(|d| d.row.created_at);
-            v.into_iter().map(|d| d.row.id.clone()).collect()
-        };
+        let targets = self.open_destinations(&caller.project, |d| {
+            d.kind != Kind::Endpoint && d.spec.threshold.is_none_or(|t| a.severity.meets(t))
+        });
         if targets.is_empty() {
             self.metrics
                 .intake
@@ -848,20 +853,9 @@ impl Sender {
             "created_at": rfc3339_s(self.now()),
             "data": data,
         });
-        let targets: Vec<String> = {
-            let dests = self.dests();
-            let mut v: Vec<&super::Dest> = dests
-                .values()
-                .filter(|d| {
-                    d.row.project == caller.project
-                        && d.kind == Kind::Endpoint
-                        && d.is_open()
-                        && d.spec.events.iter().any(|e| e == "*" || *e == ty)
-                })
-                .collect();
-            v.sort_by_key(|d| d.row.created_at);
-            v.into_iter().map(|d| d.row.id.clone()).collect()
-        };
+        let targets = self.open_destinations(&caller.project, |d| {
+            d.kind == Kind::Endpoint && d.spec.events.iter().any(|e| e == "*" || *e == ty)
+        });
         if targets.is_empty() {
             self.metrics
                 .intake

@@ -4,7 +4,7 @@
 //! their health as seed 004 defines it.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::error::V1Error;
 use crate::outbound::analysis::Severity;
@@ -425,13 +425,10 @@ pub fn object(body: &[u8]) -> Result<Map<String, Value>, V1Error> {
     }
 }
 
-pub fn empty() -> Value {
-    json!({})
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     const RULES: UrlRules = UrlRules { https_only: true };
 
