@@ -7,36 +7,10 @@ mod common;
 
 use std::path::Path;
 
+use common::sender::{config, KEY};
 use common::*;
 use hookgate::outbound::api::ROUTES;
 use serde_json::Value;
-
-const KEY: &str = "ss_secret_app_0123456789";
-const MASTER: &str = "8f1c3a5e7b9d0f2a4c6e8a0b2d4f6a8c0e2a4c6e8b0d2f4a6c8e0a2c4e6a8b0d";
-
-fn config(dir: &Path) -> String {
-    format!(
-        r#"
-[store]
-path = "{db}"
-[delivery]
-poll_interval = "50ms"
-[sender]
-enabled = true
-master_key = {{ value = "{MASTER}" }}
-retry_schedule = ["200ms"]
-attempt_timeout = "2s"
-channel_quota = 4
-https_only = false
-[[api_keys]]
-name = "app"
-key = {{ value = "{KEY}" }}
-permissions = ["config:read", "config:write", "events:write"]
-project = "prj_def456"
-"#,
-        db = dir.join("hookgate.db").display()
-    )
-}
 
 fn random_uuid() -> String {
     uuid::Builder::from_random_bytes(rand::random::<[u8; 16]>())
@@ -66,7 +40,7 @@ fn checked_in() -> Vec<u8> {
 #[tokio::test]
 async fn every_documented_route_is_served() {
     let dir = tempfile::tempdir().unwrap();
-    let h = Hookgate::start(&config(dir.path())).await;
+    let h = Hookgate::start(&config(dir.path(), "")).await;
 
     // The document: no key needed, the checked-in bytes, JSON.
     let a = call(&h, "GET", "/v1/openapi.json", None, "").await;

@@ -7,50 +7,12 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::sender::{config, KEY, MASTER, READER, TENANT};
 use common::*;
 use serde_json::{json, Value};
 
-const KEY: &str = "ss_secret_app_0123456789";
-const READER: &str = "ss_secret_reader_0123456789";
-const TENANT: &str = "ss_secret_tenant_0123456789";
-const MASTER: &str = "8f1c3a5e7b9d0f2a4c6e8a0b2d4f6a8c0e2a4c6e8b0d2f4a6c8e0a2c4e6a8b0d";
 const HMAC_SECRET: &str = "hmac-secret-5f4dcc3b5aa765d61d8327deb882cf99";
 const BEARER: &str = "Bearer tok_live_7d0e1c5b";
-
-fn config(dir: &Path, extra: &str) -> String {
-    format!(
-        r#"
-[store]
-path = "{db}"
-[delivery]
-poll_interval = "50ms"
-[sender]
-enabled = true
-master_key = {{ value = "{MASTER}" }}
-retry_schedule = ["200ms", "200ms", "200ms", "200ms"]
-attempt_timeout = "2s"
-channel_quota = 4
-https_only = false
-{extra}
-[[api_keys]]
-name = "app"
-key = {{ value = "{KEY}" }}
-permissions = ["config:read", "config:write", "events:write"]
-project = "prj_def456"
-[[api_keys]]
-name = "reader"
-key = {{ value = "{READER}" }}
-permissions = ["config:read"]
-project = "prj_def456"
-[[api_keys]]
-name = "tenant"
-key = {{ value = "{TENANT}" }}
-permissions = ["config:read", "config:write", "events:write"]
-tenant = "tnt_xyz789"
-"#,
-        db = dir.join("hookgate.db").display()
-    )
-}
 
 /// Loopback is where the test servers listen: allowed here, refused by
 /// default (see `ssrf_guard_refuses_internal_addresses`).

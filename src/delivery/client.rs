@@ -23,6 +23,10 @@ pub enum SendError {
     Timeout,
     #[error("request failed: {0}")]
     Other(String),
+    /// The SSRF guard refused the address (permanent: retrying reaches the
+    /// same address).
+    #[error("{0}")]
+    Refused(crate::delivery::ssrf::Denied),
 }
 
 #[derive(Clone)]
@@ -53,8 +57,7 @@ impl HttpClient {
             Err(_) => Err(SendError::Timeout),
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => match ssrf::find_denied(&e) {
-                // Permanent: see `ssrf::is_refusal`.
-                Some(denied) => Err(SendError::Other(denied.to_string())),
+                Some(denied) => Err(SendError::Refused(denied.clone())),
                 None if e.is_connect() => Err(SendError::Connect),
                 None => Err(SendError::Other(error_chain(&e))),
             },
@@ -64,8 +67,7 @@ impl HttpClient {
     /// A client like [`HttpClient::with_tls`] whose connections go through
     /// the SSRF `guard`: a refused address is never connected to (or, found
     /// only once connected, dropped before a byte is sent), and `send` fails
-    /// with `SendError::Other("refused by the SSRF guard: …")`
-    /// ([`ssrf::is_refusal`]).
+    /// with [`SendError::Refused`].
     pub fn guarded(opts: &ClientTlsOptions, guard: Guard) -> Result<HttpClient, TlsError> {
         let tls = client_config(opts)?;
         let mut connector = GuardedConnector::new(guard);

@@ -496,7 +496,7 @@ impl Engine {
                 Some(body),
             ),
             // The SSRF guard's refusal will not change by retrying.
-            Err(AttemptError::Send(e)) if crate::delivery::ssrf::is_refusal(&e) => {
+            Err(AttemptError::Send(e @ SendError::Refused(_))) => {
                 (Outcome::Permanent, None, Some(e.to_string()), None)
             }
             Err(AttemptError::Send(e)) => (Outcome::Transient, None, Some(e.to_string()), None),

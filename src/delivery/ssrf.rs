@@ -39,9 +39,6 @@ use crate::config::Cidr;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
-/// How every refusal message starts (see [`is_refusal`]).
-pub const REFUSED_PREFIX: &str = "refused by the SSRF guard";
-
 /// A connection the guard refused. The message names the address and its
 /// class only (no URL, no request content), so it is safe to store and log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,12 +48,6 @@ pub struct Denied {
     pub ip: IpAddr,
     /// Its class, as [`denied_reason`] names it.
     pub reason: &'static str,
-}
-
-/// Whether a [`SendError`](crate::delivery::client::SendError) is the guard's
-/// refusal: a permanent failure, not to be retried.
-pub fn is_refusal(e: &crate::delivery::client::SendError) -> bool {
-    matches!(e, crate::delivery::client::SendError::Other(m) if m.starts_with(REFUSED_PREFIX))
 }
 
 /// The guard's [`Denied`] in an error or its sources, if there is one.
@@ -588,9 +579,6 @@ mod tests {
         let io = std::io::Error::other(d.clone());
         assert_eq!(find_denied(&io), Some(&d));
         assert_eq!(find_denied(&std::io::Error::other("x")), None);
-        assert!(is_refusal(&SendError::Other(d.to_string())));
-        assert!(!is_refusal(&SendError::Other("x".into())));
-        assert!(!is_refusal(&SendError::Connect));
     }
 
     /// A listener answering `200`: (connections accepted, connections that
@@ -634,7 +622,7 @@ mod tests {
 
     fn refused(r: Result<http::Response<hyper::body::Incoming>, SendError>) -> String {
         match r {
-            Err(e @ SendError::Other(_)) if is_refusal(&e) => e.to_string(),
+            Err(e @ SendError::Refused(_)) => e.to_string(),
             Err(e) => panic!("not a refusal: {e:?}"),
             Ok(r) => panic!("not refused: {}", r.status()),
         }

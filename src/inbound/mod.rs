@@ -286,7 +286,9 @@ impl Inbound {
             tracing::warn!(route = %route.path, delivery_id = %id, error = %e, "upstream failed");
             match e {
                 SendError::Timeout => ApiError::UpstreamTimeout,
-                SendError::Connect | SendError::Other(_) => ApiError::UpstreamUnreachable,
+                SendError::Connect | SendError::Other(_) | SendError::Refused(_) => {
+                    ApiError::UpstreamUnreachable
+                }
             }
         })?;
         let (mut head, body) = resp.into_parts();

@@ -717,6 +717,42 @@ impl Sender {
         Ok(r)
     }
 
+    /// Accepts an analysis or event (`what`): one delivery per target and
+    /// the dedup record (`(scope, key)`, kept for `dedup_window`) in one
+    /// transaction, then answers `answer` plus `deliveries` and `duplicate`:
+    /// `202`, or `200` for a duplicate (nothing written). With no target
+    /// nothing is written either (`202`, 0 deliveries).
+    #[allow(clippy::too_many_arguments)]
+    async fn accept(
+        &self,
+        what: &'static str,
+        targets: &[String],
+        kind: &str,
+        label: &str,
+        payload: Bytes,
+        dedup: Option<(String, String)>,
+        mut answer: Map<String, Value>,
+    ) -> Result<Response<Body>, V1Error> {
+        let (status, result, deliveries, duplicate) = if targets.is_empty() {
+            (StatusCode::ACCEPTED, "no_destination", 0, false)
+        } else {
+            let window = i64::try_from(self.settings.dedup_window.as_millis()).unwrap_or(i64::MAX);
+            let dedup = dedup.map(|(scope, key)| DedupKey {
+                scope,
+                key,
+                expires_at: self.now().saturating_add(window),
+            });
+            match self.fan_out(targets, kind, label, payload, dedup).await? {
+                Fanout::Accepted { ids } => (StatusCode::ACCEPTED, "accepted", ids.len(), false),
+                Fanout::Duplicate { .. } => (StatusCode::OK, "duplicate", 0, true),
+            }
+        };
+        self.metrics.intake.with_label_values(&[what, result]).inc();
+        answer.insert("deliveries".into(), json!(deliveries));
+        answer.insert("duplicate".into(), json!(duplicate));
+        ok(status, Value::Object(answer))
+    }
+
     async fn send_test(
         &self,
         caller: &Caller,
@@ -776,48 +812,23 @@ impl Sender {
         let targets = self.open_destinations(&caller.project, |d| {
             d.kind != Kind::Endpoint && d.spec.threshold.is_none_or(|t| a.severity.meets(t))
         });
-        if targets.is_empty() {
-            self.metrics
-                .intake
-                .with_label_values(&["analysis", "no_destination"])
-                .inc();
-            return ok(
-                StatusCode::ACCEPTED,
-                json!({ "analysisId": a.analysis_id, "deliveries": 0, "duplicate": false }),
-            );
-        }
-        let window = i64::try_from(self.settings.dedup_window.as_millis()).unwrap_or(i64::MAX);
-        let dedup = DedupKey {
-            scope: format!("sender/analyses/{}", caller.project),
-            key: a.analysis_id.clone(),
-            expires_at: self.now().saturating_add(window),
-        };
         let label = format!("analysis.{} {}", a.severity.as_str(), a.analysis_id);
-        match self
-            .fan_out(&targets, KIND_ANALYSIS, &label, body, Some(dedup))
-            .await?
-        {
-            Fanout::Accepted { ids } => {
-                self.metrics
-                    .intake
-                    .with_label_values(&["analysis", "accepted"])
-                    .inc();
-                ok(
-                    StatusCode::ACCEPTED,
-                    json!({ "analysisId": a.analysis_id, "deliveries": ids.len(), "duplicate": false }),
-                )
-            }
-            Fanout::Duplicate { .. } => {
-                self.metrics
-                    .intake
-                    .with_label_values(&["analysis", "duplicate"])
-                    .inc();
-                ok(
-                    StatusCode::OK,
-                    json!({ "analysisId": a.analysis_id, "deliveries": 0, "duplicate": true }),
-                )
-            }
-        }
+        let dedup = Some((
+            format!("sender/analyses/{}", caller.project),
+            a.analysis_id.clone(),
+        ));
+        let mut answer = Map::new();
+        answer.insert("analysisId".into(), json!(a.analysis_id));
+        self.accept(
+            "analysis",
+            &targets,
+            KIND_ANALYSIS,
+            &label,
+            body,
+            dedup,
+            answer,
+        )
+        .await
     }
 
     async fn post_event(&self, caller: &Caller, body: &[u8]) -> Result<Response<Body>, V1Error> {
@@ -856,49 +867,16 @@ impl Sender {
         let targets = self.open_destinations(&caller.project, |d| {
             d.kind == Kind::Endpoint && d.spec.events.iter().any(|e| e == "*" || *e == ty)
         });
-        if targets.is_empty() {
-            self.metrics
-                .intake
-                .with_label_values(&["event", "no_destination"])
-                .inc();
-            return ok(
-                StatusCode::ACCEPTED,
-                json!({ "id": id, "type": ty, "deliveries": 0, "duplicate": false }),
-            );
-        }
-        let dedup = given_id.map(|key| DedupKey {
-            scope: format!("sender/events/{}", caller.project),
-            key,
-            expires_at: self.now().saturating_add(
-                i64::try_from(self.settings.dedup_window.as_millis()).unwrap_or(i64::MAX),
-            ),
-        });
+        let label = format!("{ty} {id}");
+        let dedup = given_id.map(|key| (format!("sender/events/{}", caller.project), key));
         let payload = Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default());
-        match self
-            .fan_out(&targets, KIND_EVENT, &format!("{ty} {id}"), payload, dedup)
-            .await?
-        {
-            Fanout::Accepted { ids } => {
-                self.metrics
-                    .intake
-                    .with_label_values(&["event", "accepted"])
-                    .inc();
-                ok(
-                    StatusCode::ACCEPTED,
-                    json!({ "id": id, "type": ty, "deliveries": ids.len(), "duplicate": false }),
-                )
-            }
-            Fanout::Duplicate { .. } => {
-                self.metrics
-                    .intake
-                    .with_label_values(&["event", "duplicate"])
-                    .inc();
-                ok(
-                    StatusCode::OK,
-                    json!({ "id": id, "type": ty, "deliveries": 0, "duplicate": true }),
-                )
-            }
-        }
+        let mut answer = Map::new();
+        answer.insert("id".into(), json!(id));
+        answer.insert("type".into(), json!(ty));
+        self.accept(
+            "event", &targets, KIND_EVENT, &label, payload, dedup, answer,
+        )
+        .await
     }
 }
 

@@ -2,6 +2,8 @@
 //! and answers from a script, hookgate itself on 127.0.0.1:0, and a client.
 #![allow(dead_code)]
 
+pub mod sender;
+
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
