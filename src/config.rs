@@ -1460,6 +1460,78 @@ url = "http://127.0.0.1:3000/a"
     }
 
     #[test]
+    fn every_sender_and_api_key_error_is_reported_with_its_key() {
+        let e = from_toml(
+            r#"
+[sender]
+enabled = true
+retry_schedule = ["0s"]
+attempt_timeout = "0s"
+concurrency = 0
+max_body = "32MiB"
+dedup_window = "0s"
+[sender.smtp]
+host = " "
+port = 25
+from = "nobody"
+password = { value = "p" }
+[[api_keys]]
+name = ""
+permissions = []
+[[api_keys]]
+name = "a"
+key = { value = "k" }
+key_sha256 = "00"
+permissions = ["admin"]
+project = "p"
+tenant = "t"
+[[api_keys]]
+name = "a"
+key_sha256 = "zz"
+permissions = ["config:read"]
+project = "p"
+"#,
+        )
+        .unwrap_err();
+        let m = e.messages();
+        for want in [
+            "sender.master_key: required when sender.enabled",
+            "sender.retry_schedule: delays must be greater than zero",
+            "sender.attempt_timeout: must be greater than zero",
+            "sender.concurrency: must be greater than zero",
+            "sender.max_body: must be between 1 byte and 16MiB",
+            "sender.dedup_window: must be greater than zero",
+            "sender.smtp.host: must not be empty",
+            "sender.smtp.from: must be an email address",
+            "sender.smtp.username: required with sender.smtp.password",
+            "api_keys[0].name: must not be empty",
+            "api_keys[0]: exactly one of `key`, `key_sha256` must be set",
+            "api_keys[0].permissions: must not be empty",
+            "api_keys[0]: exactly one of `project`, `tenant` must be set",
+            "api_keys[1]: exactly one of `key`, `key_sha256` must be set",
+            "api_keys[1].permissions: unknown permission \"admin\"",
+            "api_keys[1]: exactly one of `project`, `tenant` must be set",
+            "api_keys[2].name: \"a\" is used twice",
+            "api_keys[2].key_sha256: must be 64 hex digits",
+        ] {
+            assert!(m.iter().any(|x| x.starts_with(want)), "{want} not in {m:?}");
+        }
+        // Keys without the sender: refused rather than silently unused.
+        let e = from_toml(
+            "[[api_keys]]\nname = \"a\"\nkey = { value = \"k\" }\npermissions = [\"config:read\"]\nproject = \"p\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.messages()
+                .iter()
+                .any(|x| x.starts_with("api_keys: set sender.enabled = true")),
+            "{e}"
+        );
+        // The development flag stands in for the master key.
+        from_toml("[sender]\nenabled = true\ninsecure_generate_master_key = true\n").unwrap();
+    }
+
+    #[test]
     fn every_error_is_reported_with_its_key() {
         let e = from_toml(
             r#"

@@ -1435,3 +1435,214 @@ async fn a_slow_endpoint_cannot_starve_the_others_and_redirects_are_not_followed
     assert_eq!(fast.received().len(), N);
     h.stop().await;
 }
+
+/// `sender.max_body` (413 PAYLOAD_TOO_LARGE) and a wrong method (405
+/// METHOD_NOT_ALLOWED), in the API's envelope.
+#[tokio::test]
+async fn body_limit_and_wrong_method_answer_their_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Hookgate::start(&config(dir.path(), "max_body = \"2KiB\"")).await;
+    let mut big: Value = serde_json::from_slice(&analysis("anl_big")).unwrap();
+    big["summary"] = json!("x".repeat(3000));
+    let a = post_analysis(&h, serde_json::to_vec(&big).unwrap()).await;
+    assert_eq!(code(&a), (413, "PAYLOAD_TOO_LARGE".into()));
+    // Under the limit the same analysis is fine.
+    let a = post_analysis(&h, analysis("anl_small")).await;
+    assert_eq!(a.status, 202, "{:?}", a.json());
+    let a = api(&h, "DELETE", "/v1/analyses", KEY, Value::Null).await;
+    assert_eq!(code(&a), (405, "METHOD_NOT_ALLOWED".into()));
+    let a = api(&h, "GET", "/v1/nowhere", KEY, Value::Null).await;
+    assert_eq!(code(&a), (404, "NOT_FOUND".into()));
+    h.stop().await;
+}
+
+/// `attempt_timeout` bounds each attempt; `auto_disable_after = 2` waits for
+/// a second exhausted delivery in a row before disabling.
+#[tokio::test]
+async fn attempt_timeout_and_a_gentler_auto_disable_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = Upstream::start().await;
+    slow.set_default(Reply::delayed(Duration::from_secs(3)));
+    let toml = config(
+        dir.path(),
+        &format!("{ALLOW_LOOPBACK}\nauto_disable_after = 2"),
+    )
+    .replace(
+        r#"retry_schedule = ["200ms", "200ms", "200ms", "200ms"]"#,
+        r#"retry_schedule = ["50ms"]"#,
+    )
+    .replace(r#"attempt_timeout = "2s""#, r#"attempt_timeout = "300ms""#);
+    let h = Hookgate::start(&toml).await;
+    let id = create_channel(&h, "webhook", "low", json!({"url": slow.url("/slow")})).await;
+    let deliveries = format!("/v1/config/notifications/{id}/deliveries");
+    let a = post_analysis(&h, analysis("anl_timeout_1")).await;
+    assert_eq!(a.json()["data"]["deliveries"], 1);
+    let d = until(&h, &deliveries, Duration::from_secs(10), |d| {
+        d[0]["status"] == "exhausted"
+    })
+    .await;
+    assert_eq!(
+        d[0]["attempts"], 2,
+        "two attempts: the schedule has one delay"
+    );
+    assert_eq!(d[0]["error"], "timed out");
+    // Each attempt was cut at attempt_timeout (300 ms), not the 3 s the
+    // receiver would take, nor the default 10 s.
+    let job = send(
+        "GET",
+        &h.admin_url(&format!("/admin/jobs/{}", d[0]["id"].as_str().unwrap())),
+        &[],
+        Vec::new(),
+    )
+    .await;
+    let log = job.json()["attempt_log"].clone();
+    assert_eq!(log.as_array().unwrap().len(), 2, "{log}");
+    for at in log.as_array().unwrap() {
+        let ms = at["duration_ms"].as_i64().unwrap();
+        assert!((250..2000).contains(&ms), "{log}");
+    }
+    let v = api(
+        &h,
+        "GET",
+        &format!("/v1/config/notifications/{id}"),
+        KEY,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        v.json()["data"]["health"],
+        "Failing",
+        "one exhausted delivery is not enough"
+    );
+    let a = post_analysis(&h, analysis("anl_timeout_2")).await;
+    assert_eq!(a.json()["data"]["deliveries"], 1);
+    until(
+        &h,
+        &format!("/v1/config/notifications/{id}"),
+        Duration::from_secs(10),
+        |d| d["health"] == "Disabled",
+    )
+    .await;
+    h.stop().await;
+}
+
+/// `auto_disable_after = 0`: never disabled, however many deliveries run out.
+#[tokio::test]
+async fn auto_disable_can_be_switched_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = Upstream::start().await;
+    dead.set_default(Reply::status(500));
+    let toml = config(
+        dir.path(),
+        &format!("{ALLOW_LOOPBACK}\nauto_disable_after = 0"),
+    )
+    .replace(
+        r#"retry_schedule = ["200ms", "200ms", "200ms", "200ms"]"#,
+        r#"retry_schedule = ["50ms"]"#,
+    );
+    let h = Hookgate::start(&toml).await;
+    let id = create_channel(&h, "webhook", "low", json!({"url": dead.url("/dead")})).await;
+    for i in 0..3 {
+        let a = post_analysis(&h, analysis(&format!("anl_never_{i}"))).await;
+        assert_eq!(
+            a.json()["data"]["deliveries"],
+            1,
+            "still open after {i} exhausted"
+        );
+        let path = format!("/v1/config/notifications/{id}/deliveries");
+        until(&h, &path, Duration::from_secs(10), |d| {
+            d.as_array()
+                .is_some_and(|a| a.len() == i + 1 && a.iter().all(|x| x["status"] == "exhausted"))
+        })
+        .await;
+    }
+    let v = api(
+        &h,
+        "GET",
+        &format!("/v1/config/notifications/{id}"),
+        KEY,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(v.json()["data"]["health"], "Failing");
+    assert!(v.json()["data"]["autoDisabledAt"].is_null());
+    h.stop().await;
+}
+
+/// `insecure_generate_master_key` stands in for a master key;
+/// `secret_rotation_grace` sets how long the old secret signs;
+/// `dedup_window` how long an id is a duplicate.
+#[tokio::test]
+async fn development_key_rotation_grace_and_dedup_window_follow_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let rx = Upstream::start().await;
+    let toml = config(
+        dir.path(),
+        &format!(
+            "{ALLOW_LOOPBACK}\ninsecure_generate_master_key = true\nsecret_rotation_grace = \"90s\"\ndedup_window = \"1s\""
+        ),
+    )
+    .replace(&format!("master_key = {{ value = \"{MASTER}\" }}"), "");
+    let h = Hookgate::start(&toml).await;
+    let a = api(
+        &h,
+        "POST",
+        "/v1/webhooks",
+        KEY,
+        json!({"url": rx.url("/"), "events": ["a.b"]}),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{:?}", a.json());
+    let id = a.json()["data"]["id"].as_str().unwrap().to_string();
+    let a = api(
+        &h,
+        "POST",
+        &format!("/v1/webhooks/{id}/rotate-secret"),
+        KEY,
+        Value::Null,
+    )
+    .await;
+    let until_at = humantime::parse_rfc3339(
+        a.json()["data"]["previousSecretExpiresAt"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let left = until_at
+        .duration_since(std::time::SystemTime::now())
+        .unwrap();
+    assert!(
+        left > Duration::from_secs(80) && left <= Duration::from_secs(90),
+        "{left:?}"
+    );
+
+    let event = json!({"id": "evt_window_1", "type": "a.b", "data": {}});
+    let first = Instant::now();
+    let a = api(&h, "POST", "/v1/events", KEY, event.clone()).await;
+    assert_eq!(
+        (a.status, a.json()["data"]["duplicate"].clone()),
+        (202, json!(false))
+    );
+    let a = api(&h, "POST", "/v1/events", KEY, event.clone()).await;
+    assert_eq!(
+        (a.status, a.json()["data"]["duplicate"].clone()),
+        (200, json!(true))
+    );
+    // Once the window has passed, the same id is a new event.
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let a = api(&h, "POST", "/v1/events", KEY, event.clone()).await;
+        if a.status == 202 {
+            assert!(
+                first.elapsed() >= Duration::from_millis(900),
+                "{:?}",
+                first.elapsed()
+            );
+            break;
+        }
+        assert!(Instant::now() < end, "still a duplicate after 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rx.wait_for(2, Duration::from_secs(10)).await;
+    h.stop().await;
+}
