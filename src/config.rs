@@ -145,6 +145,10 @@ pub const API_PERMISSIONS: &[&str] = &["config:read", "config:write", "events:wr
 pub struct DeliveryConfig {
     /// How often workers look for due jobs when nothing woke them.
     pub poll_interval: Dur,
+    /// The nice value (0-19) of the delivery thread: the engine runs on a
+    /// thread of its own, and when the CPU is short the kernel serves the
+    /// receiving side (acks) first. 0 = the same priority as receiving.
+    pub nice: i32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -964,6 +968,9 @@ impl Config {
         if self.delivery.poll_interval.0.is_zero() {
             errs.push("delivery.poll_interval: must be greater than zero".into());
         }
+        if !(0..=19).contains(&self.delivery.nice) {
+            errs.push("delivery.nice: must be between 0 and 19".into());
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             errs.push(format!(
                 "log.level: invalid filter {:?} (e.g. \"info\", \"hookgate=debug\")",
@@ -1553,6 +1560,20 @@ concurrency = 0
             "routes[0].upstream.concurrency: must be greater than zero",
         ] {
             assert!(m.iter().any(|x| x.starts_with(want)), "{want} not in {m:?}");
+        }
+    }
+    #[test]
+    fn delivery_nice_defaults_to_10_and_is_bounded() {
+        assert_eq!(from_toml(MIN).unwrap().delivery.nice, 10);
+        let c = from_toml(&format!("[delivery]\nnice = 0\n{MIN}")).unwrap();
+        assert_eq!(c.delivery.nice, 0);
+        for bad in ["-1", "20"] {
+            let e = from_toml(&format!("[delivery]\nnice = {bad}\n{MIN}")).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("delivery.nice: must be between 0 and 19"),
+                "{e}"
+            );
         }
     }
 }

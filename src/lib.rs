@@ -331,7 +331,12 @@ pub async fn run(
 
     let mut background = Vec::new();
     if let (Some(store), Some(engine)) = (&store, engine) {
-        background.push(tokio::spawn(engine.run(shutdown.clone(), grace)));
+        background.push(spawn_engine(
+            engine,
+            shutdown.clone(),
+            grace,
+            config.delivery.nice,
+        ));
         background.push(tokio::spawn(purge_loop(
             store.clone(),
             opts.clock.clone(),
@@ -351,6 +356,51 @@ pub async fn run(
     }
     tracing::info!("hookgate stopped");
     Ok(())
+}
+
+/// Runs the delivery engine on a thread of its own ("hookgate-engine",
+/// with a single-threaded runtime) at `nice`: the receiving side and the
+/// store writer keep the default priority, so when the CPU is short the
+/// kernel answers senders first and deliveries take what is left. The
+/// returned task ends when the engine has stopped.
+fn spawn_engine(
+    engine: Arc<delivery::engine::Engine>,
+    shutdown: Shutdown,
+    grace: std::time::Duration,
+    nice: i32,
+) -> tokio::task::JoinHandle<()> {
+    if nice == 0 {
+        return tokio::spawn(engine.run(shutdown, grace));
+    }
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let fallback = (engine.clone(), shutdown.clone());
+    let spawned = std::thread::Builder::new()
+        .name("hookgate-engine".into())
+        .spawn(move || {
+            // On Linux a thread id names that thread alone.
+            #[cfg(target_os = "linux")]
+            if let Err(e) =
+                rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice)
+            {
+                tracing::warn!(error = %e, nice, "cannot lower the delivery thread's priority");
+            }
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(engine.run(shutdown, grace)),
+                Err(e) => tracing::error!(error = %e, "cannot start the delivery runtime"),
+            }
+            let _ = done_tx.send(());
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the delivery thread: delivering from the receiving runtime");
+        let (engine, shutdown) = fallback;
+        return tokio::spawn(engine.run(shutdown, grace));
+    }
+    tokio::spawn(async move {
+        let _ = done_rx.await;
+    })
 }
 
 /// Pauses the queues that were paused when the store was last used.

@@ -1,7 +1,7 @@
-//! Memory bounds of the real binary: the shared request-body budget
+//! Resource bounds of the real binary: the shared request-body budget
 //! (`server.max_inflight_body`) and the response-write timeout
 //! (`server.write_timeout`), under clients that hold large bodies open or
-//! stop reading.
+//! stop reading; the delivery thread's priority (`delivery.nice`).
 
 mod common;
 
@@ -292,4 +292,60 @@ async fn a_client_that_stops_reading_is_cut_off() {
     .await;
     assert_eq!(a.status, 200);
     p.terminate(Duration::from_secs(10));
+}
+
+/// The nice value of each of `pid`'s threads named `name`
+/// (`/proc/<pid>/task/<tid>/stat`, field 19).
+fn thread_nices(pid: u32, name: &str) -> Vec<i64> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let t = t.unwrap().path();
+        let Ok(comm) = std::fs::read_to_string(t.join("comm")) else {
+            continue;
+        };
+        if comm.trim_end() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.join("stat")).unwrap();
+        // Fields after the command name (which may hold spaces): state is
+        // field 3, nice field 19.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        out.push(rest.split(' ').nth(16).unwrap().parse().unwrap());
+    }
+    out
+}
+
+/// Deliveries run on a thread of their own at `delivery.nice` (10 unless
+/// set), so that acks win the CPU; `nice = 0` keeps them on the receiving
+/// runtime. Both deliver.
+#[tokio::test]
+async fn the_delivery_thread_runs_at_its_nice_value() {
+    for (extra, expect) in [
+        ("", vec![10]),
+        ("[delivery]\nnice = 3", vec![3]),
+        ("[delivery]\nnice = 0", vec![]),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let up = Upstream::start().await;
+        let cfg = write_config(dir.path(), &up.url("/app"), extra);
+        let p = spawn_binary(&cfg, &[]).wait_listening(Duration::from_secs(30));
+        let body = analysis("anl_nice");
+        let a = post(
+            &p.url("/q"),
+            &sign("sigsentry", SECRET, &body, None, now()),
+            body,
+        )
+        .await;
+        assert_eq!(a.status, 202, "{extra:?}");
+        up.wait_for(1, Duration::from_secs(10)).await;
+        assert_eq!(up.received().len(), 1, "{extra:?}: delivered once");
+        assert_eq!(
+            thread_nices(p.child.id(), "hookgate-engine"),
+            expect,
+            "{extra:?}"
+        );
+        // The receiving side keeps the default priority.
+        assert_eq!(thread_nices(p.child.id(), "hookgate"), vec![0], "{extra:?}");
+        p.terminate(Duration::from_secs(10));
+    }
 }
