@@ -372,8 +372,11 @@ fn spawn_engine(
     if nice == 0 {
         return tokio::spawn(engine.run(shutdown, grace));
     }
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let fallback = (engine.clone(), shutdown.clone());
+    // Answers whether the engine ran there; if its runtime could not be
+    // built (or the thread started), the engine runs on this runtime
+    // rather than not at all.
+    let (ran_tx, ran_rx) = tokio::sync::oneshot::channel::<bool>();
+    let (here, here_shutdown) = (engine.clone(), shutdown.clone());
     let spawned = std::thread::Builder::new()
         .name("hookgate-engine".into())
         .spawn(move || {
@@ -384,22 +387,29 @@ fn spawn_engine(
             {
                 tracing::warn!(error = %e, nice, "cannot lower the delivery thread's priority");
             }
-            match tokio::runtime::Builder::new_current_thread()
+            let ran = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {
-                Ok(rt) => rt.block_on(engine.run(shutdown, grace)),
-                Err(e) => tracing::error!(error = %e, "cannot start the delivery runtime"),
-            }
-            let _ = done_tx.send(());
+                Ok(rt) => {
+                    rt.block_on(engine.run(shutdown, grace));
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start the delivery runtime: delivering from the receiving runtime");
+                    false
+                }
+            };
+            let _ = ran_tx.send(ran);
         });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "cannot start the delivery thread: delivering from the receiving runtime");
-        let (engine, shutdown) = fallback;
-        return tokio::spawn(engine.run(shutdown, grace));
+        return tokio::spawn(here.run(here_shutdown, grace));
     }
     tokio::spawn(async move {
-        let _ = done_rx.await;
+        if let Ok(false) = ran_rx.await {
+            here.run(here_shutdown, grace).await;
+        }
     })
 }
 

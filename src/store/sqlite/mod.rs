@@ -816,10 +816,8 @@ impl SqliteBackend {
         let codec = self.codec;
         let leases = self.leases_of(Some(&queue));
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {SUMMARY_COLUMNS} FROM job WHERE queue = ?1 AND label IS NOT NULL
-                 ORDER BY seq DESC LIMIT ?2"
-            ))?;
+            let mut stmt =
+                c.prepare_cached(&format!("SELECT {SUMMARY_COLUMNS} {LABELLED_FROM}"))?;
             let rows = stmt.query_map(params![queue, sql_int(limit)], |r| {
                 summary_from_row(codec, r)
             })?;
@@ -992,13 +990,7 @@ impl SqliteBackend {
 
     pub(super) async fn replay_queue(&self, queue: String, now: i64) -> Result<u64, StoreError> {
         self.steps(move |c, cursor| {
-            let rows = select_seqs(
-                c.conn,
-                "SELECT seq FROM job WHERE queue = ?1 AND state = 3 AND seq > ?2
-                 ORDER BY seq LIMIT ?3",
-                &queue,
-                *cursor,
-            )?;
+            let rows = select_seqs(c.conn, DEAD_SEQS_SQL, &queue, *cursor)?;
             for &seq in &rows {
                 restart_job(c, seq, &queue, &queue, STATE_DEAD, now)?;
                 *cursor = seq;
@@ -2140,6 +2132,14 @@ pub(super) fn enqueue(
     })
 }
 
+/// The newest labelled jobs of a queue (after the selected columns).
+const LABELLED_FROM: &str = "FROM job WHERE queue = ?1 AND label IS NOT NULL
+    ORDER BY seq DESC LIMIT ?2";
+
+/// The next step of a queue's dead letters after a cursor.
+const DEAD_SEQS_SQL: &str = "SELECT seq FROM job WHERE queue = ?1 AND state = 3 AND seq > ?2
+    ORDER BY seq LIMIT ?3";
+
 /// The due jobs of a queue with their payload and attempt count.
 const CLAIM_SQL: &str = "SELECT seq, kind, created_at, cycle_base, cycle_start,
         CASE WHEN pseg IS NULL
@@ -2731,27 +2731,22 @@ mod plan_tests {
     #[test]
     fn hot_queries_use_their_partial_indexes() {
         let (_dir, c) = conn();
-        let plan = |sql: &str| -> String {
+        let plan = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> String {
             let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-            let rows = stmt
-                .query_map(params!["/a", 1, 64], |r| r.get::<_, String>(3))
-                .unwrap();
+            let rows = stmt.query_map(params, |r| r.get::<_, String>(3)).unwrap();
             rows.map(|r| r.unwrap()).collect::<Vec<_>>().join("; ")
         };
-        let claim = plan(CLAIM_SQL);
+        let claim = plan(CLAIM_SQL, params!["/a", 1, 64]);
         assert!(claim.contains("job_due"), "claim plan: {claim}");
         let labelled = plan(
-            "SELECT seq FROM job WHERE queue = ?1 AND label IS NOT NULL AND ?2 = ?2
-             ORDER BY seq DESC LIMIT ?3",
+            &format!("SELECT {SUMMARY_COLUMNS} {LABELLED_FROM}"),
+            params!["/a", 50],
         );
         assert!(
             labelled.contains("job_labelled"),
             "labelled plan: {labelled}"
         );
-        let dead = plan(
-            "SELECT seq FROM job WHERE queue = ?1 AND state = 3 AND seq > ?2
-             ORDER BY seq LIMIT ?3",
-        );
+        let dead = plan(DEAD_SEQS_SQL, params!["/a", 0, 64]);
         assert!(dead.contains("job_dead"), "dead-letter plan: {dead}");
     }
 }
