@@ -1,18 +1,42 @@
-//! The outbound HTTP client: hyper-util's pooled client over rustls
-//! (webpki roots and/or a CA bundle, optional client certificate), HTTP/1.1, redirects never followed (hyper does not
-//! follow them; a 3xx is just an answer).
+//! The outbound HTTP client: HTTP/1.1 over rustls (webpki roots and/or a CA
+//! bundle, optional client certificate) or plain TCP, through the SSRF
+//! guard's connector, with its own keep-alive pool. Redirects are never
+//! followed (a 3xx is just an answer).
+//!
+//! The pool is hookgate's own rather than hyper-util's legacy client: it
+//! keeps, per upstream (scheme and authority), a stack of idle
+//! `hyper::client::conn::http1` senders. A request takes the most recently
+//! used idle connection (or opens one), and the connection goes back on the
+//! stack when its response body has been read to the end — from the body
+//! itself, so no task is spawned and no lock is held per request beyond
+//! the stack's own. A connection whose body is dropped unread is closed,
+//! not reused. Idle connections older than the idle timeout (60 s) are
+//! closed by a background sweep and never taken. A request that a reused
+//! connection could not even start (the upstream closed it while idle) is
+//! retried once per idle connection, then on a fresh one, as hyper-util
+//! does; a request that may have reached the upstream is never re-sent
+//! here.
 
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::header::{HeaderValue, HOST};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri};
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1;
+use tower_service::Service;
 
 use crate::delivery::ssrf::{self, Guard, GuardedConnector};
 use crate::delivery::tls::{client_config, ClientTlsOptions, TlsError};
+
+/// How long a connection may sit idle in the pool before it is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a request did not produce a response.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -29,11 +53,127 @@ pub enum SendError {
     Refused(crate::delivery::ssrf::Denied),
 }
 
+type Connector = hyper_rustls::HttpsConnector<GuardedConnector>;
+type Sender = http1::SendRequest<Full<Bytes>>;
+
 #[derive(Clone)]
 pub struct HttpClient {
     /// Over the SSRF guard's connector; the guard is off (no checks) but
     /// for [`HttpClient::guarded`].
-    inner: Client<hyper_rustls::HttpsConnector<GuardedConnector>, Full<Bytes>>,
+    connector: Connector,
+    pool: Arc<Pool>,
+}
+
+/// Which connections can serve a request: same scheme, same authority
+/// (compared case-insensitively, as `Authority` does).
+#[derive(Clone, PartialEq, Eq)]
+struct Key {
+    https: bool,
+    authority: Authority,
+}
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+/// The idle stacks, one per upstream. A client talks to a handful of
+/// upstreams, so a list compared in order beats hashing the authority
+/// (SipHash over each byte, lower-cased: ~1k instructions a lookup).
+type Stacks = Vec<(Key, Vec<Idle>)>;
+
+struct Pool {
+    idle: Mutex<Stacks>,
+    idle_timeout: Duration,
+    /// Whether a sweep task is running (it clears this when it ends, also
+    /// when its runtime shuts down, so the next connection starts another).
+    sweeping: AtomicBool,
+}
+
+impl Pool {
+    fn new(idle_timeout: Duration) -> Self {
+        Pool {
+            idle: Mutex::new(Vec::new()),
+            idle_timeout,
+            sweeping: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Stacks> {
+        // The map holds no invariant a panic could break half-way.
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently returned live idle connection for `key`.
+    fn take(&self, key: &Key) -> Option<Sender> {
+        let mut idle = self.lock();
+        let (_, stack) = idle.iter_mut().find(|(k, _)| k == key)?;
+        while let Some(c) = stack.pop() {
+            if !c.sender.is_closed() && c.since.elapsed() < self.idle_timeout {
+                return Some(c.sender);
+            }
+        }
+        None
+    }
+
+    fn put(&self, key: Key, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let idle = Idle {
+            sender,
+            since: Instant::now(),
+        };
+        let mut stacks = self.lock();
+        match stacks.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, stack)) => stack.push(idle),
+            None => stacks.push((key, vec![idle])),
+        }
+    }
+
+    /// Closes idle connections past the timeout (or already closed).
+    fn sweep(&self) {
+        let timeout = self.idle_timeout;
+        self.lock().retain_mut(|(_, stack)| {
+            stack.retain(|c| !c.sender.is_closed() && c.since.elapsed() < timeout);
+            !stack.is_empty()
+        });
+    }
+
+    /// Starts the sweep on the current runtime unless one is running. It
+    /// holds the pool weakly and ends when the pool is dropped.
+    fn ensure_sweep(self: &Arc<Self>) {
+        if self.sweeping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        struct Running(Weak<Pool>);
+        impl Drop for Running {
+            fn drop(&mut self) {
+                if let Some(pool) = self.0.upgrade() {
+                    pool.sweeping.store(false, Ordering::Release);
+                }
+            }
+        }
+        let running = Running(Arc::downgrade(self));
+        let period = (self.idle_timeout / 2).max(Duration::from_millis(10));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match running.0.upgrade() {
+                    Some(pool) => pool.sweep(),
+                    None => return,
+                }
+            }
+        });
+    }
+
+    #[cfg(test)]
+    fn idle_count(&self) -> usize {
+        self.lock().iter().map(|(_, s)| s.len()).sum()
+    }
 }
 
 impl HttpClient {
@@ -47,49 +187,232 @@ impl HttpClient {
         Self::guarded(opts, Guard::off())
     }
 
-    /// Sends `req`, waiting at most `timeout` for the response head.
-    pub async fn send(
-        &self,
-        req: Request<Full<Bytes>>,
-        timeout: Duration,
-    ) -> Result<Response<Incoming>, SendError> {
-        match tokio::time::timeout(timeout, self.inner.request(req)).await {
-            Err(_) => Err(SendError::Timeout),
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => match ssrf::find_denied(&e) {
-                Some(denied) => Err(SendError::Refused(denied.clone())),
-                None if e.is_connect() => Err(SendError::Connect),
-                None => Err(SendError::Other(error_chain(&e))),
-            },
-        }
-    }
-
     /// A client like [`HttpClient::with_tls`] whose connections go through
     /// the SSRF `guard`: a refused address is never connected to (or, found
     /// only once connected, dropped before a byte is sent), and `send` fails
     /// with [`SendError::Refused`].
     pub fn guarded(opts: &ClientTlsOptions, guard: Guard) -> Result<HttpClient, TlsError> {
+        Self::build(opts, guard, IDLE_TIMEOUT)
+    }
+
+    fn build(
+        opts: &ClientTlsOptions,
+        guard: Guard,
+        idle_timeout: Duration,
+    ) -> Result<HttpClient, TlsError> {
         let tls = client_config(opts)?;
         let mut connector = GuardedConnector::new(guard);
         let http = connector.http_mut();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_secs(10)));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .wrap_connector(connector);
-        let inner = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(https);
-        Ok(HttpClient { inner })
+        Ok(HttpClient {
+            connector,
+            pool: Arc::new(Pool::new(idle_timeout)),
+        })
+    }
+
+    /// Sends `req` (an absolute `http` or `https` URI), waiting at most
+    /// `timeout` for the response head. A `Host` header is added from the
+    /// URI when the request has none.
+    pub async fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> Result<Response<ResponseBody>, SendError> {
+        match tokio::time::timeout(timeout, self.send_now(req)).await {
+            Err(_) => Err(SendError::Timeout),
+            Ok(r) => r,
+        }
+    }
+
+    async fn send_now(
+        &self,
+        mut req: Request<Full<Bytes>>,
+    ) -> Result<Response<ResponseBody>, SendError> {
+        let key = key_of(req.uri())?;
+        if !req.headers().contains_key(HOST) {
+            let host = host_header(req.uri(), key.https)?;
+            req.headers_mut().insert(HOST, host);
+        }
+        let origin = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(origin);
+        loop {
+            let (mut sender, reused) = match self.pool.take(&key) {
+                Some(sender) => (sender, true),
+                None => (self.connect(&key).await?, false),
+            };
+            if !sender.is_ready() && sender.ready().await.is_err() {
+                if reused {
+                    continue;
+                }
+                return Err(SendError::Connect);
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let (head, body) = resp.into_parts();
+                    let mut body = ResponseBody {
+                        inner: body,
+                        back: Some(Back {
+                            pool: Arc::clone(&self.pool),
+                            key,
+                            sender,
+                        }),
+                    };
+                    if body.inner.is_end_stream() {
+                        body.give_back();
+                    }
+                    return Ok(Response::from_parts(head, body));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Never started on a connection the upstream had closed.
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(SendError::Other(error_chain(&e.into_error()))),
+                },
+            }
+        }
+    }
+
+    /// A new connection to `key`'s upstream, its task spawned on the
+    /// current runtime.
+    async fn connect(&self, key: &Key) -> Result<Sender, SendError> {
+        let uri = Uri::builder()
+            .scheme(if key.https {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            })
+            .authority(key.authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|_| SendError::Other("invalid upstream URL".into()))?;
+        let mut connector = self.connector.clone();
+        let connected = async {
+            std::future::poll_fn(|cx| connector.poll_ready(cx)).await?;
+            connector.call(uri).await
+        };
+        let io = connected.await.map_err(|e| {
+            let e: &(dyn std::error::Error + 'static) = &*e;
+            match ssrf::find_denied(e) {
+                Some(denied) => SendError::Refused(denied.clone()),
+                None => SendError::Connect,
+            }
+        })?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|_| SendError::Connect)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+        self.pool.ensure_sweep();
+        Ok(sender)
+    }
+
+    #[cfg(test)]
+    fn idle_count(&self) -> usize {
+        self.pool.idle_count()
     }
 }
 
 impl Default for HttpClient {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+fn key_of(uri: &Uri) -> Result<Key, SendError> {
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(SendError::Other("the URL is not http or https".into())),
+    };
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| SendError::Other("the URL has no host".into()))?;
+    Ok(Key { https, authority })
+}
+
+/// `Host` for a URI: its host, and its port unless the scheme's default
+/// (no user information, which the URI may carry).
+fn host_header(uri: &Uri, https: bool) -> Result<HeaderValue, SendError> {
+    let host = uri.host().unwrap_or_default();
+    let value = match uri.port_u16() {
+        Some(port) if port != if https { 443 } else { 80 } => {
+            HeaderValue::try_from(format!("{host}:{port}"))
+        }
+        _ => HeaderValue::try_from(host),
+    };
+    value.map_err(|_| SendError::Other("the URL's host is not a valid header".into()))
+}
+
+/// Where a connection goes back once its response has been read.
+struct Back {
+    pool: Arc<Pool>,
+    key: Key,
+    sender: Sender,
+}
+
+/// A response body from [`HttpClient::send`]: hyper's body, which returns
+/// its connection to the pool once read to the end. Dropped earlier, the
+/// connection is closed (HTTP/1 cannot skip the rest of a response).
+pub struct ResponseBody {
+    inner: Incoming,
+    back: Option<Back>,
+}
+
+impl ResponseBody {
+    fn give_back(&mut self) {
+        if let Some(back) = self.back.take() {
+            back.pool.put(back.key, back.sender);
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        match &frame {
+            None => self.give_back(),
+            Some(Ok(_)) if self.inner.is_end_stream() => self.give_back(),
+            Some(Ok(_)) => {}
+            Some(Err(_)) => self.back = None,
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if self.inner.is_end_stream() {
+            self.give_back();
+        }
     }
 }
 
@@ -103,4 +426,218 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// What the test upstream does after answering a request.
+    #[derive(Clone, Copy)]
+    enum After {
+        /// Keeps the connection open for the next request.
+        KeepAlive,
+        /// Closes it 10 ms later without saying so (no `Connection:
+        /// close`), as an upstream whose keep-alive timer fires does.
+        Close,
+    }
+
+    struct Upstream {
+        port: u16,
+        /// Connections accepted so far.
+        accepted: Arc<AtomicUsize>,
+        /// Each request's head, with the number of the connection it came on.
+        heads: mpsc::UnboundedReceiver<(usize, String)>,
+        /// A message per connection the client closed (EOF while idle).
+        closed: mpsc::UnboundedReceiver<usize>,
+    }
+
+    /// A real HTTP/1.1 upstream on 127.0.0.1:0, answering every request
+    /// with a `body_len`-byte body.
+    async fn upstream(after: After, body_len: usize) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (head_tx, heads) = mpsc::unbounded_channel();
+        let (closed_tx, closed) = mpsc::unbounded_channel();
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let conn = count.fetch_add(1, Ordering::SeqCst) + 1;
+                let (head_tx, closed_tx) = (head_tx.clone(), closed_tx.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let mut chunk = [0u8; 4096];
+                        let n = s.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            let _ = closed_tx.send(conn);
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        buf.drain(..end + 4);
+                        let _ = head_tx.send((conn, head));
+                        let mut resp =
+                            format!("HTTP/1.1 200 OK\r\ncontent-length: {body_len}\r\n\r\n")
+                                .into_bytes();
+                        resp.resize(resp.len() + body_len, b'x');
+                        if s.write_all(&resp).await.is_err() {
+                            return;
+                        }
+                        if let After::Close = after {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Upstream {
+            port,
+            accepted,
+            heads,
+            closed,
+        }
+    }
+
+    fn get(url: &str) -> Request<Full<Bytes>> {
+        Request::get(url).body(Full::new(Bytes::new())).unwrap()
+    }
+
+    const T: Duration = Duration::from_secs(5);
+
+    async fn read(resp: Response<ResponseBody>) -> usize {
+        resp.into_body().collect().await.unwrap().to_bytes().len()
+    }
+
+    #[tokio::test]
+    async fn a_read_response_frees_its_connection_for_the_next_request() {
+        let mut up = upstream(After::KeepAlive, 5).await;
+        let client = HttpClient::new();
+        let url = format!("http://127.0.0.1:{}/a?b=c", up.port);
+        for _ in 0..5 {
+            let resp = client.send(get(&url), T).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            assert_eq!(read(resp).await, 5);
+            assert_eq!(client.idle_count(), 1);
+        }
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+        // Origin-form target and a Host header with the (non-default) port.
+        let (conn, head) = up.heads.recv().await.unwrap();
+        assert_eq!(conn, 1);
+        assert!(head.starts_with("GET /a?b=c HTTP/1.1\r\n"), "{head}");
+        let host = format!("host: 127.0.0.1:{}", up.port);
+        assert!(head.to_ascii_lowercase().contains(&host), "{head}");
+    }
+
+    #[tokio::test]
+    async fn a_large_body_returns_the_connection_only_once_read() {
+        let up = upstream(After::KeepAlive, 256 * 1024).await;
+        let client = HttpClient::new();
+        let url = format!("http://127.0.0.1:{}/", up.port);
+        let first = client.send(get(&url), T).await.unwrap();
+        // Not read yet: a second request cannot share the connection.
+        assert_eq!(client.idle_count(), 0);
+        let second = client.send(get(&url), T).await.unwrap();
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(read(first).await, 256 * 1024);
+        assert_eq!(read(second).await, 256 * 1024);
+        assert_eq!(client.idle_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_unread_closes_its_connection() {
+        let mut up = upstream(After::KeepAlive, 256 * 1024).await;
+        let client = HttpClient::new();
+        let url = format!("http://127.0.0.1:{}/", up.port);
+        let resp = client.send(get(&url), T).await.unwrap();
+        drop(resp);
+        assert_eq!(
+            tokio::time::timeout(T, up.closed.recv()).await.unwrap(),
+            Some(1)
+        );
+        assert_eq!(client.idle_count(), 0);
+        let resp = client.send(get(&url), T).await.unwrap();
+        assert_eq!(read(resp).await, 256 * 1024);
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn connections_the_upstream_closed_while_idle_are_not_fatal() {
+        let up = upstream(After::Close, 2).await;
+        let client = HttpClient::new();
+        let url = format!("http://127.0.0.1:{}/", up.port);
+        for i in 0..10 {
+            let resp = client
+                .send(get(&url), T)
+                .await
+                .unwrap_or_else(|e| panic!("request {i}: {e}"));
+            assert_eq!(read(resp).await, 2);
+            // Pooled, then closed by the upstream while idle.
+            assert_eq!(client.idle_count(), 1);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 10);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed_after_the_idle_timeout() {
+        let mut up = upstream(After::KeepAlive, 2).await;
+        let client = HttpClient::build(
+            &ClientTlsOptions::default(),
+            Guard::off(),
+            Duration::from_millis(50),
+        )
+        .unwrap();
+        let url = format!("http://127.0.0.1:{}/", up.port);
+        let resp = client.send(get(&url), T).await.unwrap();
+        assert_eq!(read(resp).await, 2);
+        assert_eq!(client.idle_count(), 1);
+        // The sweep closes it without any further request.
+        assert_eq!(
+            tokio::time::timeout(T, up.closed.recv()).await.unwrap(),
+            Some(1)
+        );
+        assert_eq!(client.idle_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_and_a_bad_url_are_errors() {
+        let client = HttpClient::new();
+        // A port nothing listens on.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let err = client
+            .send(get(&format!("http://127.0.0.1:{port}/")), T)
+            .await
+            .err();
+        assert_eq!(err, Some(SendError::Connect));
+        let err = client.send(get("/relative"), T).await.err();
+        assert!(matches!(err, Some(SendError::Other(_))), "{err:?}");
+    }
+
+    #[test]
+    fn host_header_omits_the_default_port_and_user_information() {
+        let h = |u: &str, https| host_header(&u.parse().unwrap(), https).unwrap();
+        assert_eq!(h("http://example.com/x", false), "example.com");
+        assert_eq!(h("http://example.com:80/x", false), "example.com");
+        assert_eq!(h("https://example.com:443/", true), "example.com");
+        assert_eq!(h("https://example.com:8443/", true), "example.com:8443");
+        assert_eq!(h("http://user:pw@example.com:81/", false), "example.com:81");
+        assert_eq!(h("http://[::1]:8080/", false), "[::1]:8080");
+    }
 }

@@ -747,7 +747,7 @@ enum AttemptError {
 }
 
 /// Reads at most `cap` bytes of a body; the rest is not read.
-async fn read_capped(mut body: hyper::body::Incoming, cap: usize) -> Bytes {
+async fn read_capped(mut body: crate::delivery::client::ResponseBody, cap: usize) -> Bytes {
     let mut buf = BytesMut::new();
     while buf.len() < cap {
         match body.frame().await {

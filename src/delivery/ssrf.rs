@@ -620,7 +620,9 @@ mod tests {
             .unwrap()
     }
 
-    fn refused(r: Result<http::Response<hyper::body::Incoming>, SendError>) -> String {
+    fn refused(
+        r: Result<http::Response<crate::delivery::client::ResponseBody>, SendError>,
+    ) -> String {
         match r {
             Err(e @ SendError::Refused(_)) => e.to_string(),
             Err(e) => panic!("not a refusal: {e:?}"),

@@ -30,7 +30,7 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use tokio::sync::Notify;
 
 use crate::config::{Config, Mode};
-use crate::delivery::client::{HttpClient, SendError};
+use crate::delivery::client::{HttpClient, ResponseBody, SendError};
 use crate::delivery::forward::{strip_hop_by_hop, upstream_request};
 use crate::delivery::forward::{X_HOOKGATE_DELIVERY_ID, X_HOOKGATE_VERIFIED};
 use crate::error::{ApiError, Body, BoxError};
@@ -308,7 +308,7 @@ impl Inbound {
 /// open. Past the deadline the body fails, and hyper closes the connection
 /// mid-response, which the sender sees as a failed delivery and retries.
 struct DeadlineBody {
-    inner: Incoming,
+    inner: ResponseBody,
     deadline: tokio::time::Instant,
     /// Armed the first time the upstream has nothing ready: a body that
     /// arrives with its head (the usual small answer) never needs a timer.
