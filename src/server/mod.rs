@@ -106,7 +106,9 @@ where
         });
         let builder = {
             let mut b = http1::Builder::new();
+            // Answers are small: head and body in one buffer, one `write`.
             b.timer(TokioTimer::new())
+                .writev(false)
                 .header_read_timeout(opts.header_timeout)
                 .max_headers(MAX_HEADER_LINES);
             b
