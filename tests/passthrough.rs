@@ -105,6 +105,12 @@ async fn valid_request_arrives_upstream_byte_identical() {
     );
     assert!(r.headers.get("x-hookgate-delivery-id").is_some());
     assert_eq!(r.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(
+        r.headers["host"],
+        up.addr.to_string().as_str(),
+        "the upstream's own authority, not the sender's Host"
+    );
+    assert_eq!(r.headers.get_all("host").iter().count(), 1);
     hg.stop().await;
 }
 

@@ -130,6 +130,11 @@ async fn accepted_request_is_acked_then_forwarded_byte_identical() {
     assert_eq!(r.headers["x-hookgate-attempt"], "1");
     assert_eq!(r.headers["x-hookgate-verified"], "sigsentry");
     assert!(r.headers.get("x-sigsentry-signature").is_some());
+    assert_eq!(
+        r.headers["host"],
+        up.addr.to_string().as_str(),
+        "the upstream's own authority, not the sender's Host"
+    );
 
     let state = eventually(10, "job delivered", || {
         let hg = &hg;

@@ -100,7 +100,7 @@ impl Pool {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Stacks> {
-        // The map holds no invariant a panic could break half-way.
+        // The stacks hold no invariant a panic could break half-way.
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -237,7 +237,7 @@ impl HttpClient {
     ) -> Result<Response<ResponseBody>, SendError> {
         let key = key_of(req.uri())?;
         if !req.headers().contains_key(HOST) {
-            let host = host_header(req.uri(), key.https)?;
+            let host = host_header(req.uri())?;
             req.headers_mut().insert(HOST, host);
         }
         let origin = req
@@ -350,16 +350,26 @@ fn key_of(uri: &Uri) -> Result<Key, SendError> {
 }
 
 /// `Host` for a URI: its host, and its port unless the scheme's default
-/// (no user information, which the URI may carry).
-fn host_header(uri: &Uri, https: bool) -> Result<HeaderValue, SendError> {
-    let host = uri.host().unwrap_or_default();
-    let value = match uri.port_u16() {
+/// (no user information, which the URI may carry). The usual authority,
+/// `host` or `host:port`, is taken as written, without formatting.
+/// Forwarding sets its own `Host` (the upstream's authority as written, in
+/// place of the sender's), so this serves requests that come without one.
+fn host_header(uri: &Uri) -> Result<HeaderValue, SendError> {
+    let invalid = || SendError::Other("the URL's host is not a valid header".into());
+    let authority = uri.authority().ok_or_else(invalid)?;
+    let https = uri.scheme_str() == Some("https");
+    let as_written = authority.as_str();
+    // No port to drop and no user information: the authority itself.
+    if !as_written.contains('@') && !as_written.ends_with(if https { ":443" } else { ":80" }) {
+        return HeaderValue::from_str(as_written).map_err(|_| invalid());
+    }
+    let value = match authority.port_u16() {
         Some(port) if port != if https { 443 } else { 80 } => {
-            HeaderValue::try_from(format!("{host}:{port}"))
+            HeaderValue::try_from(format!("{}:{port}", authority.host()))
         }
-        _ => HeaderValue::try_from(host),
+        _ => HeaderValue::from_str(authority.host()),
     };
-    value.map_err(|_| SendError::Other("the URL's host is not a valid header".into()))
+    value.map_err(|_| invalid())
 }
 
 /// Where a connection goes back once its response has been read.
@@ -636,12 +646,17 @@ mod tests {
 
     #[test]
     fn host_header_omits_the_default_port_and_user_information() {
-        let h = |u: &str, https| host_header(&u.parse().unwrap(), https).unwrap();
-        assert_eq!(h("http://example.com/x", false), "example.com");
-        assert_eq!(h("http://example.com:80/x", false), "example.com");
-        assert_eq!(h("https://example.com:443/", true), "example.com");
-        assert_eq!(h("https://example.com:8443/", true), "example.com:8443");
-        assert_eq!(h("http://user:pw@example.com:81/", false), "example.com:81");
-        assert_eq!(h("http://[::1]:8080/", false), "[::1]:8080");
+        let h = |u: &str| host_header(&u.parse().unwrap()).unwrap();
+        assert_eq!(h("http://example.com/x"), "example.com");
+        assert_eq!(h("http://example.com:80/x"), "example.com");
+        assert_eq!(h("https://example.com:443/"), "example.com");
+        assert_eq!(h("https://example.com:8443/"), "example.com:8443");
+        assert_eq!(h("http://user:pw@example.com:81/"), "example.com:81");
+        assert_eq!(h("http://[::1]:8080/"), "[::1]:8080");
+        assert_eq!(h("http://[::1]:80/"), "[::1]");
+        assert_eq!(h("https://user@example.com/"), "example.com");
+        assert_eq!(h("http://example.com:8080/"), "example.com:8080");
+        assert_eq!(h("http://[fe80::80]/"), "[fe80::80]");
+        assert_eq!(h("https://example.com:80/"), "example.com:80");
     }
 }
