@@ -693,6 +693,87 @@ pub(super) async fn purge_removes_expired_keys_and_old_jobs(f: &dyn Fixture) {
     store.shutdown().await;
 }
 
+/// Records of two scopes written interleaved, one expiring long before the
+/// other: the purge removes exactly the expired ones (a restart shows it
+/// kept the live ones durably, not just in memory).
+pub(super) async fn purge_of_interleaved_scopes_keeps_the_live_one(f: &dyn Fixture) {
+    let store = f.open();
+    let scoped = |scope: &str, k: String, expires_at: i64| {
+        let mut k = key(&k, expires_at);
+        k.as_mut().unwrap().scope = scope.into();
+        k
+    };
+    // Runs of each scope of varying length, so that expired records sit
+    // both alone and in runs between live ones.
+    let (mut short, mut long) = (0, 0);
+    for i in 0..700 {
+        let (scope, expires_at, n) = if i % 7 < 3 || i % 50 == 0 {
+            short += 1;
+            ("short", 1500, short)
+        } else {
+            long += 1;
+            ("long", 9000, long)
+        };
+        accepted(
+            store
+                .enqueue(
+                    job(&format!("{scope}{n}"), "q", 1000),
+                    scoped(scope, format!("{scope}-{n}"), expires_at),
+                    None,
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    let mut removed = 0;
+    loop {
+        let p = store
+            .purge(PurgePolicy {
+                now: 2000,
+                done_before: 0,
+                dead_before: 0,
+            })
+            .await
+            .unwrap();
+        removed += p.dedup_removed;
+        if !p.more {
+            break;
+        }
+    }
+    assert_eq!(removed, short);
+    store.shutdown().await;
+    let store = f.open();
+    for n in 1..=long {
+        assert!(
+            matches!(
+                store
+                    .enqueue(
+                        job("again", "q", 2000),
+                        scoped("long", format!("long-{n}"), 9000),
+                        None
+                    )
+                    .await
+                    .unwrap(),
+                Enqueued::Duplicate { .. }
+            ),
+            "live key long-{n} still blocks after the purge and a restart"
+        );
+    }
+    for n in 1..=short {
+        accepted(
+            store
+                .enqueue(
+                    job("again", "q", 2000),
+                    scoped("short", format!("short-{n}"), 9000),
+                    None,
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    store.shutdown().await;
+}
+
 pub(super) async fn lists_and_stats(f: &dyn Fixture) {
     let store = f.open();
     let mut j = Vec::new();
@@ -1068,6 +1149,7 @@ macro_rules! conformance_tests {
             queues_cancel_move_and_delete,
             replay_queue_moves_only_that_queues_dead_jobs,
             purge_removes_expired_keys_and_old_jobs,
+            purge_of_interleaved_scopes_keeps_the_live_one,
             lists_and_stats,
             counters_match_a_model,
             dedup_keys_are_bounded_per_scope,

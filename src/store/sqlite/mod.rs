@@ -133,8 +133,14 @@ const READ_POOL_MAX_IDLE: usize = 4;
 /// step never holds a commit (and every sender waiting on it) for long.
 const STEP_ROWS: usize = 64;
 
-/// Rows one purge step looks at at most while searching for old jobs.
+/// Rows one purge step looks at at most while searching for old jobs and
+/// expired dedup records.
 const PURGE_SCAN_ROWS: i64 = 1024;
+
+/// Expired dedup records one purge step deletes at most (per scope): a run
+/// of consecutive rows goes in one range delete, so a record costs a few
+/// B-tree cell removals, and a step stays well under a millisecond.
+const PURGE_DEDUP_STEP: usize = 256;
 
 /// Most keys an eviction forgets below a scope's limit (see
 /// `evict_over_limit`).
@@ -2484,52 +2490,89 @@ fn purge(c: &mut Ctx<'_>, p: PurgePolicy) -> rusqlite::Result<PurgeStats> {
         .collect();
     let mut more = false;
     for (scope, from) in scopes {
-        // (row, fingerprint, scope, key, expires_at)
-        type Record = (i64, Option<Vec<u8>>, String, String, i64);
-        let mut rows: Vec<Record> = Vec::new();
+        // Expired records of the scope, read only as far as this step goes
+        // (its first live record, or a full step), and deleted by runs of
+        // consecutive rows, one statement a run.
+        let mut doomed: Vec<(i64, Fp)> = Vec::new();
+        // Runs of `doomed` rows with no row of another scope between them.
+        let mut runs: Vec<(i64, i64)> = Vec::new();
+        let (mut next_from, mut reached_live, mut scanned) = (from, false, 0i64);
         {
             let mut stmt = c.conn.prepare_cached(
-                "SELECT seq, fp, scope, key, expires_at FROM dedup_record WHERE seq >= ?1
+                "SELECT seq, scope, expires_at, fp, key FROM dedup_record WHERE seq >= ?1
                  ORDER BY seq LIMIT ?2",
             )?;
             let mut q = stmt.query(params![from, PURGE_SCAN_ROWS])?;
+            let mut run_open = false;
             while let Some(r) = q.next()? {
-                rows.push((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?));
+                scanned += 1;
+                let seq: i64 = r.get(0)?;
+                if r.get_ref(1)?.as_str().map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        1,
+                        rusqlite::types::Type::Text,
+                        e.into(),
+                    )
+                })? != scope
+                {
+                    run_open = false;
+                    next_from = seq + 1;
+                    continue;
+                }
+                let expires_at: i64 = r.get(2)?;
+                if expires_at > p.now {
+                    reached_live = true;
+                    next_from = seq;
+                    break;
+                }
+                if doomed.len() >= PURGE_DEDUP_STEP {
+                    next_from = seq;
+                    break;
+                }
+                let fp = match r
+                    .get_ref(3)?
+                    .as_blob_or_null()
+                    .ok()
+                    .flatten()
+                    .and_then(fp_from_bytes)
+                {
+                    Some(fp) => fp,
+                    // Records of the first layout carry no fingerprint.
+                    None => c
+                        .env
+                        .fpr
+                        .fp(&scope, r.get_ref(4)?.as_str().unwrap_or_default()),
+                };
+                doomed.push((seq, fp));
+                match runs.last_mut() {
+                    Some(run) if run_open => run.1 = seq,
+                    _ => runs.push((seq, seq)),
+                }
+                run_open = true;
+                next_from = seq + 1;
             }
         }
-        let scanned = rows.len();
-        let (mut next_from, mut reached_live, mut deleted) = (from, false, 0usize);
-        for (seq, blob, s_name, key, expires_at) in rows {
-            if s_name != scope {
-                next_from = seq + 1;
-                continue;
+        {
+            let mut delete = c
+                .conn
+                .prepare_cached("DELETE FROM dedup_record WHERE seq >= ?1 AND seq <= ?2")?;
+            for (first, last) in &runs {
+                delete.execute([first, last])?;
             }
-            if expires_at > p.now || deleted >= STEP_ROWS {
-                reached_live = expires_at > p.now;
-                next_from = seq;
-                break;
-            }
-            c.conn
-                .prepare_cached("DELETE FROM dedup_record WHERE seq = ?1")?
-                .execute([seq])?;
-            let fp = blob
-                .as_deref()
-                .and_then(fp_from_bytes)
-                .unwrap_or_else(|| c.env.fpr.fp(&scope, &key));
+        }
+        for &(seq, fp) in &doomed {
             if c.mem.dedup.points_at(fp, seq) {
                 c.mem.set_dedup(fp, None);
                 c.mem.scope_keys(&scope, -1);
             }
-            deleted += 1;
-            stats.dedup_removed += 1;
-            next_from = seq + 1;
         }
+        stats.dedup_removed += doomed.len() as u64;
         if let Some(sc) = c.mem.scopes.get_mut(&scope) {
             // A position only: not undone if this step rolls back (the
             // records it skipped would just be looked at again).
             sc.purge_from = next_from;
         }
-        if !reached_live && (scanned as i64 == PURGE_SCAN_ROWS || deleted >= STEP_ROWS) {
+        if !reached_live && (scanned == PURGE_SCAN_ROWS || doomed.len() >= PURGE_DEDUP_STEP) {
             more = true;
         }
     }
