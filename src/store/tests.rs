@@ -127,6 +127,20 @@ fn segments(path: &Path) -> Vec<(String, u64)> {
     found
 }
 
+/// The payload segments at `path` once at most `n` are left (unused ones
+/// are deleted by the checkpointer thread soon after the commit that
+/// dropped their last job); what is there after 10 s otherwise.
+async fn segments_down_to(path: &Path, n: usize) -> Vec<(String, u64)> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let found = segments(path);
+        if found.len() <= n || std::time::Instant::now() > deadline {
+            return found;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 /// A payload segment that cannot be written fails the batch like a full
 /// disk: 503-class error, nothing recorded, and the next write goes to a
 /// fresh segment and succeeds.
@@ -209,7 +223,7 @@ async fn payload_segment_gauges_follow_the_files_and_live_bytes() {
     // Delivered: only the active segment is left, and nothing in it is needed.
     assert_eq!(gauge("hookgate_store_payload_segments"), 1);
     assert_eq!(gauge("hookgate_store_payload_segment_live_bytes"), 0);
-    assert_eq!(segments(&path).len(), 1);
+    assert_eq!(segments_down_to(&path, 1).await.len(), 1);
     store.shutdown().await;
 }
 
@@ -628,7 +642,7 @@ async fn delivered_payloads_are_deleted_and_their_space_reused() {
                 .unwrap());
         }
         // Only the active segment is left.
-        let left = segments(&path);
+        let left = segments_down_to(&path, 1).await;
         assert!(left.len() <= 1, "segments left: {left:?}");
         sizes.push(raw_count(
             &path,

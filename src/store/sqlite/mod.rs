@@ -610,7 +610,7 @@ impl SqliteBackend {
         );
         // Segments nothing points into (delivered, or written by a batch
         // that never committed before a crash) go now.
-        remove_unused_segments(&mut plog, &mut mem);
+        remove_unused_segments(&mut plog, &mut mem, None);
         let counters = Arc::new(Counters::default());
         counters
             .dedup_keys
@@ -644,7 +644,7 @@ impl SqliteBackend {
         // when it exits, the checkpointer sees the disconnect, runs the final
         // TRUNCATE and exits too, in that order. Both hold the process lock
         // until they are done.
-        let (ckpt_tx, ckpt_rx) = std_mpsc::sync_channel::<CkptMsg>(4);
+        let (ckpt_tx, ckpt_rx) = std_mpsc::sync_channel::<CkptMsg>(16);
         let restart_wanted = Arc::new(AtomicBool::new(false));
         let checkpointer = {
             let wanted = Arc::clone(&restart_wanted);
@@ -1407,21 +1407,42 @@ fn spawn_thread(
 
 /// Deletes the payload segments no job row points into (never the active
 /// one), after a commit.
-fn remove_unused_segments(plog: &mut PayloadLog, mem: &mut Mem) {
+fn remove_unused_segments(
+    plog: &mut PayloadLog,
+    mem: &mut Mem,
+    reaper: Option<&std_mpsc::SyncSender<CkptMsg>>,
+) {
     let active = plog.active();
     let unused: Vec<u32> = plog
         .on_disk()
         .filter(|s| *s != active && mem.segs.get(s).is_none_or(|u| u.jobs == 0))
         .collect();
     for seg in unused {
-        match plog.remove(seg) {
+        // Unlinking a full segment takes the filesystem ~10 ms or more
+        // (freeing 64 MiB of extents): the checkpointer thread does it, not
+        // the writer, whose batch is waiting for its answers. Should that
+        // thread's queue be full, or at open, it is done here.
+        let path = plog.forget(seg);
+        let path = match reaper.map(|tx| tx.try_send(CkptMsg::Remove(path.clone()))) {
+            Some(Ok(())) => continue,
+            _ => path,
+        };
+        match remove_segment_file(&path) {
             Ok(()) => trace!(segment = seg, "payload segment deleted"),
-            // Tried again after the next commit.
+            // A file nothing points at: the next open deletes it.
             Err(e) => warn!(segment = seg, error = %e, "could not delete a payload segment"),
         }
     }
     // An unused segment counts as one without an entry.
     mem.segs.retain(|s, u| u.jobs > 0 || *s >= active);
+}
+
+/// Deletes a payload segment file (gone already is fine).
+fn remove_segment_file(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Rebuilds the memory of a store from its file: counters from the job
@@ -1685,6 +1706,8 @@ enum CkptMsg {
     Nudge,
     /// Run a passive checkpoint now and say when it is done.
     Flush(std_mpsc::SyncSender<()>),
+    /// Delete this payload segment file (no committed row points into it).
+    Remove(PathBuf),
 }
 
 /// A committed (or failed) batch on its way to the task that answers it.
@@ -1839,7 +1862,11 @@ impl Writer {
     fn apply_batch(&mut self, batch: &mut [Box<dyn PendingWrite>]) -> Result<(), StoreError> {
         let mem = Arc::clone(&self.mem);
         let Writer {
-            conn, plog, env, ..
+            conn,
+            plog,
+            env,
+            ckpt,
+            ..
         } = self;
         let result = (|| {
             let tx = conn
@@ -1898,7 +1925,7 @@ impl Writer {
         match &result {
             Ok(()) => {
                 m.commit();
-                remove_unused_segments(plog, &mut m);
+                remove_unused_segments(plog, &mut m, Some(ckpt));
             }
             Err(_) => {
                 m.rollback_to(0);
@@ -1960,6 +1987,16 @@ fn run_checkpointer(
     loop {
         let done = match msgs.recv_timeout(interval) {
             Ok(CkptMsg::Flush(done)) => Some(done),
+            Ok(CkptMsg::Remove(path)) => {
+                match remove_segment_file(&path) {
+                    Ok(()) => trace!(path = %path.display(), "payload segment deleted"),
+                    // A file nothing points at: the next open deletes it.
+                    Err(e) => {
+                        warn!(path = %path.display(), error = %e, "could not delete a payload segment")
+                    }
+                }
+                continue;
+            }
             Ok(CkptMsg::Nudge) | Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => {
                 // The writer is gone: fold the WAL back and shrink it.
