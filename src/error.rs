@@ -21,8 +21,9 @@ pub fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|never| match never {}).boxed()
 }
 
-/// A JSON response with the given status.
-pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+/// A JSON response with the given status: `value` serialized as is (a
+/// `serde_json::Value`, or a struct that skips building one).
+pub fn json<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Body> {
     let mut r = Response::new(full(serde_json::to_vec(value).unwrap_or_default()));
     *r.status_mut() = status;
     r.headers_mut().insert(

@@ -66,8 +66,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::types::Value;
 use rusqlite::{
-    params, params_from_iter, Connection, ErrorCode, OpenFlags, OptionalExtension, Row,
-    TransactionBehavior,
+    params, params_from_iter, CachedStatement, Connection, ErrorCode, OpenFlags, OptionalExtension,
+    Row, TransactionBehavior,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, trace, warn};
@@ -709,7 +709,7 @@ impl SqliteBackend {
     pub(super) async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Ctx<'_>) -> rusqlite::Result<T> + Send + 'static,
+        F: FnOnce(&mut Ctx<'_, '_>) -> rusqlite::Result<T> + Send + 'static,
     {
         self.submit(false, op).await
     }
@@ -720,7 +720,7 @@ impl SqliteBackend {
     async fn write_lazy<T, F>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Ctx<'_>) -> rusqlite::Result<T> + Send + 'static,
+        F: FnOnce(&mut Ctx<'_, '_>) -> rusqlite::Result<T> + Send + 'static,
     {
         self.submit(true, op).await
     }
@@ -728,7 +728,7 @@ impl SqliteBackend {
     async fn submit<T, F>(&self, lazy: bool, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Ctx<'_>) -> rusqlite::Result<T> + Send + 'static,
+        F: FnOnce(&mut Ctx<'_, '_>) -> rusqlite::Result<T> + Send + 'static,
     {
         let sender = self.sender().ok_or_else(writer_stopped)?;
         let (reply, answer) = oneshot::channel();
@@ -760,7 +760,7 @@ impl SqliteBackend {
     /// more work; answers the sum of what the steps counted.
     async fn steps<F>(&self, step: F) -> Result<u64, StoreError>
     where
-        F: Fn(&mut Ctx<'_>, &mut i64) -> rusqlite::Result<(u64, bool)> + Send + Sync + 'static,
+        F: Fn(&mut Ctx<'_, '_>, &mut i64) -> rusqlite::Result<(u64, bool)> + Send + Sync + 'static,
     {
         let step = Arc::new(step);
         let mut cursor = 0i64;
@@ -1642,11 +1642,77 @@ fn evict_over_limit(conn: &Connection, mem: &mut Mem, env: &WriterEnv) -> Result
 // ---------------------------------------------------------------------------
 
 /// What a write request sees: the savepoint's connection and the memory.
-pub(super) struct Ctx<'a> {
-    pub(super) conn: &'a Connection,
+pub(super) struct Ctx<'a, 'c> {
+    pub(super) conn: &'c Connection,
     pub(super) mem: &'a mut Mem,
     plog: &'a mut PayloadLog,
     env: &'a WriterEnv,
+    hot: &'a mut Hot<'c>,
+}
+
+/// The statements every webhook's lifecycle runs (enqueue, claim, finish),
+/// held for the whole batch: taken from the statement cache and given back
+/// at every use, each cost a hash of its SQL text and a cache insert, ~1.5k
+/// instructions, several times a request.
+#[derive(Clone, Copy)]
+enum HotSql {
+    InsertJob,
+    InsertDedup,
+    InsertAttempt,
+    FinishAttempt,
+    FinishJob,
+}
+
+const HOT_SQL_COUNT: usize = 5;
+
+impl HotSql {
+    fn sql(self) -> &'static str {
+        match self {
+            HotSql::InsertJob => {
+                "INSERT INTO job (seq, queue, kind, state, cycle_base, cycle_start, created_at,
+                                  next_at, updated_at, pseg, poff, plen, label)
+                 VALUES (?1, ?2, ?3, 0, 0, ?4, ?4, ?5, ?4, ?6, ?7, ?8, ?9)"
+            }
+            HotSql::InsertDedup => {
+                "INSERT INTO dedup_record (fp, scope, key, job, job_created, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+            }
+            HotSql::InsertAttempt => {
+                "INSERT INTO attempt (job, n, started_at, outcome) VALUES (?1, ?2, ?3, ?4)"
+            }
+            HotSql::FinishAttempt => {
+                "UPDATE attempt SET started_at = ?3, duration_ms = ?4, outcome = ?5,
+                                    http_status = ?6, error = ?7, response_body = ?8
+                 WHERE job = ?1 AND n = ?2"
+            }
+            HotSql::FinishJob => {
+                "UPDATE job SET state = ?2, next_at = COALESCE(?3, next_at), updated_at = ?4,
+                                last_status = ?5, last_error = ?6,
+                                pseg = NULL, poff = NULL, plen = NULL
+                 WHERE seq = ?1"
+            }
+        }
+    }
+}
+
+/// The [`HotSql`] statements of one batch, prepared at first use.
+#[derive(Default)]
+struct Hot<'c> {
+    stmts: [Option<CachedStatement<'c>>; HOT_SQL_COUNT],
+}
+
+impl<'c> Hot<'c> {
+    fn get(
+        &mut self,
+        conn: &'c Connection,
+        which: HotSql,
+    ) -> rusqlite::Result<&mut CachedStatement<'c>> {
+        let slot = &mut self.stmts[which as usize];
+        if slot.is_none() {
+            *slot = Some(conn.prepare_cached(which.sql())?);
+        }
+        slot.as_mut().ok_or_else(|| rusqlite::Error::InvalidQuery)
+    }
 }
 
 /// A type-erased write request: applied inside the batch transaction, then
@@ -1657,7 +1723,7 @@ trait PendingWrite: Send {
     fn lazy(&self) -> bool;
     /// Runs the request; `false` if it failed (its savepoint and memory
     /// effects are then rolled back).
-    fn apply(&mut self, ctx: &mut Ctx<'_>) -> bool;
+    fn apply(&mut self, ctx: &mut Ctx<'_, '_>) -> bool;
     /// Sends the answer: the request's own error if it failed, else the
     /// batch's error if the commit failed, else its result.
     fn complete(self: Box<Self>, batch_error: Option<&StoreError>);
@@ -1673,13 +1739,13 @@ struct Request<T, F> {
 impl<T, F> PendingWrite for Request<T, F>
 where
     T: Send,
-    F: FnOnce(&mut Ctx<'_>) -> rusqlite::Result<T> + Send,
+    F: FnOnce(&mut Ctx<'_, '_>) -> rusqlite::Result<T> + Send,
 {
     fn lazy(&self) -> bool {
         self.lazy
     }
 
-    fn apply(&mut self, ctx: &mut Ctx<'_>) -> bool {
+    fn apply(&mut self, ctx: &mut Ctx<'_, '_>) -> bool {
         let Some(op) = self.op.take() else {
             return false;
         };
@@ -1877,20 +1943,25 @@ impl Writer {
                 // One savepoint per request, by cached statements: parsing
                 // `SAVEPOINT`/`RELEASE` anew per request was a visible share
                 // of the writer's CPU.
+                // Prepared once per batch (see `HotSql`).
                 let run = |sql: &str| -> Result<(), StoreError> {
                     tx.prepare_cached(sql)
                         .and_then(|mut s| s.execute([]))
                         .map(|_| ())
                         .map_err(db_err)
                 };
+                let mut savepoint = tx.prepare_cached("SAVEPOINT request").map_err(db_err)?;
+                let mut release = tx.prepare_cached("RELEASE request").map_err(db_err)?;
+                let mut hot = Hot::default();
                 for request in batch.iter_mut() {
-                    run("SAVEPOINT request")?;
+                    savepoint.execute([]).map_err(db_err)?;
                     let mark = m.mark();
                     let ok = request.apply(&mut Ctx {
                         conn: &tx,
                         mem: &mut m,
                         plog,
                         env,
+                        hot: &mut hot,
                     });
                     // SQLite may roll back the whole transaction on some
                     // errors (disk full, I/O); then nothing of this batch
@@ -1905,7 +1976,7 @@ impl Writer {
                         // Undo only this request's writes.
                         run("ROLLBACK TO request")?;
                     }
-                    run("RELEASE request")?;
+                    release.execute([]).map_err(db_err)?;
                 }
                 // Memory only, and undone with the batch if it fails: the
                 // key count never exceeds its bound when answers go out.
@@ -2089,7 +2160,7 @@ fn unreachable_queue_full<T>() -> rusqlite::Result<T> {
 }
 
 pub(super) fn enqueue(
-    c: &mut Ctx<'_>,
+    c: &mut Ctx<'_, '_>,
     job: &NewJob,
     dedup: Option<&DedupKey>,
     max_pending: Option<u64>,
@@ -2130,39 +2201,28 @@ pub(super) fn enqueue(
     // The payload goes to the payload log (flushed before the commit); the
     // row says where.
     let at = c.plog.append(seq, &job.payload).map_err(plog_err)?;
-    c.conn
-        .prepare_cached(
-            "INSERT INTO job (seq, queue, kind, state, cycle_base, cycle_start, created_at,
-                              next_at, updated_at, pseg, poff, plen, label)
-             VALUES (?1, ?2, ?3, 0, 0, ?4, ?4, ?5, ?4, ?6, ?7, ?8, ?9)",
-        )?
-        .execute(params![
-            seq,
-            job.queue,
-            job.kind,
-            job.created_at,
-            job.next_at,
-            at.seg,
-            sql_int(at.off),
-            at.len,
-            job.label
-        ])?;
+    c.hot.get(c.conn, HotSql::InsertJob)?.execute(params![
+        seq,
+        job.queue,
+        job.kind,
+        job.created_at,
+        job.next_at,
+        at.seg,
+        sql_int(at.off),
+        at.len,
+        job.label
+    ])?;
     c.mem.seg_use(at.seg, at.disk_bytes(), 1);
     c.mem.count(&job.queue, Field::Pending, 1);
     if let (Some(d), Some(f)) = (dedup, fp) {
-        c.conn
-            .prepare_cached(
-                "INSERT INTO dedup_record (fp, scope, key, job, job_created, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                &fp_to_bytes(f)[..],
-                d.scope,
-                d.key,
-                seq,
-                job.created_at,
-                d.expires_at
-            ])?;
+        c.hot.get(c.conn, HotSql::InsertDedup)?.execute(params![
+            &fp_to_bytes(f)[..],
+            d.scope,
+            d.key,
+            seq,
+            job.created_at,
+            d.expires_at
+        ])?;
         let row = c.conn.last_insert_rowid();
         let fresh = !c.mem.dedup.contains(f);
         c.mem.set_dedup(f, Some(row));
@@ -2194,7 +2254,7 @@ const CLAIM_SQL: &str = "SELECT seq, kind, created_at, cycle_base, cycle_start,
     ORDER BY next_at, seq LIMIT ?3";
 
 fn claim(
-    c: &mut Ctx<'_>,
+    c: &mut Ctx<'_, '_>,
     queue: &str,
     now: i64,
     limit: usize,
@@ -2297,11 +2357,12 @@ fn claim(
                 interrupted += 1;
             }
         }
-        c.conn
-            .prepare_cached(
-                "INSERT INTO attempt (job, n, started_at, outcome) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![seq, attempts + 1, now, OUTCOME_INTERRUPTED])?;
+        c.hot.get(c.conn, HotSql::InsertAttempt)?.execute(params![
+            seq,
+            attempts + 1,
+            now,
+            OUTCOME_INTERRUPTED
+        ])?;
         let token = c.mem.token();
         c.mem.set_lease(
             seq,
@@ -2344,7 +2405,12 @@ fn current_lease(mem: &Mem, lease: &Lease) -> Option<LeaseEntry> {
         .cloned()
 }
 
-fn finish(c: &mut Ctx<'_>, lease: &Lease, attempt: &Attempt, next: Next) -> rusqlite::Result<bool> {
+fn finish(
+    c: &mut Ctx<'_, '_>,
+    lease: &Lease,
+    attempt: &Attempt,
+    next: Next,
+) -> rusqlite::Result<bool> {
     let Some(held) = current_lease(c.mem, lease) else {
         // Superseded by a later claim, or the job was deleted.
         return Ok(false);
@@ -2357,22 +2423,16 @@ fn finish(c: &mut Ctx<'_>, lease: &Lease, attempt: &Attempt, next: Next) -> rusq
         .response_body
         .as_deref()
         .map(|b| &b[..b.len().min(RESPONSE_BODY_CAP)]);
-    c.conn
-        .prepare_cached(
-            "UPDATE attempt SET started_at = ?3, duration_ms = ?4, outcome = ?5,
-                                http_status = ?6, error = ?7, response_body = ?8
-             WHERE job = ?1 AND n = ?2",
-        )?
-        .execute(params![
-            lease.seq,
-            held.n,
-            attempt.started_at,
-            attempt.duration_ms,
-            attempt.outcome,
-            attempt.http_status,
-            error,
-            body
-        ])?;
+    c.hot.get(c.conn, HotSql::FinishAttempt)?.execute(params![
+        lease.seq,
+        held.n,
+        attempt.started_at,
+        attempt.duration_ms,
+        attempt.outcome,
+        attempt.http_status,
+        error,
+        body
+    ])?;
     let finished_at = attempt.started_at.saturating_add(attempt.duration_ms);
     let (state, next_at) = match next {
         Next::Done => (STATE_DONE, None),
@@ -2392,21 +2452,14 @@ fn finish(c: &mut Ctx<'_>, lease: &Lease, attempt: &Attempt, next: Next) -> rusq
         }
         c.mem.seg_use(at.seg, at.disk_bytes(), -1);
     }
-    c.conn
-        .prepare_cached(
-            "UPDATE job SET state = ?2, next_at = COALESCE(?3, next_at), updated_at = ?4,
-                            last_status = ?5, last_error = ?6,
-                            pseg = NULL, poff = NULL, plen = NULL
-             WHERE seq = ?1",
-        )?
-        .execute(params![
-            lease.seq,
-            state,
-            next_at,
-            finished_at,
-            attempt.http_status,
-            error
-        ])?;
+    c.hot.get(c.conn, HotSql::FinishJob)?.execute(params![
+        lease.seq,
+        state,
+        next_at,
+        finished_at,
+        attempt.http_status,
+        error
+    ])?;
     match next {
         Next::Done => {
             // A delivered payload in the `payload` table is never needed
@@ -2458,7 +2511,7 @@ fn select_seqs(
 /// Makes job `seq` (in state `state` of queue `from`) pending in queue `to`,
 /// due at `now`, in a new retry cycle.
 fn restart_job(
-    c: &mut Ctx<'_>,
+    c: &mut Ctx<'_, '_>,
     seq: i64,
     from: &str,
     to: &str,
@@ -2488,7 +2541,7 @@ fn state_field(state: i64) -> Field {
 }
 
 /// Deletes job `seq` with its payload and attempts.
-fn delete_row(c: &mut Ctx<'_>, seq: i64, queue: &str, state: i64) -> rusqlite::Result<u64> {
+fn delete_row(c: &mut Ctx<'_, '_>, seq: i64, queue: &str, state: i64) -> rusqlite::Result<u64> {
     let attempts = c
         .conn
         .prepare_cached("DELETE FROM attempt WHERE job = ?1")?
@@ -2512,7 +2565,7 @@ fn delete_row(c: &mut Ctx<'_>, seq: i64, queue: &str, state: i64) -> rusqlite::R
     Ok(attempts as u64)
 }
 
-fn purge(c: &mut Ctx<'_>, p: PurgePolicy) -> rusqlite::Result<PurgeStats> {
+fn purge(c: &mut Ctx<'_, '_>, p: PurgePolicy) -> rusqlite::Result<PurgeStats> {
     let mut stats = PurgeStats::default();
 
     // Expired dedup records. Within a scope (one route, one window) expiry
