@@ -141,6 +141,19 @@ async fn segments_down_to(path: &Path, n: usize) -> Vec<(String, u64)> {
     }
 }
 
+/// Claims every due job of `queue`; answers their payloads, sorted.
+async fn claimed_payloads(store: &Store, queue: &str) -> Vec<Vec<u8>> {
+    let mut claimed: Vec<Vec<u8>> = store
+        .claim(queue, 0, 100, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.payload)
+        .collect();
+    claimed.sort();
+    claimed
+}
+
 /// A payload segment that cannot be written fails the batch like a full
 /// disk: 503-class error, nothing recorded, and the next write goes to a
 /// fresh segment and succeeds.
@@ -227,22 +240,26 @@ async fn payload_segment_gauges_follow_the_files_and_live_bytes() {
     store.shutdown().await;
 }
 
-/// A job row pointing into a segment that is gone is corruption, said at
-/// open, never an empty payload delivered.
+/// A job row pointing into a segment that is gone, or past its end, is
+/// corruption, said at open, never an empty payload delivered (unless the
+/// job is of the newest batch: see the next test). An open that fails
+/// changes nothing in the file.
 #[tokio::test]
 async fn a_missing_payload_segment_is_refused_at_open() {
     let dir = TempDir::new().unwrap();
     let path = db_path(&dir);
     let store = open_at(&path);
+    // Two batches: "a", then "b" (the newest).
     enqueue_ok(&store, job("a", "q", 0)).await;
+    enqueue_ok(&store, job("b", "q", 0)).await;
     store.shutdown().await;
     drop(store);
     let segs = segments(&path);
     assert_eq!(segs.len(), 1);
     let seg = path.with_file_name(&segs[0].0);
-    // Cut short: the row points past the end.
+    // Cut inside the first record: "a" points past the end.
     let bytes = std::fs::read(&seg).unwrap();
-    std::fs::write(&seg, &bytes[..bytes.len() - 1]).unwrap();
+    std::fs::write(&seg, &bytes[..10]).unwrap();
     let err = Store::open(StoreOptions::sqlite(&path)).unwrap_err();
     assert!(
         matches!(&err, StoreError::Corrupt(m) if m.contains("ends at byte")),
@@ -255,10 +272,151 @@ async fn a_missing_payload_segment_is_refused_at_open() {
         matches!(&err, StoreError::Corrupt(m) if m.contains("missing")),
         "{err:?}"
     );
-    // Back as it was: opens and delivers.
+    // Back as it was: opens and delivers both.
     std::fs::write(&seg, &bytes).unwrap();
     let store = open_at(&path);
-    assert_eq!(store.claim("q", 0, 10, 1000).await.unwrap().len(), 1);
+    assert_eq!(
+        claimed_payloads(&store, "q").await,
+        vec![b"payload of a".to_vec(), b"payload of b".to_vec()]
+    );
+    store.shutdown().await;
+}
+
+/// A payload segment that cannot be synced after its commit was written:
+/// the batch is answered with an error (its commit stands, and the next
+/// open checks it), and the store refuses every later write until a
+/// restart, since the kernel may have dropped the pages it could not write.
+#[tokio::test]
+async fn a_failed_segment_sync_refuses_writes_until_restart() {
+    let dir = TempDir::new().unwrap();
+    let path = db_path(&dir);
+    let store = open_at(&path);
+    let kept = enqueue_ok(&store, job("kept", "q", 0)).await;
+    store.sqlite().fail_next_segment_sync();
+    let err = store
+        .enqueue(job("lost", "q", 0), key("evt-x", 1000), None)
+        .await
+        .unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    let err = store
+        .enqueue(job("later", "q", 0), None, None)
+        .await
+        .unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(store
+        .claim("q", 0, 10, 1000)
+        .await
+        .unwrap_err()
+        .is_unavailable());
+    store.shutdown().await;
+    drop(store);
+    // After a restart writes work again. The refused batch's commit stood
+    // and its payload did reach the disk here, so open keeps it: the
+    // sender's retry is a duplicate of a job that will be delivered.
+    let store = open_at(&path);
+    assert!(store.get_job(&kept).await.unwrap().is_some());
+    let Enqueued::Duplicate { first_id } = store
+        .enqueue(job("lost", "q", 0), key("evt-x", 1000), None)
+        .await
+        .unwrap()
+    else {
+        panic!("the refused event's record stands");
+    };
+    assert_eq!(
+        store.get_payload(&first_id).await.unwrap().as_deref(),
+        Some(&b"payload of lost"[..])
+    );
+    enqueue_ok(&store, job("later", "q", 0)).await;
+    store.shutdown().await;
+}
+
+/// A batch's payloads and its commit are synced at the same time, so a
+/// power loss can keep the newest commit without (all of) its payloads.
+/// Nothing of that batch was answered: open drops its jobs and their dedup
+/// records (the sender's retry is accepted anew), and keeps everything
+/// older.
+#[tokio::test]
+async fn a_batch_whose_payloads_did_not_survive_is_dropped_at_open() {
+    let dir = TempDir::new().unwrap();
+    let path = db_path(&dir);
+    let store = open_at(&path);
+    let first = accepted(
+        store
+            .enqueue(job("one", "q", 0), key("evt-1", 1000), None)
+            .await
+            .unwrap(),
+    );
+    let second = accepted(
+        store
+            .enqueue(job("two", "q", 0), key("evt-2", 1000), None)
+            .await
+            .unwrap(),
+    );
+    store.shutdown().await;
+    drop(store);
+    let segs = segments(&path);
+    assert_eq!(segs.len(), 1);
+    let seg = path.with_file_name(&segs[0].0);
+    let bytes = std::fs::read(&seg).unwrap();
+    // The newest payload's last byte did not make it.
+    let mut damaged = bytes.clone();
+    *damaged.last_mut().unwrap() ^= 0xff;
+    std::fs::write(&seg, &damaged).unwrap();
+    let store = open_at(&path);
+    assert!(
+        store.get_job(&second).await.unwrap().is_none(),
+        "the unsynced batch is dropped"
+    );
+    assert!(
+        store.get_job(&first).await.unwrap().is_some(),
+        "older batches stay"
+    );
+    assert_eq!(
+        store
+            .enqueue(job("one", "q", 0), key("evt-1", 1000), None)
+            .await
+            .unwrap(),
+        Enqueued::Duplicate {
+            first_id: first.clone()
+        }
+    );
+    // The dropped event's key is free: its sender's retry is accepted.
+    let again = accepted(
+        store
+            .enqueue(job("two", "q", 0), key("evt-2", 1000), None)
+            .await
+            .unwrap(),
+    );
+    assert_ne!(again, second);
+    assert_eq!(
+        claimed_payloads(&store, "q").await,
+        vec![b"payload of one".to_vec(), b"payload of two".to_vec()]
+    );
+    store.shutdown().await;
+    drop(store);
+    // The newest record cut off altogether (the segment's length did not
+    // make it): the same.
+    let store = open_at(&path);
+    let third = accepted(
+        store
+            .enqueue(job("three", "q", 0), key("evt-3", 1000), None)
+            .await
+            .unwrap(),
+    );
+    store.shutdown().await;
+    drop(store);
+    let segs = segments(&path);
+    let newest = path.with_file_name(&segs.last().unwrap().0);
+    let bytes = std::fs::read(&newest).unwrap();
+    std::fs::write(&newest, &bytes[..bytes.len() - 3]).unwrap();
+    let store = open_at(&path);
+    assert!(store.get_job(&third).await.unwrap().is_none());
+    accepted(
+        store
+            .enqueue(job("three", "q", 0), key("evt-3", 1000), None)
+            .await
+            .unwrap(),
+    );
     store.shutdown().await;
 }
 

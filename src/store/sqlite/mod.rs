@@ -533,6 +533,8 @@ pub(super) struct SqliteBackend {
     threads: Mutex<Vec<JoinHandle<()>>>,
     #[cfg(test)]
     fpr: Fingerprinter,
+    #[cfg(test)]
+    fail_next_sync: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -593,7 +595,17 @@ impl SqliteBackend {
         let found = files.list().map_err(|e| {
             StoreError::Unavailable(format!("cannot list the payload segments: {e}"))
         })?;
-        let mut mem = rebuild(&writer_conn, &env.fpr, &found)?;
+        // One transaction: an open that finds the file corrupt changes
+        // nothing in it.
+        let (mut mem, dropped) = {
+            let tx = writer_conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let dropped = drop_unsynced_tail(&tx, &files)?;
+            let mem = rebuild(&tx, &env.fpr, &found)?;
+            tx.commit().map_err(db_err)?;
+            (mem, dropped)
+        };
         let evicted = evict_over_limit(&writer_conn, &mut mem, &env)?;
         mem.commit();
         let next_segment = found
@@ -621,6 +633,7 @@ impl SqliteBackend {
             jobs = mem.counts.values().map(|c| c.pending + c.done + c.dead).sum::<u64>(),
             dedup_keys = mem.dedup.len(),
             dedup_evicted = evicted,
+            dropped_unsynced = dropped,
             payload_segments = mem.segs.len(),
             index_bytes = mem.dedup.capacity() * DEDUP_ENTRY_BYTES,
             took_ms = started.elapsed().as_millis() as u64,
@@ -663,11 +676,23 @@ impl SqliteBackend {
 
         #[cfg(test)]
         let fpr = env.fpr.clone();
+        let (psync_tx, psync_rx) = std_mpsc::channel::<SegmentSync>();
+        let fail_next_sync = Arc::new(AtomicBool::new(false));
+        let segment_syncer = {
+            let lock_file = Arc::clone(&lock_file);
+            let fail_next = Arc::clone(&fail_next_sync);
+            spawn_thread("hookgate-store-psync", move || {
+                run_segment_syncer(psync_rx, &fail_next);
+                drop(lock_file);
+            })?
+        };
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let segments = plog.files().clone();
         let writer = Writer {
             conn: writer_conn,
             plog,
+            psync: psync_tx,
+            poisoned: Arc::new(AtomicBool::new(false)),
             completer: spawn_completer(),
             mem: Arc::clone(&mem),
             env,
@@ -688,10 +713,18 @@ impl SqliteBackend {
             codec,
             mem,
             counters,
-            threads: Mutex::new(vec![writer, checkpointer]),
+            threads: Mutex::new(vec![writer, segment_syncer, checkpointer]),
             #[cfg(test)]
             fpr,
+            #[cfg(test)]
+            fail_next_sync,
         })
+    }
+
+    /// Makes the next payload segment sync fail.
+    #[cfg(test)]
+    pub(super) fn fail_next_segment_sync(&self) {
+        self.fail_next_sync.store(true, Ordering::Release);
     }
 
     /// The fingerprint this store gives `(scope, key)`.
@@ -1445,6 +1478,114 @@ fn remove_segment_file(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Drops the jobs of the newest batch if a power loss kept its commit but
+/// not all of its payloads. A batch's payload segment and its WAL commit are
+/// synced at the same time (see `Writer::apply_batch`), and nothing of it
+/// is answered before both are done, so such a batch was never answered:
+/// its senders still hold their webhooks and send them again. Only the
+/// newest batch can be one (each batch waits for both syncs before the
+/// next begins), and its rows are those whose payload starts at or past
+/// the `psync` (the log position synced before the batch) of the newest
+/// row. Each of those payloads is read back and checked against the row
+/// (header and CRC-32); if any did not survive, the whole batch goes — its
+/// job rows, their attempts (a claim in the same batch) and their dedup
+/// records — so an event is never half there. Answers how many jobs went.
+/// Runs inside the transaction of the open's checks, so an open that fails
+/// for another reason changes nothing.
+fn drop_unsynced_tail(conn: &Connection, files: &SegmentFiles) -> Result<u64, StoreError> {
+    let newest: Option<Option<i64>> = conn
+        .query_row(
+            "SELECT psync FROM job WHERE pseg IS NOT NULL ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db_err)?;
+    // Written by a build that synced the payloads before the commit.
+    let Some(Some(synced)) = newest else {
+        return Ok(0);
+    };
+    let mut tail: Vec<i64> = Vec::new();
+    let mut damaged = 0u64;
+    {
+        let mut stmt = conn
+            .prepare("SELECT seq, pseg, poff, plen, pcrc FROM job WHERE pseg IS NOT NULL ORDER BY seq DESC")
+            .map_err(db_err)?;
+        let mut rows = stmt.query([]).map_err(db_err)?;
+        while let Some(r) = rows.next().map_err(db_err)? {
+            let seq: i64 = r.get(0).map_err(db_err)?;
+            let at = PayloadRef::from_columns(
+                r.get(1).map_err(db_err)?,
+                r.get(2).map_err(db_err)?,
+                r.get(3).map_err(db_err)?,
+            )
+            .ok_or_else(|| StoreError::Corrupt(format!("job {seq}: payload location")))?;
+            if plog::position(at.seg, at.off) < synced {
+                break;
+            }
+            let crc: Option<i64> = r.get(4).map_err(db_err)?;
+            let intact = match files.read(at, seq) {
+                Ok(body) => crc.is_none_or(|c| i64::from(crc32fast::hash(&body)) == c),
+                Err(_) => false,
+            };
+            if !intact {
+                damaged += 1;
+            }
+            tail.push(seq);
+        }
+    }
+    if damaged == 0 {
+        return Ok(0);
+    }
+    let first = tail.iter().copied().min().unwrap_or(0);
+    let tx = conn;
+    {
+        // The batch's dedup records are the newest ones (appended with its
+        // jobs, in the same order).
+        let mut records: Vec<i64> = Vec::new();
+        let mut stmt = tx
+            .prepare("SELECT seq, job FROM dedup_record ORDER BY seq DESC")
+            .map_err(db_err)?;
+        let mut rows = stmt.query([]).map_err(db_err)?;
+        while let Some(r) = rows.next().map_err(db_err)? {
+            let job: i64 = r.get(1).map_err(db_err)?;
+            if job < first {
+                break;
+            }
+            if tail.contains(&job) {
+                records.push(r.get(0).map_err(db_err)?);
+            }
+        }
+        drop(rows);
+        for seq in records {
+            tx.execute("DELETE FROM dedup_record WHERE seq = ?1", [seq])
+                .map_err(db_err)?;
+        }
+        for seq in &tail {
+            tx.execute("DELETE FROM attempt WHERE job = ?1", [seq])
+                .map_err(db_err)?;
+            tx.execute("DELETE FROM job WHERE seq = ?1", [seq])
+                .map_err(db_err)?;
+        }
+        // The dropped rows' numbers (and so their ids) are never given out
+        // again.
+        let newest = tail.iter().copied().max().unwrap_or(0);
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('seq_floor', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+            [newest],
+        )
+        .map_err(db_err)?;
+    }
+    warn!(
+        jobs = tail.len(),
+        damaged,
+        "a power loss kept the last commit without all of its payloads: its jobs were dropped \
+         (none of them had been answered, so their senders send them again)"
+    );
+    Ok(tail.len() as u64)
+}
+
 /// Rebuilds the memory of a store from its file: counters from the job
 /// rows; payload segment use, checked against the segments `found` on disk
 /// (a job row pointing past the end of its segment, or into a missing one,
@@ -1458,7 +1599,12 @@ fn rebuild(
 ) -> Result<Mem, StoreError> {
     let mut mem = Mem::new();
     let max_seq: i64 = conn
-        .query_row("SELECT COALESCE(MAX(seq), 0) FROM job", [], |r| r.get(0))
+        .query_row(
+            "SELECT MAX(COALESCE((SELECT MAX(seq) FROM job), 0),
+                        COALESCE((SELECT value FROM meta WHERE key = 'seq_floor'), 0))",
+            [],
+            |r| r.get(0),
+        )
         .map_err(db_err)?;
     mem.set_next_seq(max_seq + 1);
     let mut seg_end: HashMap<u32, i64> = HashMap::new();
@@ -1670,8 +1816,8 @@ impl HotSql {
         match self {
             HotSql::InsertJob => {
                 "INSERT INTO job (seq, queue, kind, state, cycle_base, cycle_start, created_at,
-                                  next_at, updated_at, pseg, poff, plen, label)
-                 VALUES (?1, ?2, ?3, 0, 0, ?4, ?4, ?5, ?4, ?6, ?7, ?8, ?9)"
+                                  next_at, updated_at, pseg, poff, plen, label, pcrc, psync)
+                 VALUES (?1, ?2, ?3, 0, 0, ?4, ?4, ?5, ?4, ?6, ?7, ?8, ?9, ?10, ?11)"
             }
             HotSql::InsertDedup => {
                 "INSERT INTO dedup_record (fp, scope, key, job, job_created, expires_at)
@@ -1779,9 +1925,33 @@ enum CkptMsg {
 /// A committed (or failed) batch on its way to the task that answers it.
 type Answered = (Vec<Box<dyn PendingWrite>>, Option<StoreError>);
 
+/// Segment files to `fdatasync`, and where to say how it went.
+type SegmentSync = (Vec<Arc<File>>, std_mpsc::SyncSender<std::io::Result<()>>);
+
+/// The segment syncer thread: syncs the payload segments a batch wrote
+/// while the writer commits it (see `Writer::apply_batch`). `fail_next`
+/// makes the next sync fail (tests set it; nothing else does).
+fn run_segment_syncer(rx: std_mpsc::Receiver<SegmentSync>, fail_next: &AtomicBool) {
+    while let Ok((files, done)) = rx.recv() {
+        let synced = if fail_next.swap(false, Ordering::AcqRel) {
+            Err(std::io::Error::other("injected sync failure"))
+        } else {
+            files.iter().try_for_each(|f| f.sync_data())
+        };
+        let _ = done.send(synced);
+    }
+    debug!("store segment syncer stopped");
+}
+
 struct Writer {
     conn: Connection,
     plog: PayloadLog,
+    /// The segment syncer's queue (see `run_segment_syncer`).
+    psync: std_mpsc::Sender<SegmentSync>,
+    /// Set when a payload segment could not be synced: nothing more is
+    /// written (the kernel may have dropped the pages), every request is
+    /// refused until a restart.
+    poisoned: Arc<AtomicBool>,
     /// Where answered batches go to be completed on the runtime (see
     /// `spawn_completer`); `None`: the writer completes them itself.
     completer: Option<mpsc::UnboundedSender<Answered>>,
@@ -1861,7 +2031,13 @@ impl Writer {
             eager = false;
             lazy_since = None;
             let started = Instant::now();
-            let outcome = self.apply_batch(&mut batch);
+            let outcome = if self.poisoned.load(Ordering::Acquire) {
+                Err(StoreError::Unavailable(
+                    "a payload segment could not be synced to disk; restart hookgate".into(),
+                ))
+            } else {
+                self.apply_batch(&mut batch)
+            };
             let served = batch.len() as u64;
             match &outcome {
                 Ok(()) => {
@@ -1932,8 +2108,12 @@ impl Writer {
             plog,
             env,
             ckpt,
+            psync,
+            poisoned,
             ..
         } = self;
+        // Set when the commit stands but its payloads could not be synced.
+        let mut after_commit: Option<StoreError> = None;
         let result = (|| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -1985,12 +2165,54 @@ impl Writer {
                     flush_trash(&tx, &mut m)?;
                 }
             }
-            // The payloads the batch appended are on disk before any row
-            // pointing at them is.
-            if plog.has_pending() {
-                plog.flush().map_err(plog_store_err)?;
+            // The payloads the batch appended are written, and synced by
+            // the segment syncer while SQLite writes and syncs the commit:
+            // two waits for the disk at once instead of one after the
+            // other. A power loss may then keep the commit without all of
+            // its payloads; nothing of the batch is answered before both
+            // syncs, and each job row records what was synced before its
+            // batch, so the next open finds such a batch and drops its jobs
+            // (`drop_unsynced_tail`).
+            let syncing = if plog.has_pending() {
+                let files = plog.write_pending().map_err(plog_store_err)?;
+                let (done_tx, done_rx) = std_mpsc::sync_channel(1);
+                match psync.send((files, done_tx)) {
+                    Ok(()) => Some(done_rx),
+                    Err(std_mpsc::SendError((files, _))) => {
+                        // No syncer (it cannot stop before the writer): sync
+                        // here, before the commit.
+                        for f in &files {
+                            f.sync_data().map_err(plog_store_err)?;
+                        }
+                        plog.mark_synced();
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            let committed = tx.commit().map_err(db_err);
+            if let Some(done) = syncing {
+                let synced = done
+                    .recv()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("segment syncer stopped")));
+                match (&committed, synced) {
+                    (_, Ok(())) => plog.mark_synced(),
+                    (Ok(()), Err(e)) => {
+                        // The kernel may have dropped pages it could not
+                        // write; a later sync that succeeds proves nothing
+                        // about them. Stop writing until a restart, whose
+                        // open checks this batch's payloads.
+                        poisoned.store(true, Ordering::Release);
+                        tracing::error!(error = %e, "cannot sync a payload segment: refusing writes until restart");
+                        after_commit = Some(StoreError::Unavailable(format!(
+                            "cannot sync a payload segment to disk: {e}"
+                        )));
+                    }
+                    (Err(_), Err(_)) => {}
+                }
             }
-            tx.commit().map_err(db_err)
+            committed
         })();
         let mut m = lock(&mem);
         match &result {
@@ -2003,7 +2225,10 @@ impl Writer {
                 plog.abandon();
             }
         }
-        result
+        match after_commit {
+            Some(e) => Err(e),
+            None => result,
+        }
     }
 
     /// Publishes the dedup key count and the payload segment gauges.
@@ -2198,8 +2423,9 @@ pub(super) fn enqueue(
         }
     }
     let seq = c.mem.next_seq();
-    // The payload goes to the payload log (flushed before the commit); the
-    // row says where.
+    // The payload goes to the payload log (synced with the commit); the row
+    // says where, with the body's CRC-32 and what was synced before this
+    // batch (see `drop_unsynced_tail`).
     let at = c.plog.append(seq, &job.payload).map_err(plog_err)?;
     c.hot.get(c.conn, HotSql::InsertJob)?.execute(params![
         seq,
@@ -2210,7 +2436,9 @@ pub(super) fn enqueue(
         at.seg,
         sql_int(at.off),
         at.len,
-        job.label
+        job.label,
+        crc32fast::hash(&job.payload),
+        c.plog.synced()
     ])?;
     c.mem.seg_use(at.seg, at.disk_bytes(), 1);
     c.mem.count(&job.queue, Field::Pending, 1);

@@ -5,9 +5,16 @@
 //! the checkpoint's copy into the database file), and its page again when
 //! the row is deleted. Here it is written once: appended to the active
 //! segment (`<db file>-payload-<8 digits>`), and written out with one
-//! `write` and one `fdatasync` per group commit **before** the SQLite commit
-//! that makes the job rows pointing at it durable. A committed job row
-//! therefore never points at bytes that are not on disk. A segment file is
+//! `write` per group commit, then synced (`fdatasync`, by the store's
+//! segment syncer thread) **while** SQLite writes and syncs the commit that
+//! makes the job rows pointing at it durable: two waits for the disk at
+//! once instead of one after the other. Nothing of a batch is answered
+//! before both syncs are done, and the next batch starts only then, so a
+//! power loss can leave at most the newest commit pointing at bytes that
+//! are not on disk; that batch was never answered. Each job row records the
+//! body's CRC-32 and the log [`position`] synced before its batch, and open
+//! checks the payloads at or past the newest row's and drops that batch if
+//! one did not survive (`drop_unsynced_tail` in the store). A segment file is
 //! deleted once no job row points into it, after the commit that dropped the
 //! last reference, by the store's checkpointer thread (unlinking 64 MiB
 //! takes the filesystem ~10 ms, which the writer's waiting batch should not
@@ -33,6 +40,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Bytes before each body: the job row (i64) and the body length (u32).
 pub(crate) const HEADER_LEN: u64 = 12;
@@ -168,7 +176,16 @@ pub(crate) struct PayloadLog {
     pending: Vec<(u32, u64, Vec<u8>)>,
     /// Segments that exist on disk (created by a flush, or found at open).
     on_disk: BTreeSet<u32>,
-    open: HashMap<u32, File>,
+    open: HashMap<u32, Arc<File>>,
+    /// Everything before this position (see [`position`]) is known to be on
+    /// disk: the end of the log at the last sync that succeeded.
+    synced: i64,
+}
+
+/// A place in the log as one ordered number: segment, then offset (records
+/// are appended in order, segments numbered in order).
+pub(crate) fn position(seg: u32, off: u64) -> i64 {
+    (i64::from(seg) << 32) | (off & 0xffff_ffff) as i64
 }
 
 impl PayloadLog {
@@ -188,7 +205,17 @@ impl PayloadLog {
             pending: Vec::new(),
             on_disk: on_disk.into_iter().collect(),
             open: HashMap::new(),
+            // What the segments before `next` hold was either synced or is
+            // checked at open; nothing of `next` is written yet.
+            synced: position(next, 0),
         }
+    }
+
+    /// The position before which everything is known to be on disk: a row
+    /// written now records it, so that open knows which payloads to check
+    /// (see `drop_unsynced_tail`).
+    pub(crate) fn synced(&self) -> i64 {
+        self.synced
     }
 
     pub(crate) fn files(&self) -> &SegmentFiles {
@@ -248,14 +275,36 @@ impl PayloadLog {
 
     /// Writes what was appended and makes it durable (`fdatasync`; a new
     /// segment's directory entry is synced when the file is created).
+    #[cfg(test)]
     pub(crate) fn flush(&mut self) -> io::Result<()> {
+        for file in self.write_pending()? {
+            file.sync_data()?;
+        }
+        self.mark_synced();
+        Ok(())
+    }
+
+    /// Writes what was appended, without waiting for the disk; answers the
+    /// files to sync (see [`mark_synced`]).
+    ///
+    /// [`mark_synced`]: PayloadLog::mark_synced
+    pub(crate) fn write_pending(&mut self) -> io::Result<Vec<Arc<File>>> {
         let pending = std::mem::take(&mut self.pending);
+        let mut written = Vec::with_capacity(pending.len());
         for (seg, start, bytes) in &pending {
             let file = self.file(*seg, true)?;
             file.write_all_at(bytes, *start)?;
-            file.sync_data()?;
+            written.push(Arc::clone(file));
         }
-        Ok(())
+        Ok(written)
+    }
+
+    /// The files [`write_pending`] answered were synced: everything written
+    /// so far is on disk.
+    ///
+    /// [`write_pending`]: PayloadLog::write_pending
+    pub(crate) fn mark_synced(&mut self) {
+        self.synced = position(self.active, self.active_len);
     }
 
     /// After a failed flush or commit: drops what is buffered, and the next
@@ -303,7 +352,7 @@ impl PayloadLog {
         }
     }
 
-    fn file(&mut self, seg: u32, create: bool) -> io::Result<&File> {
+    fn file(&mut self, seg: u32, create: bool) -> io::Result<&Arc<File>> {
         if !self.open.contains_key(&seg) {
             let path = self.files.path(seg);
             let file = if create {
@@ -328,7 +377,7 @@ impl PayloadLog {
                 File::open(&path)?
             };
             self.on_disk.insert(seg);
-            self.open.insert(seg, file);
+            self.open.insert(seg, Arc::new(file));
         }
         self.open
             .get(&seg)

@@ -225,6 +225,18 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         exhausted_streak INTEGER NOT NULL DEFAULT 0
     );
     ",
+    // 6: a job's payload segment and the WAL are synced at the same time,
+    // so a power loss can keep a commit whose payloads did not reach the
+    // disk (none of that batch was answered). Each row with a payload in a
+    // segment records the body's CRC-32 (`pcrc`) and the log position
+    // synced before its batch (`psync`): open checks the payloads at or
+    // past the newest row's `psync` and drops that batch's jobs if one did
+    // not survive. Rows of earlier builds (synced one after the other)
+    // have neither.
+    "
+    ALTER TABLE job ADD COLUMN pcrc INTEGER;
+    ALTER TABLE job ADD COLUMN psync INTEGER;
+    ",
 ];
 
 /// Applies the migrations not yet recorded in `schema_version`, all in one
