@@ -68,6 +68,27 @@ pub(super) fn accepted(e: Enqueued) -> String {
     }
 }
 
+/// Purges expired dedup records at `now` (no job is old enough) until the
+/// purge says it is done; answers the records removed and the steps taken.
+async fn purge_dedup_until_done(store: &Store, now: i64) -> (u64, u32) {
+    let (mut removed, mut calls) = (0, 0);
+    loop {
+        let p = store
+            .purge(PurgePolicy {
+                now,
+                done_before: 0,
+                dead_before: 0,
+            })
+            .await
+            .unwrap();
+        removed += p.dedup_removed;
+        calls += 1;
+        if !p.more {
+            return (removed, calls);
+        }
+    }
+}
+
 async fn state_of(store: &Store, id: &str) -> JobState {
     store.get_job(id).await.unwrap().unwrap().summary.state
 }
@@ -672,22 +693,7 @@ pub(super) async fn purge_removes_expired_keys_and_old_jobs(f: &dyn Fixture) {
                 .unwrap(),
         );
     }
-    let (mut removed, mut calls) = (0, 0);
-    loop {
-        let p = store
-            .purge(PurgePolicy {
-                now: 2000,
-                done_before: 0,
-                dead_before: 0,
-            })
-            .await
-            .unwrap();
-        removed += p.dedup_removed;
-        calls += 1;
-        if !p.more {
-            break;
-        }
-    }
+    let (removed, calls) = purge_dedup_until_done(&store, 2000).await;
     assert_eq!(removed, 300);
     assert!(calls > 1, "purge works in bounded steps");
     store.shutdown().await;
@@ -725,21 +731,7 @@ pub(super) async fn purge_of_interleaved_scopes_keeps_the_live_one(f: &dyn Fixtu
                 .unwrap(),
         );
     }
-    let mut removed = 0;
-    loop {
-        let p = store
-            .purge(PurgePolicy {
-                now: 2000,
-                done_before: 0,
-                dead_before: 0,
-            })
-            .await
-            .unwrap();
-        removed += p.dedup_removed;
-        if !p.more {
-            break;
-        }
-    }
+    let (removed, _) = purge_dedup_until_done(&store, 2000).await;
     assert_eq!(removed, short);
     store.shutdown().await;
     let store = f.open();

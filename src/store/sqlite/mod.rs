@@ -1537,7 +1537,8 @@ fn drop_unsynced_tail(conn: &Connection, files: &SegmentFiles) -> Result<u64, St
     if damaged == 0 {
         return Ok(0);
     }
-    let first = tail.iter().copied().min().unwrap_or(0);
+    // Collected newest first: the last is the batch's first row.
+    let first = tail.last().copied().unwrap_or(0);
     let tx = conn;
     {
         // The batch's dedup records are the newest ones (appended with its
@@ -1569,7 +1570,7 @@ fn drop_unsynced_tail(conn: &Connection, files: &SegmentFiles) -> Result<u64, St
         }
         // The dropped rows' numbers (and so their ids) are never given out
         // again.
-        let newest = tail.iter().copied().max().unwrap_or(0);
+        let newest = tail.first().copied().unwrap_or(0);
         tx.execute(
             "INSERT INTO meta (key, value) VALUES ('seq_floor', ?1)
              ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
