@@ -127,6 +127,14 @@ fn push_ip(out: &mut String, ip: IpAddr) {
 /// contains an encoded `/` or `\\`, a NUL, or bytes that are not UTF-8; no
 /// malformed `%` escape.
 pub fn check_path(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    // The usual path: no escape, backslash or NUL, so only a dot segment
+    // can make it unsafe (one pass over the bytes, no decoding).
+    if !bytes.iter().any(|b| matches!(b, b'%' | b'\\' | 0)) {
+        return !bytes
+            .split(|b| *b == b'/')
+            .any(|segment| segment == b"." || segment == b"..");
+    }
     path.split('/').all(|segment| {
         // Without an escape the segment is its own decoding (and UTF-8).
         if !segment.contains('%') {

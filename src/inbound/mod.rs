@@ -68,7 +68,8 @@ impl Inbound {
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                Route::from_config(r, config, &client).map_err(|e| format!("routes[{i}].{e}"))
+                Route::from_config(r, config, &client, &metrics)
+                    .map_err(|e| format!("routes[{i}].{e}"))
             })
             .collect::<Result<Vec<_>, _>>()?;
         // Longest prefix first, so `/hooks/a/b` wins over `/hooks/a`.
@@ -128,14 +129,18 @@ impl Inbound {
         let label = route.path.as_str();
         match self.handle_route(route, req, peer).await {
             Ok((outcome, r)) => {
-                self.metrics
-                    .requests
-                    .with_label_values(&[label, outcome])
-                    .inc();
-                if route.mode == Mode::Queue {
+                if outcome == "proxied" || outcome == "accepted" {
+                    route.counters.forwarded.inc();
+                } else {
                     self.metrics
+                        .requests
+                        .with_label_values(&[label, outcome])
+                        .inc();
+                }
+                if route.mode == Mode::Queue {
+                    route
+                        .counters
                         .ack_seconds
-                        .with_label_values(&[label])
                         .observe(started.elapsed().as_secs_f64());
                 }
                 r
@@ -214,13 +219,14 @@ impl Inbound {
             (self.clock)(),
             parts.uri.query(),
         )?;
-        let secret = route.secret_labels.get(verified.key_index);
-        let secret = secret.map_or("?", String::as_str);
-        self.metrics
-            .verified
-            .with_label_values(&[&route.path, secret])
-            .inc();
-        tracing::debug!(route = %route.path, secret, "signature verified");
+        if let Some(c) = route.counters.verified.get(verified.key_index) {
+            c.inc();
+        }
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let secret = route.secret_labels.get(verified.key_index);
+            let secret = secret.map_or("?", String::as_str);
+            tracing::debug!(route = %route.path, secret, "signature verified");
+        }
         // A provider's endpoint handshake is answered here: never
         // forwarded, stored or deduplicated.
         if let Some(h) = &route.handshake {

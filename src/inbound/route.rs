@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 use crate::config::{Config, DedupKey, Mode, RouteConfig, SecretSource};
 use crate::delivery::client::HttpClient;
 use crate::delivery::forward::Target;
+use crate::metrics::Metrics;
 use crate::signature::{Verifier, Window};
 
 pub struct Route {
@@ -47,6 +48,36 @@ pub struct Route {
     /// What metrics and logs call each secret (its `name` or its index), in
     /// the order of `Verified::key_index`.
     pub secret_labels: Vec<String>,
+    /// This route's series of the metrics every accepted request moves,
+    /// looked up once here rather than by label on every request.
+    pub counters: RouteCounters,
+}
+
+/// A route's most used metric series, resolved at start.
+pub struct RouteCounters {
+    /// `requests{outcome="proxied"}` (passthrough) or `"accepted"` (queue).
+    pub forwarded: prometheus::IntCounter,
+    /// `verified{secret=...}`, in the order of `Route::secret_labels`.
+    pub verified: Vec<prometheus::IntCounter>,
+    /// `ack_seconds` (queue mode).
+    pub ack_seconds: prometheus::Histogram,
+}
+
+impl RouteCounters {
+    fn new(metrics: &Metrics, path: &str, mode: Mode, secret_labels: &[String]) -> Self {
+        let outcome = match mode {
+            Mode::Passthrough => "proxied",
+            Mode::Queue => "accepted",
+        };
+        RouteCounters {
+            forwarded: metrics.requests.with_label_values(&[path, outcome]),
+            verified: secret_labels
+                .iter()
+                .map(|s| metrics.verified.with_label_values(&[path, s]))
+                .collect(),
+            ack_seconds: metrics.ack_seconds.with_label_values(&[path]),
+        }
+    }
 }
 
 impl Route {
@@ -55,6 +86,7 @@ impl Route {
         r: &RouteConfig,
         config: &Config,
         shared: &HttpClient,
+        metrics: &Metrics,
     ) -> Result<Route, String> {
         let client = match &r.upstream.tls {
             None => shared.clone(),
@@ -142,6 +174,7 @@ impl Route {
                 .transpose()
                 .map_err(|e| format!("verify_token: {e}"))?,
             client,
+            counters: RouteCounters::new(metrics, &r.path, r.mode, &secret_labels),
             secret_labels,
         })
     }

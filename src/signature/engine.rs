@@ -191,11 +191,12 @@ pub(super) fn verify(
         Check::Hmac {
             algorithm, content, ..
         } => {
-            let url_and_query = match req.query {
+            // Built only for the schemes that sign it (no allocation else).
+            let url_and_query: std::borrow::Cow<'_, str> = match req.query {
                 Some(q) if !q.is_empty() && content.contains(&Part::UrlAndQuery) => {
-                    format!("{}?{q}", req.url)
+                    format!("{}?{q}", req.url).into()
                 }
-                _ => req.url.to_string(),
+                _ => req.url.into(),
             };
             let form = form_params(content, req.body, &url_and_query);
             let parts = content_parts(
