@@ -43,7 +43,7 @@ count() {
     local total sha
     total=$(grep -h '^summary:' "$WORK/$label.$n.cg"* | awk '{s+=$2} END {print s}')
     sha=$(callgrind_annotate --threshold=100 "$WORK/$label.$n.cg"* 2>/dev/null \
-        | { grep 'sha256::soft::compress\|sha256::x86::compress' || true; } \
+        | { grep 'sha256::soft::compress\|sha256::x86::compress\|sha256::compress256' || true; } \
         | head -n 1 | awk '{gsub(",","",$1); print $1}')
     echo "${total:-0} ${sha:-0}"
 }

@@ -25,7 +25,8 @@
 #   OUTAGE_SECS    length of the outage point (60; half refused, half 503)
 #   OUTAGE_RATE    open-loop rate during the outage, requests/s (1000)
 #   ONLY=outage    run the outage point alone (the other figures are n/a)
-#   ONLY=passthrough  run a (bare hyper), d (passthrough) and e (nginx) only
+#   ONLY=passthrough  run a (bare hyper), d (passthrough), e (nginx) and
+#                  e2 (bare hyper proxy) only
 #   ONLY=sender    run s (sender mode, with its upstream) and, for its
 #                  ratios, the closed-loop points of b (reference) and c
 #                  (queue mode) only
@@ -47,6 +48,7 @@
 #     c. hookgate queue mode            acks; forwards to a bare_hyper upstream
 #     d. hookgate passthrough mode      in front of the bare_hyper upstream
 #     e. nginx proxy_pass (keepalive)   in front of the same upstream
+#     e2. bare_proxy                    hyper's server + client, nothing else
 #     s. hookgate sender mode           analyses accepted with a 5-channel
 #                                       fan-out (closed loop only): seed 000
 #                                       analyses POSTed to /v1/analyses with
@@ -120,6 +122,7 @@ fi
 REL="$TARGET_DIR/release"
 HOOKGATE="$REL/hookgate"
 BARE="$REL/examples/bare_hyper"
+BPROXY="$REL/examples/bare_proxy"
 REF="$REL/examples/durable_append"
 LOADGEN="$REL/examples/loadgen"
 mkdir -p "$OUT"
@@ -133,6 +136,7 @@ REF_PORT=18004
 QUEUE_PORT=18080; QUEUE_ADMIN=19080
 PASS_PORT=18081
 NGINX_PORT=18082
+BPROXY_PORT=18083
 SENDER_ADMIN=19083  # the sender's /v1/ API (bench/hookgate-sender.toml)
 SENDER_CHANNELS=${SENDER_CHANNELS:-5}
 # The bench API key of bench/hookgate-sender.toml (loopback only).
@@ -298,7 +302,7 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
     log "building release binaries (cargo build --release --examples --bin hookgate) in $TARGET_DIR"
     CARGO_TARGET_DIR="$TARGET_DIR" cargo build --release --examples --bin hookgate
 fi
-for b in "$HOOKGATE" "$BARE" "$REF" "$LOADGEN"; do
+for b in "$HOOKGATE" "$BARE" "$BPROXY" "$REF" "$LOADGEN"; do
     [ -x "$b" ] || { log "missing $b"; exit 1; }
 done
 export DEBIAN_FRONTEND=noninteractive
@@ -436,6 +440,18 @@ run_load nginx_open "http://127.0.0.1:$NGINX_PORT$ROUTE" open
 worker=$(pgrep -P "$NGINX_PID" | head -n 1 || true)
 echo "{\"hwm_kb\": $(kb "${worker:-0}" VmHWM), \"master_hwm_kb\": $(kb $NGINX_PID VmHWM)}" >"$RES/nginx_rss.json"
 stop $NGINX_PID
+
+# --- e2. the floor of a hyper proxy ----------------------------------------------------
+# hyper's server and client and nothing else (examples/bare_proxy.rs): how
+# much of the distance between d and e is hyper's own.
+log "e2. bare hyper proxy (hyper server + client, nothing else)"
+start bproxy "$BPROXY" --listen "127.0.0.1:$BPROXY_PORT" --upstream "127.0.0.1:$UP_PORT"
+BPROXY_PID=$STARTED
+wait_port $BPROXY_PORT
+run_load bproxy_closed "http://127.0.0.1:$BPROXY_PORT$ROUTE" closed
+run_load bproxy_open "http://127.0.0.1:$BPROXY_PORT$ROUTE" open
+echo "{\"hwm_kb\": $(kb $BPROXY_PID VmHWM)}" >"$RES/bproxy_rss.json"
+stop $BPROXY_PID
 [ "$ONLY" = passthrough ] && stop $UP_PID
 fi
 

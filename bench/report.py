@@ -98,6 +98,7 @@ targets = [
     ("c. hookgate queue mode, acks", "queue", hwm("queue_closed_rss", "queue_open_rss")),
     ("d. hookgate passthrough", "pass", hwm("pass_rss")),
     ("e. nginx proxy_pass (worker)", "nginx", hwm("nginx_rss")),
+    ("e2. bare hyper proxy (hyper's floor)", "bproxy", hwm("bproxy_rss")),
     # The sender point (s) has a closed-loop run only; its title (with its
     # ratios) is filled in below, once the points are loaded.
     ("s. hookgate sender: analyses accepted", "sender", hwm("sender_closed_rss")),
@@ -513,6 +514,8 @@ r_fill = ratio(ok_rps(fill), ok_rps(ref_closed))
 r_q = ratio(ok_rps(q_closed), ok_rps(bare_closed))
 r_p = ratio(ok_rps(point("pass", "closed")), ok_rps(point("nginx", "closed")))
 r_p99 = ratio(lat(point("pass", "open"), "p99"), lat(point("nginx", "open"), "p99"))
+r_bp = ratio(ok_rps(point("bproxy", "closed")), ok_rps(point("nginx", "closed")))
+r_p_bp = ratio(ok_rps(point("pass", "closed")), ok_rps(point("bproxy", "closed")))
 qo_p99 = lat(q_open, "p99")
 qo_rate = ok_rps(q_open)
 d_rate = drain.get("jobs_per_s")
@@ -616,6 +619,12 @@ target_rows = [
     ("passthrough / nginx (closed loop)", r_p,
      f"{f2(r_p)} ({f0(ok_rps(point('pass', 'closed')))} / {f0(ok_rps(point('nginx', 'closed')))} req/s)",
      ">= 1.0 (issue 13)", met(r_p, lambda v: v >= 1.0)),
+    ("bare hyper proxy (e2) / nginx: the floor of a proxy on hyper", r_bp,
+     f"{f2(r_bp)} ({f0(ok_rps(point('bproxy', 'closed')))} / {f0(ok_rps(point('nginx', 'closed')))} req/s)",
+     "", "info"),
+    ("passthrough / bare hyper proxy (e2): what hookgate adds to hyper", r_p_bp,
+     f"{f2(r_p_bp)} ({f0(ok_rps(point('pass', 'closed')))} / {f0(ok_rps(point('bproxy', 'closed')))} req/s)",
+     "", "info"),
     ("passthrough p99 / nginx p99 (open loop, fixed rate)", r_p99,
      f"{f2(r_p99)} ({f2(lat(point('pass', 'open'), 'p99'))} / {f2(lat(point('nginx', 'open'), 'p99'))} ms)",
      "<= 1.5 (issue 13)", met(r_p99, lambda v: v <= 1.5)),
