@@ -21,8 +21,9 @@ ARG RUST_VERSION=1.95
 # produce a binary needing a newer glibc than the runtime has.
 #
 # The official rust:*-slim images already ship gcc and libc6-dev, which is all
-# the C code in the build needs (rusqlite's bundled SQLite, ring, mimalloc). So there is
-# no apt-get step: nothing to pin (hadolint DL3008), nothing to keep up to date.
+# the C code in the build needs (rusqlite's bundled SQLite, ring, mimalloc).
+# So there is no apt-get step: nothing to pin (hadolint DL3008), nothing to
+# keep up to date.
 FROM rust:${RUST_VERSION}-slim-bookworm AS build
 WORKDIR /src
 
