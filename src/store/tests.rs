@@ -48,6 +48,22 @@ fn open_at(path: &Path) -> Store {
     Store::open(StoreOptions::sqlite(path)).expect("open store")
 }
 
+/// Opens the store at `path` with a metrics registry, and reads
+/// `hookgate_store_open_dropped_unsynced_jobs` from it.
+fn open_counting_dropped(path: &Path) -> (Store, i64) {
+    let registry = prometheus::Registry::new();
+    let mut opts = StoreOptions::sqlite(path);
+    opts.registry = Some(registry.clone());
+    let store = Store::open(opts).expect("open store");
+    let dropped = registry
+        .gather()
+        .iter()
+        .find(|f| f.name() == "hookgate_store_open_dropped_unsynced_jobs")
+        .map(|f| f.get_metric()[0].get_gauge().get_value() as i64)
+        .expect("the gauge is registered");
+    (store, dropped)
+}
+
 /// Counts rows with an independent connection, i.e. what is on disk.
 fn raw_count(path: &Path, sql: &str) -> i64 {
     let conn = rusqlite::Connection::open(path).expect("raw open");
@@ -362,7 +378,8 @@ async fn a_batch_whose_payloads_did_not_survive_is_dropped_at_open() {
     let mut damaged = bytes.clone();
     *damaged.last_mut().unwrap() ^= 0xff;
     std::fs::write(&seg, &damaged).unwrap();
-    let store = open_at(&path);
+    let (store, dropped) = open_counting_dropped(&path);
+    assert_eq!(dropped, 1, "the open reports the one job it dropped");
     assert!(
         store.get_job(&second).await.unwrap().is_none(),
         "the unsynced batch is dropped"
@@ -396,7 +413,8 @@ async fn a_batch_whose_payloads_did_not_survive_is_dropped_at_open() {
     drop(store);
     // The newest record cut off altogether (the segment's length did not
     // make it): the same.
-    let store = open_at(&path);
+    let (store, dropped) = open_counting_dropped(&path);
+    assert_eq!(dropped, 0, "an intact store drops nothing");
     let third = accepted(
         store
             .enqueue(job("three", "q", 0), key("evt-3", 1000), None)
@@ -409,7 +427,8 @@ async fn a_batch_whose_payloads_did_not_survive_is_dropped_at_open() {
     let newest = path.with_file_name(&segs.last().unwrap().0);
     let bytes = std::fs::read(&newest).unwrap();
     std::fs::write(&newest, &bytes[..bytes.len() - 3]).unwrap();
-    let store = open_at(&path);
+    let (store, dropped) = open_counting_dropped(&path);
+    assert_eq!(dropped, 1);
     assert!(store.get_job(&third).await.unwrap().is_none());
     accepted(
         store

@@ -450,6 +450,9 @@ struct StoreMetrics {
     dedup_evicted: prometheus::IntCounterVec,
     payload_segments: prometheus::IntGauge,
     payload_bytes: prometheus::IntGauge,
+    /// Jobs the last open dropped: their batch's payloads had not reached
+    /// the disk before a power loss (the batch was never answered).
+    dropped_unsynced: prometheus::IntGauge,
 }
 
 impl StoreMetrics {
@@ -491,6 +494,12 @@ impl StoreMetrics {
                 "Bytes of stored requests in payload segments that jobs still need.",
             )
             .map_err(err)?,
+            dropped_unsynced: prometheus::IntGauge::new(
+                "hookgate_store_open_dropped_unsynced_jobs",
+                "Jobs dropped when the store was opened because their batch's payloads \
+                 had not reached the disk before a power loss (never acknowledged).",
+            )
+            .map_err(err)?,
             dedup_evicted: prometheus::IntCounterVec::new(
                 Opts::new(
                     "hookgate_store_dedup_evicted_total",
@@ -510,6 +519,8 @@ impl StoreMetrics {
             r.register(Box::new(m.payload_segments.clone()))
                 .map_err(err)?;
             r.register(Box::new(m.payload_bytes.clone())).map_err(err)?;
+            r.register(Box::new(m.dropped_unsynced.clone()))
+                .map_err(err)?;
         }
         Ok(m)
     }
@@ -628,6 +639,7 @@ impl SqliteBackend {
             .dedup_keys
             .store(mem.dedup.len() as u64, Ordering::Relaxed);
         env.metrics.dedup_keys.set(mem.dedup.len() as i64);
+        env.metrics.dropped_unsynced.set(dropped as i64);
         info!(
             path = %path.display(),
             jobs = mem.counts.values().map(|c| c.pending + c.done + c.dead).sum::<u64>(),
