@@ -43,7 +43,9 @@ url = "http://127.0.0.1:9/"
 thread_local! {
     static ROUTE: RefCell<Route> = RefCell::new({
         let config = hookgate::config::from_toml(CONFIG).expect("fuzz config is valid");
-        Route::from_config(&config.routes[0], &config, &HttpClient::new()).expect("route")
+        let metrics = hookgate::metrics::Metrics::new();
+        Route::from_config(&config.routes[0], &config, &HttpClient::new(), &metrics)
+            .expect("route")
     });
 }
 
