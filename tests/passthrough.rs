@@ -219,6 +219,35 @@ async fn rotated_secret_is_accepted() {
     hg.stop().await;
 }
 
+/// A proxied request moves its route's `proxied` and `verified` series
+/// (resolved once at start), and only those of its route and secret.
+#[tokio::test]
+async fn proxied_requests_are_counted_per_route_and_secret() {
+    let (_up, hg) = setup("").await;
+    for secret in [SECRET, SECRET, OLD_SECRET] {
+        let body = analysis("anl_count");
+        let a = post(
+            &hg.url("/hooks/sigsentry"),
+            &sign("sigsentry", secret, &body, None, now()),
+            body,
+        )
+        .await;
+        assert_eq!(a.status, 200, "{:?}", a.body);
+    }
+    let m = send("GET", &hg.admin_url("/metrics"), &[], "").await;
+    let text = String::from_utf8(m.body.to_vec()).unwrap();
+    for want in [
+        r#"hookgate_requests_total{outcome="proxied",route="/hooks/sigsentry"} 3"#,
+        r#"hookgate_requests_total{outcome="proxied",route="/hooks/status"} 0"#,
+        r#"hookgate_verified_total{route="/hooks/sigsentry",secret="0"} 2"#,
+        r#"hookgate_verified_total{route="/hooks/sigsentry",secret="1"} 1"#,
+        r#"hookgate_verified_total{route="/hooks/status",secret="0"} 0"#,
+    ] {
+        assert!(text.contains(want), "missing {want} in:\n{text}");
+    }
+    hg.stop().await;
+}
+
 #[tokio::test]
 async fn upstream_status_and_body_are_returned() {
     let (up, hg) = setup("").await;

@@ -129,7 +129,7 @@ impl Inbound {
         let label = route.path.as_str();
         match self.handle_route(route, req, peer).await {
             Ok((outcome, r)) => {
-                if outcome == "proxied" || outcome == "accepted" {
+                if outcome == route.counters.forwarded_outcome {
                     route.counters.forwarded.inc();
                 } else {
                     self.metrics

@@ -55,7 +55,10 @@ pub struct Route {
 
 /// A route's most used metric series, resolved at start.
 pub struct RouteCounters {
-    /// `requests{outcome="proxied"}` (passthrough) or `"accepted"` (queue).
+    /// The outcome of a request this route took on: `"proxied"`
+    /// (passthrough) or `"accepted"` (queue).
+    pub forwarded_outcome: &'static str,
+    /// `requests{outcome=forwarded_outcome}`.
     pub forwarded: prometheus::IntCounter,
     /// `verified{secret=...}`, in the order of `Route::secret_labels`.
     pub verified: Vec<prometheus::IntCounter>,
@@ -70,6 +73,7 @@ impl RouteCounters {
             Mode::Queue => "accepted",
         };
         RouteCounters {
+            forwarded_outcome: outcome,
             forwarded: metrics.requests.with_label_values(&[path, outcome]),
             verified: secret_labels
                 .iter()
