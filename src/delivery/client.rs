@@ -17,6 +17,7 @@
 //! does; a request that may have reached the upstream is never re-sent
 //! here.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -70,6 +71,29 @@ pub struct HttpClient {
 struct Key {
     https: bool,
     authority: Authority,
+}
+
+/// An upstream (scheme and authority of an absolute URL) resolved once,
+/// for [`HttpClient::send_to`].
+#[derive(Clone)]
+pub struct Endpoint {
+    key: Key,
+    host: HeaderValue,
+}
+
+impl Endpoint {
+    /// The upstream of `url` (an absolute `http` or `https` URL).
+    pub fn of(url: &Uri) -> Result<Endpoint, SendError> {
+        Ok(Endpoint {
+            key: key_of(url)?,
+            host: host_header(url)?,
+        })
+    }
+
+    /// The `Host` header a request to this upstream carries.
+    pub fn host(&self) -> &HeaderValue {
+        &self.host
+    }
 }
 
 struct Idle {
@@ -220,36 +244,63 @@ impl HttpClient {
     /// Sends `req` (an absolute `http` or `https` URI), waiting at most
     /// `timeout` for the response head. A `Host` header is added from the
     /// URI when the request has none.
-    pub async fn send(
+    pub fn send(
         &self,
-        req: Request<Full<Bytes>>,
+        mut req: Request<Full<Bytes>>,
         timeout: Duration,
-    ) -> Result<Response<ResponseBody>, SendError> {
-        match tokio::time::timeout(timeout, self.send_now(req)).await {
-            Err(_) => Err(SendError::Timeout),
-            Ok(r) => r,
+    ) -> Sending<impl Future<Output = Result<Response<ResponseBody>, SendError>> + '_> {
+        let now = tokio::time::Instant::now();
+        // As `tokio::time::timeout` does: a duration past the clock's range
+        // waits about thirty years.
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
+        let key = key_of(req.uri()).and_then(|key| {
+            if !req.headers().contains_key(HOST) {
+                let host = host_header(req.uri())?;
+                req.headers_mut().insert(HOST, host);
+            }
+            let origin = req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            *req.uri_mut() = Uri::from(origin);
+            Ok(key)
+        });
+        Sending {
+            inner: tokio::time::timeout_at(deadline, self.send_now(key, req)),
         }
     }
 
+    /// Sends `req` to `endpoint`, waiting for the response head until
+    /// `deadline`. The request's URI is its path and query (origin form),
+    /// and its `Host` header is the caller's (usually [`Endpoint::host`]):
+    /// the upstream is resolved once, not parsed out of every request.
+    pub fn send_to(
+        &self,
+        endpoint: &Endpoint,
+        req: Request<Full<Bytes>>,
+        deadline: tokio::time::Instant,
+    ) -> Sending<impl Future<Output = Result<Response<ResponseBody>, SendError>> + '_> {
+        Sending {
+            inner: tokio::time::timeout_at(deadline, self.send_now(Ok(endpoint.key.clone()), req)),
+        }
+    }
+
+    /// `key` is an error when the request's URL was not one to send to.
     async fn send_now(
         &self,
+        key: Result<Key, SendError>,
         mut req: Request<Full<Bytes>>,
     ) -> Result<Response<ResponseBody>, SendError> {
-        let key = key_of(req.uri())?;
-        if !req.headers().contains_key(HOST) {
-            let host = host_header(req.uri())?;
-            req.headers_mut().insert(HOST, host);
-        }
-        let origin = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        *req.uri_mut() = Uri::from(origin);
+        let key = key?;
         loop {
             let (mut sender, reused) = match self.pool.take(&key) {
                 Some(sender) => (sender, true),
-                None => (self.connect(&key).await?, false),
+                // Boxed: the rare path's state (TLS, DNS) would otherwise
+                // size every request's future, which is moved as it goes.
+                None => (Box::pin(self.connect(&key)).await?, false),
             };
             if !sender.is_ready() && sender.ready().await.is_err() {
                 if reused {
@@ -370,6 +421,32 @@ fn host_header(uri: &Uri) -> Result<HeaderValue, SendError> {
         _ => HeaderValue::from_str(authority.host()),
     };
     value.map_err(|_| invalid())
+}
+
+pin_project_lite::pin_project! {
+    /// A request on its way: [`HttpClient::send`] and
+    /// [`HttpClient::send_to`], with the deadline's `Elapsed` as
+    /// [`SendError::Timeout`]. A named future rather than an `async fn`
+    /// around the deadline: an async fn stores its arguments apart from the
+    /// future it awaits, doubling the request in every layer.
+    pub struct Sending<F> {
+        #[pin]
+        inner: tokio::time::Timeout<F>,
+    }
+}
+
+impl<F> Future for Sending<F>
+where
+    F: Future<Output = Result<Response<ResponseBody>, SendError>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        match ready!(self.project().inner.poll(cx)) {
+            Ok(r) => Poll::Ready(r),
+            Err(_) => Poll::Ready(Err(SendError::Timeout)),
+        }
+    }
 }
 
 /// Where a connection goes back once its response has been read.

@@ -735,7 +735,7 @@ fn prepare_forward(
         (X_HOOKGATE_ATTEMPT.clone(), HeaderValue::from(n)),
         (X_HOOKGATE_VERIFIED.clone(), verified_header.clone()),
     ];
-    upstream_request(req.method, uri, req.headers, req.body, &extra)
+    upstream_request(req.method, uri, req.headers, req.body, extra)
         .map_err(|e| format!("cannot build request: {e}"))
 }
 

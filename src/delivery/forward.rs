@@ -7,6 +7,7 @@
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Uri};
 use http_body_util::Full;
 
@@ -44,8 +45,31 @@ static HOP_BY_HOP: [HeaderName; 10] = [
     header::UPGRADE,
 ];
 
+/// Whether `name` is one of [`HOP_BY_HOP`] (compared as text, by length
+/// first: one pass over a request's names costs less than comparing each
+/// with ten `HeaderName`s).
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "trailers"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // The usual message has none: one pass over the names, no allocation.
+    if !headers.keys().any(|k| is_hop_by_hop(k.as_str())) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -56,7 +80,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for n in named {
         headers.remove(n);
     }
-    // One pass over the (few) names present beats ten hashed removals.
     let present: Vec<HeaderName> = headers
         .keys()
         .filter(|k| HOP_BY_HOP.contains(k))
@@ -67,6 +90,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether `value` is `len` written as `Content-Length` canonically: ASCII
+/// digits, no leading zero (but for `0` itself), nothing else.
+fn is_length_of(value: &[u8], len: usize) -> bool {
+    let canonical = match value {
+        [] => false,
+        [b'0'] => true,
+        [first, ..] => *first != b'0' && value.len() <= 20,
+    };
+    canonical
+        && value
+            .iter()
+            .try_fold(0u64, |n, d| {
+                let d = d.wrapping_sub(b'0');
+                (d <= 9).then_some(())?;
+                n.checked_mul(10)?.checked_add(u64::from(d))
+            })
+            .is_some_and(|n| u64::try_from(len) == Ok(n))
+}
+
 impl Target {
     /// The upstream URI for a request path and query: the route prefix is
     /// replaced by the upstream URL's path (or appended to it when not
@@ -74,6 +116,21 @@ impl Target {
     pub fn uri_for(&self, path_and_query: &str) -> Result<Uri, http::Error> {
         if self.fixed {
             return Ok(self.base.clone());
+        }
+        let mut parts = self.base.clone().into_parts();
+        parts.path_and_query = Some(self.path_for(path_and_query)?);
+        Ok(Uri::from_parts(parts)?)
+    }
+
+    /// The path and query of [`Target::uri_for`] alone: what a request to
+    /// the upstream's authority carries (origin form).
+    pub fn path_for(&self, path_and_query: &str) -> Result<PathAndQuery, http::Error> {
+        if self.fixed {
+            return Ok(self
+                .base
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")));
         }
         let (path, query) = match path_and_query.split_once('?') {
             Some((p, q)) => (p, Some(q)),
@@ -84,18 +141,26 @@ impl Target {
             None => path,
         };
         let base_path = self.base.path().trim_end_matches('/');
-        let mut p = String::with_capacity(base_path.len() + rest.len() + 1);
-        p.push_str(base_path);
-        if !rest.is_empty() && !rest.starts_with('/') {
-            p.push('/');
-        }
-        p.push_str(rest);
-        if p.is_empty() {
-            p.push('/');
-        }
-        let mut pq = p;
-        // The upstream URL's own query comes first, then the request's.
         let base_query = self.base.query();
+        let slash = !rest.is_empty() && !rest.starts_with('/');
+        let query_len = match (base_query, query) {
+            (Some(b), Some(q)) => b.len() + q.len() + 2,
+            (Some(x), None) | (None, Some(x)) => x.len() + 1,
+            (None, None) => 0,
+        };
+        // Exactly the length: a `String` without spare capacity becomes the
+        // `PathAndQuery`'s bytes without another allocation.
+        let len = (base_path.len() + usize::from(slash) + rest.len()).max(1) + query_len;
+        let mut pq = String::with_capacity(len);
+        pq.push_str(base_path);
+        if slash {
+            pq.push('/');
+        }
+        pq.push_str(rest);
+        if pq.is_empty() {
+            pq.push('/');
+        }
+        // The upstream URL's own query comes first, then the request's.
         match (base_query, query) {
             (Some(b), Some(q)) => {
                 pq.push('?');
@@ -109,9 +174,7 @@ impl Target {
             }
             (None, None) => {}
         }
-        let mut parts = self.base.clone().into_parts();
-        parts.path_and_query = Some(pq.parse()?);
-        Ok(Uri::from_parts(parts)?)
+        Ok(PathAndQuery::try_from(pq)?)
     }
 }
 
@@ -121,41 +184,75 @@ pub fn upstream_request(
     uri: Uri,
     mut headers: HeaderMap,
     body: Bytes,
-    extra: &[(HeaderName, HeaderValue)],
+    extra: impl IntoIterator<Item = (HeaderName, HeaderValue)>,
 ) -> Result<Request<Full<Bytes>>, http::Error> {
-    strip_hop_by_hop(&mut headers);
     // The upstream's own authority (the client would format it otherwise,
     // per request); with userinfo in the URL the client derives it.
-    match uri.authority().map(|a| a.as_str()) {
-        Some(authority) if !authority.contains('@') => {
-            match HeaderValue::from_str(authority) {
-                Ok(host) => headers.insert(header::HOST, host),
-                Err(_) => headers.remove(header::HOST),
-            };
-        }
-        _ => {
-            headers.remove(header::HOST);
-        }
-    }
-    // The body is re-framed by our client with its exact length.
-    headers.remove(header::CONTENT_LENGTH);
-    let ours: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("x-hookgate-"))
-        .cloned()
-        .collect();
-    for k in ours {
-        headers.remove(k);
-    }
-    for (k, v) in extra {
-        headers.append(k.clone(), v.clone());
-    }
+    let host = match uri.authority().map(|a| a.as_str()) {
+        Some(authority) if !authority.contains('@') => HeaderValue::from_str(authority).ok(),
+        _ => None,
+    };
+    forward_headers(&mut headers, host, body.len(), extra);
     let mut req = Request::builder()
         .method(method)
         .uri(uri)
         .body(Full::new(body))?;
     *req.headers_mut() = headers;
     Ok(req)
+}
+
+/// Turns a received request's headers into those sent upstream: hop-by-hop
+/// headers and any `X-Hookgate-*` the sender supplied are removed, `Host`
+/// becomes `host` (or is removed, for the client to derive), and `extra`
+/// (ours) is appended. `Content-Length` stays only when it is the single,
+/// canonical length of the `body_len` bytes forwarded (as it is for any
+/// request hyper read by it); otherwise it is removed and our client frames
+/// the body with its exact length.
+pub fn forward_headers(
+    headers: &mut HeaderMap,
+    host: Option<HeaderValue>,
+    body_len: usize,
+    extra: impl IntoIterator<Item = (HeaderName, HeaderValue)>,
+) {
+    // One pass over the names finds what the usual request lacks.
+    let (mut hop, mut ours) = (false, false);
+    for k in headers.keys() {
+        let k = k.as_str();
+        hop |= is_hop_by_hop(k);
+        ours |= k.starts_with("x-hookgate-");
+    }
+    if hop {
+        strip_hop_by_hop(headers);
+    }
+    match host {
+        Some(host) => {
+            headers.insert(header::HOST, host);
+        }
+        None => {
+            headers.remove(header::HOST);
+        }
+    }
+    let keep_length = {
+        let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+        matches!((values.next(), values.next()),
+            (Some(v), None) if is_length_of(v.as_bytes(), body_len))
+    };
+    if !keep_length {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    if ours {
+        let ours: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-hookgate-"))
+            .cloned()
+            .collect();
+        for k in ours {
+            headers.remove(k);
+        }
+    }
+    for (k, v) in extra {
+        headers.append(k, v);
+    }
 }
 
 #[cfg(test)]
@@ -201,6 +298,100 @@ mod tests {
     }
 
     #[test]
+    fn the_textual_hop_by_hop_check_names_the_same_headers() {
+        for name in &HOP_BY_HOP {
+            assert!(is_hop_by_hop(name.as_str()), "{name}");
+        }
+        for name in ["host", "content-length", "te2", "connections", "x-te", ""] {
+            assert!(!is_hop_by_hop(name), "{name}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert("content-type", "text/plain".parse().unwrap());
+        h.insert("te", "trailers".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.get("te").is_none());
+    }
+
+    #[test]
+    fn path_for_is_uri_for_without_the_authority() {
+        for (base, strip, fixed, pq) in [
+            (
+                "http://up:3000/webhooks/sig",
+                Some("/hooks/sig"),
+                false,
+                "/hooks/sig/x?y=1",
+            ),
+            ("http://up:3000", None, false, "/hooks/sig?a"),
+            ("http://up:3000/", Some("/hooks"), false, "/hooks"),
+            ("http://up/base?k=v", Some("/h"), false, "/h/z?q=2"),
+            ("http://up/base?k=v", None, false, "/h"),
+            ("http://up/app/hook?k=1", None, true, "/other?x"),
+            ("http://up", None, true, "/other?x"),
+        ] {
+            let mut target = t(base, strip);
+            target.fixed = fixed;
+            let uri = target.uri_for(pq).unwrap();
+            let path = target.path_for(pq).unwrap();
+            assert_eq!(uri.path_and_query().unwrap(), &path, "{base} {pq}");
+        }
+    }
+
+    #[test]
+    fn forward_headers_sets_host_and_appends_ours_after_dropping_forgeries() {
+        let mut h = HeaderMap::new();
+        h.insert("host", "public.example".parse().unwrap());
+        h.insert("content-length", "2".parse().unwrap());
+        h.insert("x-hookgate-delivery-id", "forged".parse().unwrap());
+        h.insert("x-custom", "kept".parse().unwrap());
+        forward_headers(
+            &mut h,
+            Some(HeaderValue::from_static("up:3000")),
+            5,
+            [(
+                X_HOOKGATE_DELIVERY_ID.clone(),
+                HeaderValue::from_static("ours"),
+            )],
+        );
+        assert_eq!(h["host"], "up:3000");
+        // Not the body's length: left to the client to write.
+        assert!(h.get("content-length").is_none());
+        assert_eq!(
+            h.get_all(&X_HOOKGATE_DELIVERY_ID)
+                .iter()
+                .collect::<Vec<_>>(),
+            ["ours"]
+        );
+        assert_eq!(h["x-custom"], "kept");
+        let mut h = HeaderMap::new();
+        h.insert("host", "public.example".parse().unwrap());
+        forward_headers(&mut h, None, 0, []);
+        assert!(h.get("host").is_none());
+        // The body's own length, written canonically once, is kept as is.
+        for (values, len, kept) in [
+            (&["1024"][..], 1024, true),
+            (&["0"][..], 0, true),
+            (&["01024"][..], 1024, false),
+            (&["1024", "1024"][..], 1024, false),
+            (&["1023"][..], 1024, false),
+            (&["+1024"][..], 1024, false),
+            (&["99999999999999999999999"][..], 1024, false),
+        ] {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append("content-length", v.parse().unwrap());
+            }
+            forward_headers(&mut h, None, len, []);
+            let left: Vec<_> = h.get_all("content-length").iter().collect();
+            if kept {
+                assert_eq!(left, [values[0]], "{values:?}");
+            } else {
+                assert!(left.is_empty(), "{values:?}");
+            }
+        }
+    }
+
+    #[test]
     fn hop_by_hop_and_spoofed_headers_are_dropped() {
         let mut h = HeaderMap::new();
         h.insert("connection", "keep-alive, x-secret-hop".parse().unwrap());
@@ -214,7 +405,7 @@ mod tests {
             "http://up/".parse().unwrap(),
             h,
             Bytes::from_static(b"{}"),
-            &[(
+            [(
                 HeaderName::from_static("x-hookgate-verified"),
                 HeaderValue::from_static("sigsentry"),
             )],

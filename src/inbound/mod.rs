@@ -25,13 +25,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{header, Request, Response};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Frame, Incoming, SizeHint};
 use tokio::sync::Notify;
 
 use crate::config::{Config, Mode};
 use crate::delivery::client::{HttpClient, ResponseBody, SendError};
-use crate::delivery::forward::{strip_hop_by_hop, upstream_request};
+use crate::delivery::forward::{forward_headers, strip_hop_by_hop};
 use crate::delivery::forward::{X_HOOKGATE_DELIVERY_ID, X_HOOKGATE_VERIFIED};
 use crate::error::{ApiError, Body, BoxError};
 use crate::metrics::Metrics;
@@ -117,7 +117,6 @@ impl Inbound {
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<Body> {
-        let started = std::time::Instant::now();
         let path = req.uri().path().to_owned();
         let Some(route) = self.find(&path) else {
             self.metrics
@@ -127,6 +126,8 @@ impl Inbound {
             return ApiError::NotFound.into_response();
         };
         let label = route.path.as_str();
+        // The ack latency is a queue-mode series: passthrough reads no clock.
+        let started = (route.mode == Mode::Queue).then(std::time::Instant::now);
         match self.handle_route(route, req, peer).await {
             Ok((outcome, r)) => {
                 if outcome == route.counters.forwarded_outcome {
@@ -137,7 +138,7 @@ impl Inbound {
                         .with_label_values(&[label, outcome])
                         .inc();
                 }
-                if route.mode == Mode::Queue {
+                if let Some(started) = started {
                     route
                         .counters
                         .ack_seconds
@@ -273,9 +274,9 @@ impl Inbound {
                 })?,
         };
         let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let uri = route
+        let path = route
             .target
-            .uri_for(pq)
+            .path_for(pq)
             .map_err(|_| ApiError::BadRequest("request path cannot be forwarded"))?;
         let id = crate::new_id();
         let extra = [
@@ -285,18 +286,32 @@ impl Inbound {
                 HeaderValue::from_str(&id).expect("uuid is a valid header value"),
             ),
         ];
-        let req = upstream_request(parts.method, uri, parts.headers, body, &extra)
-            .map_err(|_| ApiError::BadRequest("request cannot be forwarded"))?;
-        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let resp = route.client.send(req, remaining).await.map_err(|e| {
-            tracing::warn!(route = %route.path, delivery_id = %id, error = %e, "upstream failed");
-            match e {
-                SendError::Timeout => ApiError::UpstreamTimeout,
-                SendError::Connect | SendError::Other(_) | SendError::Refused(_) => {
-                    ApiError::UpstreamUnreachable
+        // The received request becomes the upstream's: its method and
+        // headers (rewritten) are kept in place, not rebuilt.
+        let mut parts = parts;
+        forward_headers(
+            &mut parts.headers,
+            Some(route.endpoint.host().clone()),
+            body.len(),
+            extra,
+        );
+        parts.uri = http::Uri::from(path);
+        parts.version = http::Version::HTTP_11;
+        parts.extensions = http::Extensions::new();
+        let req = Request::from_parts(parts, Full::new(body));
+        let resp = route
+            .client
+            .send_to(&route.endpoint, req, deadline)
+            .await
+            .map_err(|e| {
+                tracing::warn!(route = %route.path, delivery_id = %id, error = %e, "upstream failed");
+                match e {
+                    SendError::Timeout => ApiError::UpstreamTimeout,
+                    SendError::Connect | SendError::Other(_) | SendError::Refused(_) => {
+                        ApiError::UpstreamUnreachable
+                    }
                 }
-            }
-        })?;
+            })?;
         let (mut head, body) = resp.into_parts();
         strip_hop_by_hop(&mut head.headers);
         let body = DeadlineBody {
@@ -368,15 +383,49 @@ fn head_len<B>(req: &Request<B>) -> usize {
 }
 
 /// The announced body length, if any. A malformed `Content-Length` is a 400
-/// (hyper already refuses most, this covers what reaches us).
+/// (hyper already refuses most, this covers what reaches us): only ASCII
+/// digits, optionally surrounded by spaces or tabs.
 fn content_length(headers: &http::HeaderMap) -> Result<Option<u64>, ApiError> {
     match headers.get(header::CONTENT_LENGTH) {
         None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
+        Some(v) => decimal(v.as_bytes().trim_ascii())
             .map(Some)
             .ok_or(ApiError::BadRequest("invalid content-length")),
+    }
+}
+
+/// A non-empty run of ASCII digits that fits in a `u64`.
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, d| {
+        let d = d.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(d))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn content_length_is_digits_within_u64() {
+        let parse = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(http::header::CONTENT_LENGTH, v.parse().unwrap());
+            super::content_length(&h).ok().flatten()
+        };
+        assert_eq!(parse("0"), Some(0));
+        assert_eq!(parse(" 1024\t"), Some(1024));
+        assert_eq!(parse("18446744073709551615"), Some(u64::MAX));
+        for bad in ["", "18446744073709551616", "+5", "-1", "1 2", "0x10", "1e3"] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            super::content_length(&http::HeaderMap::new()).ok(),
+            Some(None)
+        );
     }
 }

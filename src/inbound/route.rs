@@ -8,7 +8,7 @@ use http::{HeaderValue, Method, StatusCode};
 use tokio::sync::Semaphore;
 
 use crate::config::{Config, DedupKey, Mode, RouteConfig, SecretSource};
-use crate::delivery::client::HttpClient;
+use crate::delivery::client::{Endpoint, HttpClient};
 use crate::delivery::forward::Target;
 use crate::metrics::Metrics;
 use crate::signature::{Verifier, Window};
@@ -45,6 +45,9 @@ pub struct Route {
     /// The client reaching this route's upstream (its own when the route
     /// has upstream TLS settings, the shared one otherwise).
     pub client: HttpClient,
+    /// The upstream's scheme and authority, and the `Host` it is sent,
+    /// resolved once from `target.base`.
+    pub endpoint: Endpoint,
     /// What metrics and logs call each secret (its `name` or its index), in
     /// the order of `Verified::key_index`.
     pub secret_labels: Vec<String>,
@@ -140,6 +143,7 @@ impl Route {
             .url
             .parse()
             .map_err(|e| format!("upstream.url: {e}"))?;
+        let endpoint = Endpoint::of(&base).map_err(|e| format!("upstream.url: {e}"))?;
         Ok(Route {
             path: r.path.clone(),
             verifier,
@@ -178,6 +182,7 @@ impl Route {
                 .transpose()
                 .map_err(|e| format!("verify_token: {e}"))?,
             client,
+            endpoint,
             counters: RouteCounters::new(metrics, &r.path, r.mode, &secret_labels),
             secret_labels,
         })

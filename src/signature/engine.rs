@@ -136,6 +136,9 @@ pub(super) struct Request<'r> {
     pub url: &'r str,
     /// The request's query string, for [`Part::UrlAndQuery`].
     pub query: Option<&'r str>,
+    /// The spec's signature header, parsed (when it parses; the spec's own
+    /// `&str` is looked up otherwise).
+    pub header: Option<&'r http::HeaderName>,
 }
 
 /// `active[i]` says whether `keys[i]` is inside its validity window now; an
@@ -161,7 +164,7 @@ pub(super) fn verify(
         let ts = parse::timestamp(&body_fields.timestamp, TsFormat::UnixSeconds)?;
         (found, Some(ts), Some(body_fields.token.as_str()))
     } else {
-        from_headers(spec, req.headers)?
+        from_headers(spec, req.headers, req.header)?
     };
 
     // 3. Tolerance, before any MAC: it depends on public inputs only.
@@ -265,8 +268,13 @@ pub(super) fn verify(
 fn from_headers<'h>(
     spec: &Spec<'_>,
     headers: &'h HeaderMap,
+    header: Option<&http::HeaderName>,
 ) -> Result<(Candidates, Option<parse::Timestamp<'h>>, Option<&'h str>), VerifyError> {
-    let mut instances = headers.get_all(spec.header).iter().peekable();
+    let instances = match header {
+        Some(name) => headers.get_all(name),
+        None => headers.get_all(spec.header),
+    };
+    let mut instances = instances.iter().peekable();
     if instances.peek().is_none() {
         return Err(VerifyError::Missing);
     }
