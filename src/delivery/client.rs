@@ -16,6 +16,11 @@
 //! retried once per idle connection, then on a fresh one, as hyper-util
 //! does; a request that may have reached the upstream is never re-sent
 //! here.
+//!
+//! [`HttpClient::send`] takes an absolute URL; [`HttpClient::send_to`] takes
+//! an [`Endpoint`] resolved once (the pool key and `Host`) and a request in
+//! origin form, which is how passthrough forwards without building and
+//! re-parsing an absolute URI per request.
 
 use std::future::Future;
 use std::pin::Pin;
