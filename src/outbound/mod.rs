@@ -360,18 +360,31 @@ impl Sender {
         self.sealer.seal(id, &plain).map_err(|e| e.to_string())
     }
 
-    /// Sets the destinations-by-health gauges.
+    /// Sets the destinations-by-health gauges: every (type, health) pair,
+    /// 0 where there is none. Counted and set under the destinations' lock,
+    /// and without a `reset()` first: a scrape never sees the family empty
+    /// or half set, and two publishers (the API and a delivery ending at
+    /// the same moment) cannot interleave into a double count.
     pub(crate) fn publish_health(&self) {
-        self.metrics.health.reset();
+        const HEALTHS: [&str; 4] = ["Healthy", "Failing", "Pending", "Disabled"];
         let dests = self.dests();
+        let mut counts = [[0i64; HEALTHS.len()]; Kind::CHANNELS.len() + 1];
+        let kinds = Kind::CHANNELS.into_iter().chain([Kind::Endpoint]);
         for d in dests.values() {
-            self.metrics
-                .health
-                .with_label_values(&[
-                    d.kind.as_str(),
-                    dest::health(d.row.active, d.row.disabled_at, d.row.last_ok),
-                ])
-                .inc();
+            let health = dest::health(d.row.active, d.row.disabled_at, d.row.last_ok);
+            let k = kinds.clone().position(|k| k == d.kind);
+            let h = HEALTHS.iter().position(|h| *h == health);
+            if let (Some(k), Some(h)) = (k, h) {
+                counts[k][h] += 1;
+            }
+        }
+        for (kind, row) in kinds.zip(counts) {
+            for (health, n) in HEALTHS.iter().zip(row) {
+                self.metrics
+                    .health
+                    .with_label_values(&[kind.as_str(), health])
+                    .set(n);
+            }
         }
     }
 }
