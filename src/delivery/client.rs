@@ -87,12 +87,17 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// The upstream of `url` (an absolute `http` or `https` URL).
+    /// The upstream of `url` (an absolute `http` or `https` URL). Its
+    /// `Host` is the authority as written (as forwarding has always sent
+    /// it), or without user information when the URL has some.
     pub fn of(url: &Uri) -> Result<Endpoint, SendError> {
-        Ok(Endpoint {
-            key: key_of(url)?,
-            host: host_header(url)?,
-        })
+        let key = key_of(url)?;
+        let host = match url.authority().map(Authority::as_str) {
+            Some(written) if !written.contains('@') => HeaderValue::from_str(written)
+                .map_err(|_| SendError::Other("the URL's host is not a valid header".into()))?,
+            _ => host_header(url)?,
+        };
+        Ok(Endpoint { key, host })
     }
 
     /// The `Host` header a request to this upstream carries.
@@ -383,6 +388,23 @@ impl HttpClient {
     #[cfg(test)]
     fn idle_count(&self) -> usize {
         self.pool.idle_count()
+    }
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoints_host_is_the_authority_as_written_without_user_information() {
+        let host = |url: &str| Endpoint::of(&url.parse().unwrap()).unwrap().host().clone();
+        assert_eq!(host("http://up:3000/x"), "up:3000");
+        assert_eq!(host("http://up:80/x"), "up:80");
+        assert_eq!(host("https://Up.Example/x?q"), "Up.Example");
+        assert_eq!(host("http://user:pw@up:8080/"), "up:8080");
+        assert_eq!(host("https://user@up:443/"), "up");
+        assert!(Endpoint::of(&"ftp://up/".parse().unwrap()).is_err());
+        assert!(Endpoint::of(&"/relative".parse().unwrap()).is_err());
     }
 }
 
