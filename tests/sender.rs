@@ -660,6 +660,8 @@ async fn retries_honour_retry_after_and_exhaustion_disables_until_reenabled() {
         r#"hookgate_sender_attempts_total{outcome="exhausted",type="webhook"} 1"#,
         r#"hookgate_sender_attempts_total{outcome="failed",type="slack"}"#,
         r#"hookgate_sender_destinations{health="Healthy",type="webhook"} 1"#,
+        // Every pair is exported, 0 where there is none.
+        r#"hookgate_sender_destinations{health="Disabled",type="email"} 0"#,
     ] {
         assert!(text.contains(series), "{series} in\n{text}");
     }

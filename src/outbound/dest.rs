@@ -395,6 +395,9 @@ pub fn valid_event_type(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// Every value [`health`] returns.
+pub const HEALTHS: [&str; 4] = ["Healthy", "Failing", "Pending", "Disabled"];
+
 /// Seed 004's health of a destination.
 pub fn health(active: bool, disabled_at: Option<i64>, last_ok: Option<bool>) -> &'static str {
     if disabled_at.is_some() || !active {
@@ -522,6 +525,15 @@ mod tests {
         assert!(check_events(Some(&json!(["a b"])), true).is_err());
         assert_eq!(health(true, None, None), "Pending");
         assert_eq!(health(true, None, Some(true)), "Healthy");
+        for (active, disabled_at, last_ok) in [
+            (true, None, Some(true)),
+            (true, None, Some(false)),
+            (true, None, None),
+            (false, None, None),
+            (true, Some(1), None),
+        ] {
+            assert!(HEALTHS.contains(&health(active, disabled_at, last_ok)));
+        }
         assert_eq!(health(true, None, Some(false)), "Failing");
         assert_eq!(health(true, Some(1), Some(false)), "Disabled");
         assert_eq!(health(false, None, Some(true)), "Disabled");

@@ -366,20 +366,15 @@ impl Sender {
     /// or half set, and two publishers (the API and a delivery ending at
     /// the same moment) cannot interleave into a double count.
     pub(crate) fn publish_health(&self) {
-        const HEALTHS: [&str; 4] = ["Healthy", "Failing", "Pending", "Disabled"];
         let dests = self.dests();
-        let mut counts = [[0i64; HEALTHS.len()]; Kind::CHANNELS.len() + 1];
-        let kinds = Kind::CHANNELS.into_iter().chain([Kind::Endpoint]);
+        let mut counts: HashMap<(Kind, &str), i64> = HashMap::new();
         for d in dests.values() {
             let health = dest::health(d.row.active, d.row.disabled_at, d.row.last_ok);
-            let k = kinds.clone().position(|k| k == d.kind);
-            let h = HEALTHS.iter().position(|h| *h == health);
-            if let (Some(k), Some(h)) = (k, h) {
-                counts[k][h] += 1;
-            }
+            *counts.entry((d.kind, health)).or_default() += 1;
         }
-        for (kind, row) in kinds.zip(counts) {
-            for (health, n) in HEALTHS.iter().zip(row) {
+        for kind in Kind::CHANNELS.into_iter().chain([Kind::Endpoint]) {
+            for health in dest::HEALTHS {
+                let n = counts.get(&(kind, health)).copied().unwrap_or(0);
                 self.metrics
                     .health
                     .with_label_values(&[kind.as_str(), health])
