@@ -92,10 +92,9 @@ impl Endpoint {
     /// it), or without user information when the URL has some.
     pub fn of(url: &Uri) -> Result<Endpoint, SendError> {
         let key = key_of(url)?;
-        let host = match url.authority().map(Authority::as_str) {
-            Some(written) if !written.contains('@') => HeaderValue::from_str(written)
-                .map_err(|_| SendError::Other("the URL's host is not a valid header".into()))?,
-            _ => host_header(url)?,
+        let host = match crate::delivery::forward::host_as_written(url) {
+            Some(host) => host,
+            None => host_header(url)?,
         };
         Ok(Endpoint { key, host })
     }
@@ -259,12 +258,6 @@ impl HttpClient {
         mut req: Request<Full<Bytes>>,
         timeout: Duration,
     ) -> Sending<impl Future<Output = Result<Response<ResponseBody>, SendError>> + '_> {
-        let now = tokio::time::Instant::now();
-        // As `tokio::time::timeout` does: a duration past the clock's range
-        // waits about thirty years.
-        let deadline = now
-            .checked_add(timeout)
-            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
         let key = key_of(req.uri()).and_then(|key| {
             if !req.headers().contains_key(HOST) {
                 let host = host_header(req.uri())?;
@@ -279,7 +272,7 @@ impl HttpClient {
             Ok(key)
         });
         Sending {
-            inner: tokio::time::timeout_at(deadline, self.send_now(key, req)),
+            inner: tokio::time::timeout(timeout, self.send_now(key, req)),
         }
     }
 

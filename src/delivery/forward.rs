@@ -90,23 +90,34 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// A `Content-Length` value: a non-empty run of ASCII digits that fits in
+/// a `u64` (no sign, no spaces: trim the value first where they are allowed).
+pub fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, d| {
+        let d = d.wrapping_sub(b'0');
+        (d <= 9).then_some(())?;
+        n.checked_mul(10)?.checked_add(u64::from(d))
+    })
+}
+
 /// Whether `value` is `len` written as `Content-Length` canonically: ASCII
 /// digits, no leading zero (but for `0` itself), nothing else.
 fn is_length_of(value: &[u8], len: usize) -> bool {
-    let canonical = match value {
-        [] => false,
-        [b'0'] => true,
-        [first, ..] => *first != b'0' && value.len() <= 20,
-    };
-    canonical
-        && value
-            .iter()
-            .try_fold(0u64, |n, d| {
-                let d = d.wrapping_sub(b'0');
-                (d <= 9).then_some(())?;
-                n.checked_mul(10)?.checked_add(u64::from(d))
-            })
-            .is_some_and(|n| u64::try_from(len) == Ok(n))
+    let canonical = value == b"0" || value.first().is_some_and(|d| *d != b'0');
+    canonical && parse_length(value).is_some_and(|n| u64::try_from(len) == Ok(n))
+}
+
+/// `Host` for a request to `uri`: its authority as written, or `None` when
+/// that carries user information (or is no valid header value) and the
+/// client must derive it.
+pub fn host_as_written(uri: &Uri) -> Option<HeaderValue> {
+    match uri.authority().map(|a| a.as_str()) {
+        Some(authority) if !authority.contains('@') => HeaderValue::from_str(authority).ok(),
+        _ => None,
+    }
 }
 
 impl Target {
@@ -188,11 +199,7 @@ pub fn upstream_request(
 ) -> Result<Request<Full<Bytes>>, http::Error> {
     // The upstream's own authority (the client would format it otherwise,
     // per request); with userinfo in the URL the client derives it.
-    let host = match uri.authority().map(|a| a.as_str()) {
-        Some(authority) if !authority.contains('@') => HeaderValue::from_str(authority).ok(),
-        _ => None,
-    };
-    forward_headers(&mut headers, host, body.len(), extra);
+    forward_headers(&mut headers, host_as_written(&uri), body.len(), extra);
     let mut req = Request::builder()
         .method(method)
         .uri(uri)
@@ -214,16 +221,7 @@ pub fn forward_headers(
     body_len: usize,
     extra: impl IntoIterator<Item = (HeaderName, HeaderValue)>,
 ) {
-    // One pass over the names finds what the usual request lacks.
-    let (mut hop, mut ours) = (false, false);
-    for k in headers.keys() {
-        let k = k.as_str();
-        hop |= is_hop_by_hop(k);
-        ours |= k.starts_with("x-hookgate-");
-    }
-    if hop {
-        strip_hop_by_hop(headers);
-    }
+    strip_hop_by_hop(headers);
     match host {
         Some(host) => {
             headers.insert(header::HOST, host);
@@ -240,13 +238,11 @@ pub fn forward_headers(
     if !keep_length {
         headers.remove(header::CONTENT_LENGTH);
     }
-    if ours {
-        let ours: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| k.as_str().starts_with("x-hookgate-"))
-            .cloned()
-            .collect();
-        for k in ours {
+    // Usually none: collected (and allocated) only when there is one.
+    let ours = |k: &HeaderName| k.as_str().starts_with("x-hookgate-");
+    if headers.keys().any(ours) {
+        let forged: Vec<HeaderName> = headers.keys().filter(|k| ours(k)).cloned().collect();
+        for k in forged {
             headers.remove(k);
         }
     }

@@ -31,7 +31,7 @@ use tokio::sync::Notify;
 
 use crate::config::{Config, Mode};
 use crate::delivery::client::{HttpClient, ResponseBody, SendError};
-use crate::delivery::forward::{forward_headers, strip_hop_by_hop};
+use crate::delivery::forward::{forward_headers, parse_length, strip_hop_by_hop};
 use crate::delivery::forward::{X_HOOKGATE_DELIVERY_ID, X_HOOKGATE_VERIFIED};
 use crate::error::{ApiError, Body, BoxError};
 use crate::metrics::Metrics;
@@ -388,24 +388,10 @@ fn head_len<B>(req: &Request<B>) -> usize {
 fn content_length(headers: &http::HeaderMap) -> Result<Option<u64>, ApiError> {
     match headers.get(header::CONTENT_LENGTH) {
         None => Ok(None),
-        Some(v) => decimal(v.as_bytes().trim_ascii())
+        Some(v) => parse_length(v.as_bytes().trim_ascii())
             .map(Some)
             .ok_or(ApiError::BadRequest("invalid content-length")),
     }
-}
-
-/// A non-empty run of ASCII digits that fits in a `u64`.
-fn decimal(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |n, d| {
-        let d = d.wrapping_sub(b'0');
-        if d > 9 {
-            return None;
-        }
-        n.checked_mul(10)?.checked_add(u64::from(d))
-    })
 }
 
 #[cfg(test)]
