@@ -341,8 +341,9 @@ mod tests {
             .unwrap();
     }
 
-    /// A connection accepted as shutdown starts is told too (it registers
-    /// after the wake-up): it is closed, not left to the grace period.
+    /// A connection whose task first runs after the drain started (it was
+    /// accepted just before) registers after the wake-up went out: it reads
+    /// the flag and is closed, not left to the grace period.
     #[tokio::test]
     async fn a_connection_watched_after_shutdown_started_is_told_at_once() {
         let drain = Arc::new(Drain::default());
