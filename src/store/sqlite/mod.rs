@@ -72,9 +72,7 @@ use rusqlite::{
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, trace, warn};
 
-use self::mem::{
-    fp_from_bytes, fp_to_bytes, Field, Fingerprinter, Fp, LeaseEntry, Mem, DEDUP_ENTRY_BYTES,
-};
+use self::mem::{fp_from_bytes, fp_to_bytes, Field, Fingerprinter, Fp, LeaseEntry, Mem};
 use self::plog::{PayloadLog, PayloadRef, SegmentFiles};
 use super::{
     Attempt, AttemptRecord, ClaimedJob, CommitStats, DedupKey, Destination, Enqueued, Fanout,
@@ -647,7 +645,7 @@ impl SqliteBackend {
             dedup_evicted = evicted,
             dropped_unsynced = dropped,
             payload_segments = mem.segs.len(),
-            index_bytes = mem.dedup.capacity() * DEDUP_ENTRY_BYTES,
+            index_bytes = mem.dedup.bytes(),
             took_ms = started.elapsed().as_millis() as u64,
             "store opened"
         );
