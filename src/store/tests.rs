@@ -131,7 +131,12 @@ fn segments(path: &Path) -> Vec<(String, u64)> {
     let mut found: Vec<(String, u64)> = std::fs::read_dir(path.parent().unwrap())
         .unwrap()
         .map(|e| e.unwrap())
-        .filter(|e| e.file_name().to_str().unwrap().starts_with(&prefix))
+        .filter(|e| {
+            // Segments, not the spares retired ones become.
+            let name = e.file_name();
+            let rest = name.to_str().unwrap().strip_prefix(&prefix);
+            rest.is_some_and(|r| r.len() == 8 && r.bytes().all(|b| b.is_ascii_digit()))
+        })
         .map(|e| {
             (
                 e.file_name().to_str().unwrap().to_owned(),
@@ -143,8 +148,23 @@ fn segments(path: &Path) -> Vec<(String, u64)> {
     found
 }
 
+/// The spare segment files at `path` (retired segments kept for reuse).
+fn spares(path: &Path) -> usize {
+    let prefix = format!(
+        "{}-payload-spare-",
+        path.file_name().unwrap().to_str().unwrap()
+    );
+    std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .filter(|e| {
+            let e = e.as_ref().unwrap();
+            e.file_name().to_str().unwrap().starts_with(&prefix)
+        })
+        .count()
+}
+
 /// The payload segments at `path` once at most `n` are left (unused ones
-/// are deleted by the checkpointer thread soon after the commit that
+/// are retired by the checkpointer thread soon after the commit that
 /// dropped their last job); what is there after 10 s otherwise.
 async fn segments_down_to(path: &Path, n: usize) -> Vec<(String, u64)> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -253,6 +273,8 @@ async fn payload_segment_gauges_follow_the_files_and_live_bytes() {
     assert_eq!(gauge("hookgate_store_payload_segments"), 1);
     assert_eq!(gauge("hookgate_store_payload_segment_live_bytes"), 0);
     assert_eq!(segments_down_to(&path, 1).await.len(), 1);
+    // The two retired ones are kept as spares for the next segments.
+    assert_eq!(spares(&path), 2);
     store.shutdown().await;
 }
 
@@ -343,6 +365,67 @@ async fn a_failed_segment_sync_refuses_writes_until_restart() {
         Some(&b"payload of lost"[..])
     );
     enqueue_ok(&store, job("later", "q", 0)).await;
+    store.shutdown().await;
+}
+
+/// A new segment takes over a retired one's file (a spare) and overwrites
+/// its blocks. A power loss that keeps the newest commit but not its
+/// payload leaves the spare's old bytes where the payload should be: open
+/// must tell them from the payload and drop that batch, never deliver a
+/// delivered job's old body as the new job's.
+#[tokio::test]
+async fn a_spares_old_bytes_are_never_taken_for_a_payload() {
+    let dir = TempDir::new().unwrap();
+    let path = db_path(&dir);
+    let mut opts = StoreOptions::sqlite(&path);
+    // 72 bytes a record, 100 a segment: one record each.
+    opts.tuning.segment_bytes = 100;
+    let body = |tag: &str| format!("{tag:-<60}").into_bytes();
+    let store = Store::open(opts.clone()).unwrap();
+    for tag in ["a", "b", "c"] {
+        let mut j = job(tag, "q", 0);
+        j.payload = body(tag).into();
+        enqueue_ok(&store, j).await;
+    }
+    for c in store.claim("q", 0, 10, 1000).await.unwrap() {
+        let a = Attempt {
+            outcome: "success".into(),
+            http_status: Some(200),
+            ..Attempt::default()
+        };
+        assert!(store.finish(&c.lease, a, Next::Done).await.unwrap());
+    }
+    segments_down_to(&path, 1).await;
+    assert_eq!(spares(&path), 2);
+    store.shutdown().await;
+    drop(store);
+    // Open starts a new segment: it takes a spare (which held "a" or "b").
+    let spare = path.with_file_name("hookgate.db-payload-spare-0");
+    let old = std::fs::read(&spare).unwrap();
+    let store = Store::open(opts.clone()).unwrap();
+    let mut j = job("d", "q", 0);
+    j.payload = body("d").into();
+    let d = accepted(store.enqueue(j, key("evt-d", 1000), None).await.unwrap());
+    store.shutdown().await;
+    drop(store);
+    assert_eq!(spares(&path), 1);
+    let (name, _) = segments(&path).pop().unwrap();
+    let seg = path.with_file_name(name);
+    assert_ne!(
+        std::fs::read(&seg).unwrap(),
+        old,
+        "\"d\" went into the spare"
+    );
+    // The power loss: the overwrite never reached the disk.
+    std::fs::write(&seg, &old).unwrap();
+    let (store, dropped) = open_counting_dropped(&path);
+    assert_eq!(dropped, 1, "the batch of \"d\" is dropped");
+    assert!(store.get_job(&d).await.unwrap().is_none());
+    // Its sender's retry is accepted anew, and delivers its own body.
+    let mut j = job("d", "q", 0);
+    j.payload = body("d").into();
+    accepted(store.enqueue(j, key("evt-d", 1000), None).await.unwrap());
+    assert_eq!(claimed_payloads(&store, "q").await, vec![body("d")]);
     store.shutdown().await;
 }
 
@@ -818,9 +901,10 @@ async fn delivered_payloads_are_deleted_and_their_space_reused() {
                 .await
                 .unwrap());
         }
-        // Only the active segment is left.
+        // Only the active segment is left, and at most two spares.
         let left = segments_down_to(&path, 1).await;
         assert!(left.len() <= 1, "segments left: {left:?}");
+        assert!(spares(&path) <= 2, "{} spares", spares(&path));
         sizes.push(raw_count(
             &path,
             "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",

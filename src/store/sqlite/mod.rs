@@ -671,10 +671,12 @@ impl SqliteBackend {
         let restart_wanted = Arc::new(AtomicBool::new(false));
         let checkpointer = {
             let wanted = Arc::clone(&restart_wanted);
+            let files = plog.files().clone();
             let lock_file = Arc::clone(&lock_file);
             spawn_thread("hookgate-store-ckpt", move || {
                 run_checkpointer(
                     checkpointer_conn,
+                    &files,
                     ckpt_rx,
                     interval,
                     restart_frames,
@@ -1448,8 +1450,8 @@ fn spawn_thread(
 // Rebuilding memory at open
 // ---------------------------------------------------------------------------
 
-/// Deletes the payload segments no job row points into (never the active
-/// one), after a commit.
+/// Retires the payload segments no job row points into (never the active
+/// one), after a commit: kept as spares or deleted (`SegmentFiles::retire`).
 fn remove_unused_segments(
     plog: &mut PayloadLog,
     mem: &mut Mem,
@@ -1462,30 +1464,22 @@ fn remove_unused_segments(
         .collect();
     for seg in unused {
         // Unlinking a full segment takes the filesystem ~10 ms or more
-        // (freeing 64 MiB of extents): the checkpointer thread does it, not
-        // the writer, whose batch is waiting for its answers. Should that
+        // (freeing 64 MiB of extents): the checkpointer thread retires it,
+        // not the writer, whose batch is waiting for its answers. Should that
         // thread's queue be full, or at open, it is done here.
         let path = plog.forget(seg);
         let path = match reaper.map(|tx| tx.try_send(CkptMsg::Remove(path.clone()))) {
             Some(Ok(())) => continue,
             _ => path,
         };
-        match remove_segment_file(&path) {
-            Ok(()) => trace!(segment = seg, "payload segment deleted"),
-            // A file nothing points at: the next open deletes it.
-            Err(e) => warn!(segment = seg, error = %e, "could not delete a payload segment"),
+        match plog.files().retire(&path) {
+            Ok(how) => trace!(segment = seg, ?how, "payload segment retired"),
+            // A file nothing points at: the next open retires it.
+            Err(e) => warn!(segment = seg, error = %e, "could not retire a payload segment"),
         }
     }
     // An unused segment counts as one without an entry.
     mem.segs.retain(|s, u| u.jobs > 0 || *s >= active);
-}
-
-/// Deletes a payload segment file (gone already is fine).
-fn remove_segment_file(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
 }
 
 /// Drops the jobs of the newest batch if a power loss kept its commit but
@@ -1929,7 +1923,7 @@ enum CkptMsg {
     Nudge,
     /// Run a passive checkpoint now and say when it is done.
     Flush(std_mpsc::SyncSender<()>),
-    /// Delete this payload segment file (no committed row points into it).
+    /// Retire this payload segment file (no committed row points into it).
     Remove(PathBuf),
 }
 
@@ -2286,6 +2280,7 @@ impl Writer {
 
 fn run_checkpointer(
     conn: Connection,
+    files: &SegmentFiles,
     msgs: std_mpsc::Receiver<CkptMsg>,
     interval: Duration,
     restart_frames: i64,
@@ -2295,11 +2290,11 @@ fn run_checkpointer(
         let done = match msgs.recv_timeout(interval) {
             Ok(CkptMsg::Flush(done)) => Some(done),
             Ok(CkptMsg::Remove(path)) => {
-                match remove_segment_file(&path) {
-                    Ok(()) => trace!(path = %path.display(), "payload segment deleted"),
-                    // A file nothing points at: the next open deletes it.
+                match files.retire(&path) {
+                    Ok(how) => trace!(path = %path.display(), ?how, "payload segment retired"),
+                    // A file nothing points at: the next open retires it.
                     Err(e) => {
-                        warn!(path = %path.display(), error = %e, "could not delete a payload segment")
+                        warn!(path = %path.display(), error = %e, "could not retire a payload segment")
                     }
                 }
                 continue;

@@ -15,11 +15,20 @@
 //! body's CRC-32 and the log [`position`] synced before its batch, and open
 //! checks the payloads at or past the newest row's and drops that batch if
 //! one did not survive (`drop_unsynced_tail` in the store). A segment file is
-//! deleted once no job row points into it, after the commit that dropped the
-//! last reference, by the store's checkpointer thread (unlinking 64 MiB
-//! takes the filesystem ~10 ms, which the writer's waiting batch should not
-//! pay); a crash in between leaves a file nothing points at, which the next
-//! open deletes.
+//! retired once no job row points into it, after the commit that dropped the
+//! last reference, by the store's checkpointer thread: it is kept as a
+//! spare (`<db file>-payload-spare-<n>`, at most [`SPARES_MAX`]) and a
+//! later segment takes it over by a rename, or it is deleted (unlinking
+//! 64 MiB takes the filesystem ~10 ms, which the writer's waiting batch
+//! should not pay); a crash in between leaves a file nothing points at,
+//! which the next open retires.
+//!
+//! Why spares: appending to a new file makes every `fdatasync` commit the
+//! filesystem's journal too (the file's size and its newly allocated
+//! blocks), while overwriting the blocks of a spare is data only. Stale
+//! bytes in a spare are never taken for a payload: every read checks the
+//! record's header (the job row, which only grows) against the row, and
+//! open checks the newest batch's payloads by their CRC-32.
 //!
 //! Payloads that must outlive their segment for long are moved into the
 //! database's `payload` table ("relocated") by the writer: a dead letter
@@ -48,6 +57,17 @@ pub(crate) const HEADER_LEN: u64 = 12;
 /// A segment takes no more records once it holds this many bytes (a single
 /// record larger than that gets a segment of its own).
 pub(crate) const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Retired segment files kept for new segments to take over.
+pub(crate) const SPARES_MAX: usize = 2;
+
+/// What [`SegmentFiles::retire`] did with a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retired {
+    Spare,
+    Deleted,
+    Gone,
+}
 
 /// Where a payload is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,6 +131,53 @@ impl SegmentFiles {
         self.dir.join(format!("{}{seg:08}", self.prefix))
     }
 
+    fn spare_path(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("{}spare-{i}", self.prefix))
+    }
+
+    /// Retires the segment file at `path` (nothing points into it): kept as
+    /// a spare while fewer than [`SPARES_MAX`] are, deleted otherwise.
+    /// Gone already is fine.
+    pub(crate) fn retire(&self, path: &Path) -> io::Result<Retired> {
+        for i in 0..SPARES_MAX {
+            match rename_noreplace(path, &self.spare_path(i)) {
+                Ok(true) => return Ok(Retired::Spare),
+                Ok(false) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Retired::Gone),
+                Err(e) => return Err(e),
+            }
+        }
+        match std::fs::remove_file(path) {
+            Ok(()) => Ok(Retired::Deleted),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Retired::Gone),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives a spare the name of segment `seg`; whether there was one. Never
+    /// replaces a file of that name.
+    fn take_spare(&self, seg: u32) -> io::Result<bool> {
+        let path = self.path(seg);
+        for i in 0..SPARES_MAX {
+            match rename_noreplace(&self.spare_path(i), &path) {
+                Ok(true) => return Ok(true),
+                // The segment's name is taken: the caller opens that file.
+                Ok(false) => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
+    }
+
+    /// The spares on disk.
+    #[cfg(test)]
+    pub(crate) fn spares(&self) -> usize {
+        (0..SPARES_MAX)
+            .filter(|i| self.spare_path(*i).exists())
+            .count()
+    }
+
     /// The segments on disk: (id, length in bytes).
     pub(crate) fn list(&self) -> io::Result<Vec<(u32, u64)>> {
         let mut found = Vec::new();
@@ -137,6 +204,16 @@ impl SegmentFiles {
     /// since the caller read its row).
     pub(crate) fn read(&self, r: PayloadRef, seq: i64) -> io::Result<Vec<u8>> {
         read_record(&File::open(self.path(r.seg))?, r, seq)
+    }
+}
+
+/// Renames `from` to `to` unless `to` exists (answers false then).
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<bool> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::EXIST) => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -356,10 +433,13 @@ impl PayloadLog {
         if !self.open.contains_key(&seg) {
             let path = self.files.path(seg);
             let file = if create {
+                // A spare's blocks are overwritten in place; a spare that
+                // cannot be renamed is left, and the segment created anew.
+                let spare = self.files.take_spare(seg).unwrap_or(false);
                 match OpenOptions::new()
                     .read(true)
                     .write(true)
-                    .create_new(true)
+                    .create_new(!spare)
                     .open(&path)
                 {
                     Ok(f) => {
@@ -388,6 +468,56 @@ impl PayloadLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retired_segments_are_spares_that_new_segments_take_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = SegmentFiles::for_db(&dir.path().join("s.db"));
+        let mut log = PayloadLog::new(files.clone(), 100, 1, []);
+        for seq in 1..=4 {
+            // 12 + 80 bytes: one record a segment.
+            log.append(seq, &[seq as u8; 80]).unwrap();
+        }
+        log.flush().unwrap();
+        assert_eq!(files.list().unwrap().len(), 4);
+        let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        let first = ino(&files.path(1));
+        // Two become spares, the third is deleted; spares are not segments.
+        for (seg, want) in [
+            (1, Retired::Spare),
+            (2, Retired::Spare),
+            (3, Retired::Deleted),
+        ] {
+            assert_eq!(files.retire(&log.forget(seg)).unwrap(), want);
+        }
+        assert_eq!(files.retire(&files.path(3)).unwrap(), Retired::Gone);
+        assert_eq!(files.spares(), 2);
+        assert_eq!(files.list().unwrap(), vec![(4, 92)]);
+        // The next segment is a spare renamed: the old bytes are still
+        // there, behind what is written, and never read for a payload.
+        let r = log.append(9, b"new").unwrap();
+        assert_eq!(r.seg, 5);
+        log.flush().unwrap();
+        assert_eq!(files.spares(), 1);
+        assert_eq!(ino(&files.path(5)), first);
+        assert_eq!(files.list().unwrap(), vec![(4, 92), (5, 92)]);
+        assert_eq!(files.read(r, 9).unwrap(), b"new");
+        assert!(files
+            .read(
+                PayloadRef {
+                    off: 0,
+                    len: 80,
+                    seg: 5
+                },
+                1
+            )
+            .is_err());
+        // A spare never replaces a segment that exists.
+        std::fs::write(files.path(6), b"keep").unwrap();
+        assert!(!files.take_spare(6).unwrap());
+        assert_eq!(std::fs::read(files.path(6)).unwrap(), b"keep");
+        assert_eq!(files.spares(), 1);
+    }
 
     #[test]
     fn appended_records_read_back_before_and_after_the_flush_and_rotate() {
