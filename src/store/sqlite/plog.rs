@@ -136,15 +136,17 @@ impl SegmentFiles {
     }
 
     /// Retires the segment file at `path` (nothing points into it): kept as
-    /// a spare while fewer than [`SPARES_MAX`] are, deleted otherwise.
-    /// Gone already is fine.
+    /// a spare while fewer than [`SPARES_MAX`] are, deleted otherwise (and
+    /// where the rename fails otherwise, e.g. a filesystem without
+    /// `RENAME_NOREPLACE`, so that retired files never pile up). Gone
+    /// already is fine.
     pub(crate) fn retire(&self, path: &Path) -> io::Result<Retired> {
         for i in 0..SPARES_MAX {
             match rename_noreplace(path, &self.spare_path(i)) {
                 Ok(true) => return Ok(Retired::Spare),
                 Ok(false) => continue,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Retired::Gone),
-                Err(e) => return Err(e),
+                Err(_) => break,
             }
         }
         match std::fs::remove_file(path) {
