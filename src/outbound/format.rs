@@ -62,7 +62,7 @@ pub const SLACK_FIELD_TEXT_MAX: usize = 2000;
 pub const SLACK_BLOCKS_MAX: usize = 50;
 /// Slack message top-level `text`: truncated by Slack past 40,000
 /// characters. Source: Slack API reference, `chat.postMessage`, "Truncating
-/// content". We keep the fallback far shorter ([`SLACK_FALLBACK_MAX`]).
+/// content". We keep the fallback far shorter (`FALLBACK_MAX`).
 pub const SLACK_TEXT_MAX: usize = 40_000;
 /// Slack button element: `text` at most 75 characters, `url` at most 3000.
 /// Source: Slack Block Kit reference, "Button element".

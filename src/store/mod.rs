@@ -11,7 +11,7 @@
 //! The backend is hidden behind [`Store`]: callers see the job lifecycle
 //! only. Today there is one backend, embedded SQLite (`sqlite/`); the
 //! Postgres backend for fleets of replicas will be the second variant of
-//! [`Backend`] and must pass the same conformance suite (`conformance.rs`).
+//! `Backend` and must pass the same conformance suite (`conformance.rs`).
 //!
 //! # Contract (every backend)
 //!
