@@ -355,7 +355,7 @@ if [ "$ONLY" = all ]; then
 # The same reference, plus one POST of each acknowledged body to the upstream
 # (keep-alive pool, 64 at a time, no retry, no record): the least an ack-then-
 # forward server does, with the upstream on the same core as queue mode's.
-log "b2. durable_append reference forwarding to the upstream (closed loop), fresh file"
+log "b2. durable_append reference forwarding to the upstream (closed, then open loop), fresh file"
 start ref_fwd "$REF" --listen "127.0.0.1:$REF_PORT" --file append.log \
     --forward "http://127.0.0.1:$UP_PORT$ROUTE"
 RPID=$STARTED
@@ -364,6 +364,9 @@ run_load ref_fwd_closed "http://127.0.0.1:$REF_PORT$ROUTE" closed $RPID $REF_THR
 sleep 1
 curl -fsS "http://127.0.0.1:$REF_PORT/stats" >"$RES/ref_fwd_stats.json" 2>/dev/null \
     || echo '{}' >"$RES/ref_fwd_stats.json"
+# Its ack latency at the fixed rate: the floor of queue mode's ack p99 when
+# acking and forwarding share the core.
+run_load ref_fwd_open "http://127.0.0.1:$REF_PORT$ROUTE" open $RPID $REF_THREADS
 stop $RPID
 fi
 

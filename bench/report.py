@@ -227,6 +227,7 @@ qo_after = get("queue_open_queues_after")
 q_closed = point("queue", "closed")
 ref_closed = point("ref", "closed")
 ref_fwd = point("ref_fwd", "closed")
+ref_fwd_open = point("ref_fwd", "open")
 ref_fwd_stats = get("ref_fwd_stats")
 acked_a = q_closed.get("ok")
 delivered_a = delta(delivered(qc_after), delivered(get("queue_closed_queues_before")))
@@ -413,6 +414,8 @@ cmp_rows = [
     (f"open loop achieved req/s at {f0(rate)}/s", ok_rps(q_open), ok_rps(ref_open), ok_rps(bare_open), "req/s"),
     ("open loop p50 ms", lat(q_open, "p50"), lat(ref_open, "p50"), lat(bare_open, "p50"), "ms"),
     ("open loop p99 ms", lat(q_open, "p99"), lat(ref_open, "p99"), lat(bare_open, "p99"), "ms"),
+    ("open loop p99 ms of the reference forwarding too (b2)", lat(ref_fwd_open, "p99"), lat(ref_open, "p99"),
+     lat(bare_open, "p99"), "ms"),
     ("open loop p99.9 ms", lat(q_open, "p999"), lat(ref_open, "p999"), lat(bare_open, "p999"), "ms"),
     ("backlog fill acks/s, upstream stalled (vs closed loop)", ok_rps(fill), ok_rps(ref_closed), ok_rps(bare_closed), "req/s"),
     ("backlog fill p99 ms (vs closed loop)", lat(fill, "p99"), lat(ref_closed, "p99"), lat(bare_closed, "p99"), "ms"),
@@ -612,6 +615,10 @@ target_rows = [
     ("the reference forwarding too (b2) / the reference: the ceiling of the first row", r_fwd_ceiling,
      f"{f2(r_fwd_ceiling)} ({f0(ok_rps(ref_fwd))} / {f0(ok_rps(ref_closed))} req/s; "
      f"{f0(ref_fwd_stats.get('forwarded'))} forwarded, {f0(ref_fwd_stats.get('failed'))} failed)",
+     "", "info"),
+    (f"queue-mode ack p99 / the reference forwarding too (b2), open loop at {f0(rate)} req/s: "
+     "the same work's floor on this core", ratio(qo_p99, lat(ref_fwd_open, "p99")),
+     f"{f2(ratio(qo_p99, lat(ref_fwd_open, 'p99')))} ({f2(qo_p99)} / {f2(lat(ref_fwd_open, 'p99'))} ms)",
      "", "info"),
     ("queue-mode acks with forwarding live / the reference forwarding too (b2)", r_q_fwd,
      f"{f2(r_q_fwd)} ({f0(ok_rps(q_closed))} / {f0(ok_rps(ref_fwd))} req/s)", "", "info"),
