@@ -127,40 +127,27 @@ async fn group_commit_batches_concurrent_writes() {
 
 /// The payload segments of the store at `path`: (file name, length).
 fn segments(path: &Path) -> Vec<(String, u64)> {
-    let prefix = format!("{}-payload-", path.file_name().unwrap().to_str().unwrap());
-    let mut found: Vec<(String, u64)> = std::fs::read_dir(path.parent().unwrap())
+    let files = sqlite::plog::SegmentFiles::for_db(path);
+    files
+        .list()
         .unwrap()
-        .map(|e| e.unwrap())
-        .filter(|e| {
-            // Segments, not the spares retired ones become.
-            let name = e.file_name();
-            let rest = name.to_str().unwrap().strip_prefix(&prefix);
-            rest.is_some_and(|r| r.len() == 8 && r.bytes().all(|b| b.is_ascii_digit()))
+        .into_iter()
+        .map(|(id, len)| {
+            let name = files
+                .path(id)
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned();
+            (name, len)
         })
-        .map(|e| {
-            (
-                e.file_name().to_str().unwrap().to_owned(),
-                e.metadata().unwrap().len(),
-            )
-        })
-        .collect();
-    found.sort();
-    found
+        .collect()
 }
 
 /// The spare segment files at `path` (retired segments kept for reuse).
 fn spares(path: &Path) -> usize {
-    let prefix = format!(
-        "{}-payload-spare-",
-        path.file_name().unwrap().to_str().unwrap()
-    );
-    std::fs::read_dir(path.parent().unwrap())
-        .unwrap()
-        .filter(|e| {
-            let e = e.as_ref().unwrap();
-            e.file_name().to_str().unwrap().starts_with(&prefix)
-        })
-        .count()
+    sqlite::plog::SegmentFiles::for_db(path).spares()
 }
 
 /// The payload segments at `path` once at most `n` are left (unused ones

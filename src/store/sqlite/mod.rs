@@ -631,7 +631,7 @@ impl SqliteBackend {
         );
         // Segments nothing points into (delivered, or written by a batch
         // that never committed before a crash) go now.
-        remove_unused_segments(&mut plog, &mut mem, None);
+        retire_unused_segments(&mut plog, &mut mem, None);
         let counters = Arc::new(Counters::default());
         counters
             .dedup_keys
@@ -1452,7 +1452,7 @@ fn spawn_thread(
 
 /// Retires the payload segments no job row points into (never the active
 /// one), after a commit: kept as spares or deleted (`SegmentFiles::retire`).
-fn remove_unused_segments(
+fn retire_unused_segments(
     plog: &mut PayloadLog,
     mem: &mut Mem,
     reaper: Option<&std_mpsc::SyncSender<CkptMsg>>,
@@ -1468,7 +1468,7 @@ fn remove_unused_segments(
         // not the writer, whose batch is waiting for its answers. Should that
         // thread's queue be full, or at open, it is done here.
         let path = plog.forget(seg);
-        let path = match reaper.map(|tx| tx.try_send(CkptMsg::Remove(path.clone()))) {
+        let path = match reaper.map(|tx| tx.try_send(CkptMsg::Retire(path.clone()))) {
             Some(Ok(())) => continue,
             _ => path,
         };
@@ -1924,7 +1924,7 @@ enum CkptMsg {
     /// Run a passive checkpoint now and say when it is done.
     Flush(std_mpsc::SyncSender<()>),
     /// Retire this payload segment file (no committed row points into it).
-    Remove(PathBuf),
+    Retire(PathBuf),
 }
 
 /// A committed (or failed) batch on its way to the task that answers it.
@@ -2223,7 +2223,7 @@ impl Writer {
         match &result {
             Ok(()) => {
                 m.commit();
-                remove_unused_segments(plog, &mut m, Some(ckpt));
+                retire_unused_segments(plog, &mut m, Some(ckpt));
             }
             Err(_) => {
                 m.rollback_to(0);
@@ -2289,7 +2289,7 @@ fn run_checkpointer(
     loop {
         let done = match msgs.recv_timeout(interval) {
             Ok(CkptMsg::Flush(done)) => Some(done),
-            Ok(CkptMsg::Remove(path)) => {
+            Ok(CkptMsg::Retire(path)) => {
                 match files.retire(&path) {
                     Ok(how) => trace!(path = %path.display(), ?how, "payload segment retired"),
                     // A file nothing points at: the next open retires it.
