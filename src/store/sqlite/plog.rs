@@ -157,19 +157,18 @@ impl SegmentFiles {
     }
 
     /// Gives a spare the name of segment `seg`; whether there was one. Never
-    /// replaces a file of that name.
-    fn take_spare(&self, seg: u32) -> io::Result<bool> {
+    /// replaces a file of that name. A spare that cannot be renamed is left
+    /// (the caller creates the segment anew).
+    fn take_spare(&self, seg: u32) -> bool {
         let path = self.path(seg);
         for i in 0..SPARES_MAX {
             match rename_noreplace(&self.spare_path(i), &path) {
-                Ok(true) => return Ok(true),
-                // The segment's name is taken: the caller opens that file.
-                Ok(false) => return Ok(false),
+                Ok(taken) => return taken,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
+                Err(_) => return false,
             }
         }
-        Ok(false)
+        false
     }
 
     /// The spares on disk.
@@ -435,9 +434,8 @@ impl PayloadLog {
         if !self.open.contains_key(&seg) {
             let path = self.files.path(seg);
             let file = if create {
-                // A spare's blocks are overwritten in place; a spare that
-                // cannot be renamed is left, and the segment created anew.
-                let spare = self.files.take_spare(seg).unwrap_or(false);
+                // A spare's blocks are overwritten in place.
+                let spare = self.files.take_spare(seg);
                 match OpenOptions::new()
                     .read(true)
                     .write(true)
@@ -516,7 +514,7 @@ mod tests {
             .is_err());
         // A spare never replaces a segment that exists.
         std::fs::write(files.path(6), b"keep").unwrap();
-        assert!(!files.take_spare(6).unwrap());
+        assert!(!files.take_spare(6));
         assert_eq!(std::fs::read(files.path(6)).unwrap(), b"keep");
         assert_eq!(files.spares(), 1);
     }
