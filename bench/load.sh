@@ -254,15 +254,20 @@ io_snap() {
         "$prefix" "${#files[@]}"
 }
 
-# mark NAME PHASE PID PREFIX [ADMIN_PORT]: the I/O counters (and the
-# queues) at one edge of a measured window, into $RES/NAME_{io,queues}_PHASE.json.
+# mark NAME PHASE PID PREFIX [ADMIN_PORT [METRICS_PORT]]: the I/O counters
+# (and the queues) at one edge of a measured window, into
+# $RES/NAME_{io,queues}_PHASE.json, and the commit-duration histogram
+# (cumulative since start) of METRICS_PORT (default: ADMIN_PORT; `-` for
+# ADMIN_PORT: no queues, as for the reference) into $RES/NAME_metrics_PHASE.txt.
 mark() {
     local name=$1 phase=$2 pid=$3 prefix=$4 admin=${5:-}
+    local metrics=${6:-$admin}
     io_snap "$pid" "$prefix" >"$RES/${name}_io_$phase.json"
-    if [ -n "$admin" ]; then
+    if [ -n "$admin" ] && [ "$admin" != - ]; then
         admin_queues "$admin" >"$RES/${name}_queues_$phase.json"
-        # The store's commit-duration histogram (cumulative since start).
-        curl -s --max-time 5 "http://127.0.0.1:$admin/metrics" >"$RES/${name}_metrics_$phase.txt" || true
+    fi
+    if [ -n "$metrics" ] && [ "$metrics" != - ]; then
+        curl -s --max-time 5 "http://127.0.0.1:$metrics/metrics" >"$RES/${name}_metrics_$phase.txt" || true
     fi
 }
 
@@ -281,20 +286,21 @@ loadgen_run() {
     tail -n 1 "$WORK/loadgen.log" >&2
 }
 
-# run_load NAME URL MODE [PID PREFIX [ADMIN_PORT]]: MODE is "closed" or
-# "open"; JSON to $RES/NAME.json. The warm-up is a separate loadgen run, so
-# that with a PID the I/O counters (see mark) frame the measured run alone.
+# run_load NAME URL MODE [PID PREFIX [ADMIN_PORT [METRICS_PORT]]]: MODE is
+# "closed" or "open"; JSON to $RES/NAME.json. The warm-up is a separate
+# loadgen run, so that with a PID the I/O counters (see mark) frame the
+# measured run alone.
 run_load() {
-    local name=$1 url=$2 mode=$3 pid=${4:-} prefix=${5:-} admin=${6:-}
+    local name=$1 url=$2 mode=$3 pid=${4:-} prefix=${5:-} admin=${6:-} metrics=${7:-}
     local rate=0
     [ "$mode" = open ] && rate=$RATE
     cat /proc/loadavg >"$RES/$name.loadavg"
     if [ "$WARMUP" != 0 ]; then
         loadgen_run "$name-warmup" "$url" "$rate" "$WARMUP" >/dev/null
     fi
-    if [ -n "$pid" ]; then mark "$name" before "$pid" "$prefix" "$admin"; fi
+    if [ -n "$pid" ]; then mark "$name" before "$pid" "$prefix" "$admin" "$metrics"; fi
     loadgen_run "$name" "$url" "$rate" "$DURATION" >"$RES/$name.json"
-    if [ -n "$pid" ]; then mark "$name" after "$pid" "$prefix" "$admin"; fi
+    if [ -n "$pid" ]; then mark "$name" after "$pid" "$prefix" "$admin" "$metrics"; fi
 }
 
 # --- build and tools ----------------------------------------------------------
@@ -337,7 +343,9 @@ for mode in $BC_MODES; do
     start "ref_$mode" "$REF" --listen "127.0.0.1:$REF_PORT" --file append.log
     RPID=$STARTED
     wait_port $REF_PORT
-    run_load "ref_$mode" "http://127.0.0.1:$REF_PORT$ROUTE" "$mode" $RPID $REF_THREADS
+    # Its commit histogram (GET /metrics on its own port): the commit p99
+    # of the least durable ack, beside hookgate's.
+    run_load "ref_$mode" "http://127.0.0.1:$REF_PORT$ROUTE" "$mode" $RPID $REF_THREADS - $REF_PORT
     echo "{\"hwm_kb\": $(kb $RPID VmHWM), \"rss_kb\": $(kb $RPID VmRSS)}" >"$RES/ref_${mode}_rss.json"
     stop $RPID
 done

@@ -116,8 +116,8 @@ def ok_rps(r):
     return r.get("ok_rps")
 
 
-def lat(r, q):
-    return r.get("latency_ms", {}).get(q)
+def lat(r, q, field="latency_ms"):
+    return r.get(field, {}).get(q)
 
 
 def bad(r):
@@ -550,11 +550,16 @@ def met(v, ok):
 
 rate_ok = qo_rate is not None and rate and qo_rate >= 0.97 * rate
 
-def commit_p99(name):
-    """p99 of the store's commit duration (ms) over a phase: from the
-    histogram scraped at the phase's end minus the one at its start (when
-    there is one), as the upper bound of the bucket holding the 99th
-    percentile."""
+HOOKGATE_COMMITS = "hookgate_store_commit_duration_seconds"
+# The durable-append reference's histogram of its group commits (one write
+# and one fdatasync), with the same bucket bounds.
+REFERENCE_COMMITS = "reference_commit_duration_seconds"
+
+
+def commit_counts(name, metric=HOOKGATE_COMMITS):
+    """Cumulative (bound in s, commits) of a commit-duration histogram over a
+    phase: scraped at the phase's end minus the scrape at its start (when
+    there is one); None without commits."""
     def parse(path):
         try:
             text = open(os.path.join(res_dir, path)).read()
@@ -562,7 +567,7 @@ def commit_p99(name):
             return None
         buckets = {}
         for line in text.splitlines():
-            if line.startswith("hookgate_store_commit_duration_seconds_bucket"):
+            if line.startswith(metric + "_bucket"):
                 le = line.split('le="')[1].split('"')[0]
                 buckets[float("inf") if le == "+Inf" else float(le)] = float(line.split()[-1])
         return buckets or None
@@ -571,13 +576,36 @@ def commit_p99(name):
         return None
     before = parse(f"{name}_metrics_before.txt") or {}
     counts = sorted((le, n - before.get(le, 0.0)) for le, n in after.items())
-    total = counts[-1][1]
-    if total <= 0:
+    return counts if counts[-1][1] > 0 else None
+
+
+def commit_p99(name, metric=HOOKGATE_COMMITS):
+    """p99 of the commit duration (ms) over a phase, as the upper bound of
+    the histogram bucket holding the 99th percentile."""
+    counts = commit_counts(name, metric)
+    if counts is None:
         return None
     for le, n in counts:
-        if n >= 0.99 * total:
+        if n >= 0.99 * counts[-1][1]:
             return le * 1000.0
     return None
+
+
+def commits_within(name, bound_s=0.002, metric=HOOKGATE_COMMITS):
+    """Share (%) of a phase's commits that took at most bound_s."""
+    counts = commit_counts(name, metric)
+    if counts is None:
+        return None
+    within = [n for le, n in counts if abs(le - bound_s) < 1e-9]
+    return None if not within else 100.0 * within[0] / counts[-1][1]
+
+
+def commit_cell(name, metric=HOOKGATE_COMMITS):
+    """'<= P ms (S % <= 2 ms)' for one phase's commits."""
+    p99, share = commit_p99(name, metric), commits_within(name, 0.002, metric)
+    if p99 is None:
+        return "n/a"
+    return f"<= {p99:g} ms ({share:.1f} % <= 2 ms)" if share is not None else f"<= {p99:g} ms"
 
 target_rows = [
     ("queue-mode acks with forwarding live / durable-append reference (closed loop)", r_ref,
@@ -599,6 +627,12 @@ target_rows = [
      met(max([v for v in (commit_p99("queue_closed"), commit_p99("drain_fill"), commit_p99("drain"))
               if v is not None] or [None]) if any(v is not None for v in (commit_p99("queue_closed"),
               commit_p99("drain_fill"), commit_p99("drain"))) else None, lambda v: v <= 2.0)),
+    ("store commit p99, closed loop / open loop at the fixed rate: hookgate queue mode (forwarding "
+     "live) against the reference's group commit (one write + one fdatasync), the floor of the "
+     "row above", None,
+     f"hookgate {commit_cell('queue_closed')} / {commit_cell('queue_open')}; reference "
+     f"{commit_cell('ref_closed', REFERENCE_COMMITS)} / {commit_cell('ref_open', REFERENCE_COMMITS)}",
+     "", "info"),
     ("bytes written to disk per webhook lifecycle ((a): lifecycle = acked)", bytes_a,
      f"{f0(bytes_a)} B ((b) + (c): {f0(bytes_bc)} B)", f"<= 3.5 KB ({LIFECYCLE_BYTES_MAX:,.0f} B)",
      met(bytes_a, lambda v: v <= LIFECYCLE_BYTES_MAX)),
@@ -616,6 +650,10 @@ target_rows = [
      f"{f2(r_fwd_ceiling)} ({f0(ok_rps(ref_fwd))} / {f0(ok_rps(ref_closed))} req/s; "
      f"{f0(ref_fwd_stats.get('forwarded'))} forwarded, {f0(ref_fwd_stats.get('failed'))} failed)",
      "", "info"),
+    (f"the reference's own ack p99 at {f0(rate)} req/s (open loop, no forwarding): the least "
+     "durable ack on this host, against the row's 2 ms", lat(ref_open, "p99"),
+     f"{f2(lat(ref_open, 'p99'))} ms (send lag p99 {f2(lat(ref_open, 'p99', 'send_lag_ms'))} ms); "
+     f"queue mode {f2(ratio(qo_p99, lat(ref_open, 'p99')))}x it", "", "info"),
     (f"queue-mode ack p99 / the reference forwarding too (b2), open loop at {f0(rate)} req/s: "
      "the same work's floor on this core", ratio(qo_p99, lat(ref_fwd_open, "p99")),
      f"{f2(ratio(qo_p99, lat(ref_fwd_open, 'p99')))} ({f2(qo_p99)} / {f2(lat(ref_fwd_open, 'p99'))} ms)",

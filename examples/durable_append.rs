@@ -35,9 +35,15 @@
 //! outcome, nothing read back from the file. It is the ceiling of a queue
 //! mode that forwards while it acks, on the same core.
 //!
+//! `GET /metrics` answers one Prometheus histogram,
+//! `reference_commit_duration_seconds`: the time of each group commit, from
+//! the batch taken to its `fdatasync` returned, with the bucket bounds of hookgate's
+//! `hookgate_store_commit_duration_seconds`, so that `bench/load.sh` puts
+//! the two commit p99s side by side.
+//!
 //! Deliberately left out: timestamps and replay windows, reading the file
-//! back after a restart (the set starts empty), retries, metrics, logs. The
-//! listen address must be a loopback address.
+//! back after a restart (the set starts empty), retries, other metrics,
+//! logs. The listen address must be a loopback address.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -47,7 +53,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
@@ -78,6 +84,60 @@ struct Args {
     file: PathBuf,
     threads: Option<usize>,
     forward: Option<Uri>,
+}
+
+/// The bucket bounds (seconds) of the commit histogram: those of hookgate's
+/// `hookgate_store_commit_duration_seconds`.
+const COMMIT_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025,
+    0.05, 0.1, 0.25, 1.0,
+];
+
+/// Group commits by duration: one counter per bucket of `COMMIT_BUCKETS`
+/// (not cumulative) and one past the last bound, plus the sum.
+struct CommitHistogram {
+    counts: [AtomicU64; COMMIT_BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl CommitHistogram {
+    fn new() -> CommitHistogram {
+        CommitHistogram {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let i = COMMIT_BUCKETS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(COMMIT_BUCKETS.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition (cumulative buckets).
+    fn render(&self) -> String {
+        let name = "reference_commit_duration_seconds";
+        let mut out = format!(
+            "# HELP {name} Duration of a group commit (one write and one fdatasync).\n\
+             # TYPE {name} histogram\n"
+        );
+        let mut total = 0;
+        for (i, le) in COMMIT_BUCKETS.iter().enumerate() {
+            total += self.counts[i].load(Ordering::Relaxed);
+            out.push_str(&format!("{name}_bucket{{le=\"{le}\"}} {total}\n"));
+        }
+        total += self.counts[COMMIT_BUCKETS.len()].load(Ordering::Relaxed);
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        out.push_str(&format!(
+            "{name}_bucket{{le=\"+Inf\"}} {total}\n{name}_sum {sum}\n{name}_count {total}\n"
+        ));
+        out
+    }
 }
 
 /// Forwards taken at once by `--forward`.
@@ -146,6 +206,8 @@ struct Ctx {
     secret: Vec<u8>,
     appends: mpsc::Sender<Append>,
     forward: Option<Arc<Forward>>,
+    /// The writer's commit durations, for `GET /metrics`.
+    commits: Arc<CommitHistogram>,
 }
 
 fn main() {
@@ -166,9 +228,11 @@ fn main() {
             std::process::exit(1)
         });
     let (tx, rx) = mpsc::channel();
+    let commits = Arc::new(CommitHistogram::new());
+    let observed = commits.clone();
     std::thread::Builder::new()
         .name(WRITER_THREAD.into())
-        .spawn(move || writer(file, rx))
+        .spawn(move || writer(file, rx, &observed))
         .expect("spawn the writer thread");
 
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -191,18 +255,22 @@ fn main() {
         secret,
         appends: tx,
         forward,
+        commits,
     });
     rt.block_on(serve(args.listen, ctx));
 }
 
 /// The group-commit loop: one `write` and one `fdatasync` per batch.
-fn writer(mut file: File, rx: mpsc::Receiver<Append>) {
+fn writer(mut file: File, rx: mpsc::Receiver<Append>, commits: &CommitHistogram) {
     let mut stored: HashSet<String> = HashSet::new();
     let mut fresh: HashSet<String> = HashSet::new();
     let mut buf: Vec<u8> = Vec::new();
     let mut answers: Vec<(oneshot::Sender<Outcome>, Outcome)> = Vec::new();
     let mut len = file.metadata().map(|m| m.len()).unwrap_or(0);
     while let Ok(first) = rx.recv() {
+        // A commit's time runs from the batch taken to its sync returned,
+        // as hookgate's does.
+        let started = Instant::now();
         for a in std::iter::once(first).chain(rx.try_iter()) {
             if stored.contains(&a.key) || fresh.contains(&a.key) {
                 answers.push((a.done, Outcome::Duplicate));
@@ -215,6 +283,7 @@ fn writer(mut file: File, rx: mpsc::Receiver<Append>) {
         }
         let written = buf.is_empty() || {
             let r = file.write_all(&buf).and_then(|()| file.sync_data());
+            commits.observe(started.elapsed());
             if let Err(e) = &r {
                 eprintln!("durable_append: append failed, answering 503: {e}");
                 // Cut a partial batch off, so the file stays a sequence of
@@ -300,6 +369,14 @@ async fn forward(f: Arc<Forward>, body: Bytes) {
 }
 
 async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/metrics" {
+        let mut r = Response::new(Full::new(Bytes::from(ctx.commits.render())));
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+        );
+        return r;
+    }
     if req.uri().path() == "/stats" {
         let (n, failed) = ctx.forward.as_ref().map_or((0, 0), |f| {
             (
