@@ -139,6 +139,9 @@ pub(crate) struct Tuning {
     pub wal_restart_bytes: i64,
     /// Bytes of a payload segment (SQLite backend) before the next one.
     pub segment_bytes: u64,
+    /// Longest a lazy write (an attempt's end) waits to share a commit
+    /// (SQLite backend).
+    pub lazy_wait: std::time::Duration,
 }
 
 impl Default for Tuning {
@@ -147,6 +150,7 @@ impl Default for Tuning {
             checkpoint_interval: std::time::Duration::from_secs(1),
             wal_restart_bytes: 32 * 1024 * 1024,
             segment_bytes: sqlite::plog::DEFAULT_SEGMENT_BYTES,
+            lazy_wait: sqlite::LAZY_WAIT,
         }
     }
 }

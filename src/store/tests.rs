@@ -509,6 +509,75 @@ async fn a_batch_whose_payloads_did_not_survive_is_dropped_at_open() {
     store.shutdown().await;
 }
 
+/// Lazy writes wait out their window without waking the writer, so the
+/// writer listens for eager writes only: one queued while a lazy write
+/// waits must end the window at once, and both commit together. With a
+/// window of a minute, a lost wake-up would hold both for that minute.
+#[tokio::test]
+async fn an_eager_write_ends_a_lazy_window() {
+    let dir = TempDir::new().unwrap();
+    let mut opts = StoreOptions::sqlite(db_path(&dir));
+    opts.tuning.lazy_wait = Duration::from_secs(60);
+    let store = Store::open(opts).expect("open store");
+    let before = store.commit_stats();
+
+    let lazy: Vec<_> = (0..3)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.sqlite().write_lazy(|_| Ok(())).await })
+        })
+        .collect();
+    // Let the writer take the lazy writes and open their window (if it has
+    // not yet, the eager write below is simply taken with them).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        store.commit_stats().commits,
+        before.commits,
+        "lazy writes wait for their window"
+    );
+    tokio::time::timeout(Duration::from_secs(20), store.sqlite().write(|_| Ok(())))
+        .await
+        .expect("the eager write was held by the lazy window")
+        .unwrap();
+    for t in lazy {
+        tokio::time::timeout(Duration::from_secs(20), t)
+            .await
+            .expect("a lazy write outlived the eager one")
+            .unwrap()
+            .unwrap();
+    }
+    let after = store.commit_stats();
+    assert_eq!(after.requests - before.requests, 4);
+    assert_eq!(after.commits - before.commits, 1, "one commit for all four");
+    store.shutdown().await;
+}
+
+/// `LAZY_MAX` lazy writes waiting end their window without an eager one.
+#[tokio::test]
+async fn a_full_lazy_queue_ends_the_window() {
+    let dir = TempDir::new().unwrap();
+    let mut opts = StoreOptions::sqlite(db_path(&dir));
+    opts.tuning.lazy_wait = Duration::from_secs(60);
+    let store = Store::open(opts).expect("open store");
+    let lazy = |store: &Store| {
+        let store = store.clone();
+        tokio::spawn(async move { store.sqlite().write_lazy(|_| Ok(())).await })
+    };
+    // One first, so the writer holds it in an open window while the rest
+    // queue up behind it (none of them wakes the writer but the last).
+    let mut writes = vec![lazy(&store)];
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    writes.extend((1..sqlite::LAZY_MAX).map(|_| lazy(&store)));
+    for t in writes {
+        tokio::time::timeout(Duration::from_secs(20), t)
+            .await
+            .expect("lazy writes waited out their whole window")
+            .unwrap()
+            .unwrap();
+    }
+    store.shutdown().await;
+}
+
 /// Requests queued while the writer is busy are committed together, and a
 /// failing request (here: one that stores a job and its key, then fails)
 /// does not affect the others, in the file or in memory.

@@ -58,7 +58,7 @@ pub(crate) mod schema;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self as std_mpsc, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
@@ -69,7 +69,7 @@ use rusqlite::{
     params, params_from_iter, CachedStatement, Connection, ErrorCode, OpenFlags, OptionalExtension,
     Row, TransactionBehavior,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{debug, info, trace, warn};
 
 use self::mem::{fp_from_bytes, fp_to_bytes, Field, Fingerprinter, Fp, LeaseEntry, Mem};
@@ -111,11 +111,12 @@ const BATCH_MAX: usize = 512;
 /// freed once rather than rewritten for each of its rows.
 const TRASH_FLUSH: usize = 256;
 
-/// Longest a lazy write (the end of an attempt) waits to share a commit.
-const LAZY_WAIT: Duration = Duration::from_millis(2);
+/// Longest a lazy write (the end of an attempt) waits to share a commit
+/// (`Tuning::lazy_wait`'s default).
+pub(crate) const LAZY_WAIT: Duration = Duration::from_millis(2);
 
 /// Lazy writes that commit at once when this many are waiting.
-const LAZY_MAX: usize = 256;
+pub(crate) const LAZY_MAX: usize = 256;
 
 /// Capacity of the bounded channel in front of the writer; callers wait
 /// (asynchronously) when it is full.
@@ -532,6 +533,13 @@ pub(super) struct SqliteBackend {
     /// `None` once closed. Cloned (briefly, under the lock) per request; the
     /// writer exits when every clone is gone and the queue is drained.
     writer: Mutex<Option<mpsc::Sender<Box<dyn PendingWrite>>>>,
+    /// Rung after each eager request is queued: while lazy requests wait
+    /// out their window the writer listens for this, not for the channel,
+    /// so that a lazy request does not wake it (see `Writer::run`).
+    eager_queued: Arc<Notify>,
+    /// Lazy requests sent and not yet answered: the one that makes
+    /// `LAZY_MAX` rings `eager_queued` too.
+    lazy_waiting: Arc<AtomicUsize>,
     reads: Arc<ReadPool>,
     /// For readers of payloads in segments.
     segments: SegmentFiles,
@@ -699,8 +707,13 @@ impl SqliteBackend {
             })?
         };
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let eager_queued = Arc::new(Notify::new());
+        let lazy_waiting = Arc::new(AtomicUsize::new(0));
         let segments = plog.files().clone();
         let writer = Writer {
+            eager_queued: Arc::clone(&eager_queued),
+            lazy_waiting: Arc::clone(&lazy_waiting),
+            lazy_wait: opts.tuning.lazy_wait,
             conn: writer_conn,
             plog,
             psync: psync_tx,
@@ -720,6 +733,8 @@ impl SqliteBackend {
 
         Ok(SqliteBackend {
             writer: Mutex::new(Some(tx)),
+            eager_queued,
+            lazy_waiting,
             reads,
             segments,
             codec,
@@ -762,7 +777,7 @@ impl SqliteBackend {
     /// [`Self::write`] for a request nobody waits on urgently (recording an
     /// attempt's end): it may wait up to [`LAZY_WAIT`] so that it shares a
     /// commit with other writes instead of paying for one of its own.
-    async fn write_lazy<T, F>(&self, op: F) -> Result<T, StoreError>
+    pub(super) async fn write_lazy<T, F>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Ctx<'_, '_>) -> rusqlite::Result<T> + Send + 'static,
@@ -783,9 +798,23 @@ impl SqliteBackend {
             result: None,
             reply,
         });
+        // Counted before it is sent, so the writer's count down after its
+        // commit never passes the count up.
+        let ring = !lazy || self.lazy_waiting.fetch_add(1, Ordering::AcqRel) + 1 >= LAZY_MAX;
         // Bounded: when the writer falls behind, callers wait here.
-        sender.send(request).await.map_err(|_| writer_stopped())?;
+        if sender.send(request).await.is_err() {
+            if lazy {
+                self.lazy_waiting.fetch_sub(1, Ordering::AcqRel);
+            }
+            return Err(writer_stopped());
+        }
         drop(sender);
+        if ring {
+            // After the send: a writer waiting out a lazy window takes this
+            // request with the ones before it (a ring with nobody waiting
+            // is kept for the next wait, so it is never lost).
+            self.eager_queued.notify_one();
+        }
         answer.await.map_err(|_| writer_stopped())?
     }
 
@@ -1949,6 +1978,11 @@ fn run_segment_syncer(rx: std_mpsc::Receiver<SegmentSync>, fail_next: &AtomicBoo
 }
 
 struct Writer {
+    /// See `SqliteBackend::eager_queued` and `lazy_waiting`.
+    eager_queued: Arc<Notify>,
+    lazy_waiting: Arc<AtomicUsize>,
+    /// Longest a lazy request waits for others to share its commit.
+    lazy_wait: Duration,
     conn: Connection,
     plog: PayloadLog,
     /// The segment syncer's queue (see `run_segment_syncer`).
@@ -1990,17 +2024,20 @@ impl Writer {
             let next = if !open {
                 None
             } else if let (Some(since), Some(timer)) = (lazy_since, &timer) {
-                // Only lazy requests wait: for more work, or their deadline.
-                let left = LAZY_WAIT.saturating_sub(since.elapsed());
+                // Only lazy requests wait: for an eager request, or their
+                // deadline. Not for the channel itself: each lazy request
+                // sent would wake this thread (a futex call on the sender's
+                // side, a context switch here) only to wait again. Whatever
+                // is queued is taken below, in order, once either comes.
+                let left = self.lazy_wait.saturating_sub(since.elapsed());
+                let eager_queued = Arc::clone(&self.eager_queued);
                 // The timeout is made inside the timer's runtime.
-                match timer.block_on(async { tokio::time::timeout(left, rx.recv()).await }) {
-                    Ok(Some(r)) => Some(r),
-                    Ok(None) => {
-                        open = false;
-                        None
-                    }
-                    Err(_) => None,
-                }
+                let _ = timer.block_on(async move {
+                    tokio::time::timeout(left, eager_queued.notified()).await
+                });
+                // A sender gone while waiting shows as a closed channel
+                // below, once the queue is empty.
+                None
             } else if batch.is_empty() {
                 let r = rx.blocking_recv();
                 open = r.is_some();
@@ -2029,7 +2066,7 @@ impl Writer {
                 || !open
                 || timer.is_none()
                 || batch.len() >= LAZY_MAX
-                || lazy_since.is_some_and(|t| t.elapsed() >= LAZY_WAIT);
+                || lazy_since.is_some_and(|t| t.elapsed() >= self.lazy_wait);
             if batch.is_empty() || !due {
                 continue;
             }
@@ -2066,6 +2103,8 @@ impl Writer {
                 Err(e) => warn!(error = %e, requests = served, "store write batch failed"),
             }
             let error = outcome.err();
+            let lazies = batch.iter().filter(|r| r.lazy()).count();
+            self.lazy_waiting.fetch_sub(lazies, Ordering::AcqRel);
             let answered = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_MAX));
             let direct = match &self.completer {
                 Some(tx) => tx.send((answered, error)).err().map(|e| e.0),
