@@ -799,14 +799,14 @@ impl SqliteBackend {
             reply,
         });
         // Counted before it is sent, so the writer's count down after its
-        // commit never passes the count up.
-        let ring = !lazy || self.lazy_waiting.fetch_add(1, Ordering::AcqRel) + 1 >= LAZY_MAX;
+        // commit never passes the count up; counted down again here if it
+        // is never sent (refused, or this future dropped while waiting).
+        let mut unsent = lazy.then(|| LazyCount::up(&self.lazy_waiting));
+        let ring = unsent.as_ref().is_none_or(|c| c.waiting >= LAZY_MAX);
         // Bounded: when the writer falls behind, callers wait here.
-        if sender.send(request).await.is_err() {
-            if lazy {
-                self.lazy_waiting.fetch_sub(1, Ordering::AcqRel);
-            }
-            return Err(writer_stopped());
+        sender.send(request).await.map_err(|_| writer_stopped())?;
+        if let Some(c) = unsent.take() {
+            c.sent();
         }
         drop(sender);
         if ring {
@@ -1975,6 +1975,32 @@ fn run_segment_syncer(rx: std_mpsc::Receiver<SegmentSync>, fail_next: &AtomicBoo
         let _ = done.send(synced);
     }
     debug!("store segment syncer stopped");
+}
+
+/// One lazy request in `SqliteBackend::lazy_waiting`, until it is sent
+/// (then the writer counts it down once its batch is answered).
+struct LazyCount<'a> {
+    count: &'a AtomicUsize,
+    /// The count with this request in it.
+    waiting: usize,
+}
+
+impl<'a> LazyCount<'a> {
+    fn up(count: &'a AtomicUsize) -> Self {
+        let waiting = count.fetch_add(1, Ordering::AcqRel) + 1;
+        LazyCount { count, waiting }
+    }
+
+    /// Sent: the writer's to count down now.
+    fn sent(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for LazyCount<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 struct Writer {
@@ -3154,5 +3180,26 @@ mod plan_tests {
         );
         let dead = plan(DEAD_SEQS_SQL, params!["/a", 0, 64]);
         assert!(dead.contains("job_dead"), "dead-letter plan: {dead}");
+    }
+}
+
+#[cfg(test)]
+mod lazy_count_tests {
+    use super::*;
+
+    /// A lazy request counts while it waits to be sent; if it is never sent
+    /// (its caller gave up, or the writer stopped) it counts down again,
+    /// and once sent it stays counted until the writer answers its batch.
+    #[test]
+    fn a_lazy_request_never_sent_is_not_left_counted() {
+        let count = AtomicUsize::new(0);
+        let first = LazyCount::up(&count);
+        assert_eq!(first.waiting, 1);
+        let second = LazyCount::up(&count);
+        assert_eq!(second.waiting, 2);
+        drop(second);
+        assert_eq!(count.load(Ordering::Acquire), 1, "dropped unsent");
+        first.sent();
+        assert_eq!(count.load(Ordering::Acquire), 1, "sent: the writer's now");
     }
 }
