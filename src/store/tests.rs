@@ -509,6 +509,19 @@ async fn a_batch_whose_payloads_did_not_survive_is_dropped_at_open() {
     store.shutdown().await;
 }
 
+/// A store whose lazy writes wait up to a minute to share a commit.
+fn open_with_a_minute_lazy_window(dir: &TempDir) -> Store {
+    let mut opts = StoreOptions::sqlite(db_path(dir));
+    opts.tuning.lazy_wait = Duration::from_secs(60);
+    Store::open(opts).expect("open store")
+}
+
+/// An empty lazy write (as an attempt's end is), on a task of its own.
+fn spawn_lazy_write(store: &Store) -> tokio::task::JoinHandle<Result<(), StoreError>> {
+    let store = store.clone();
+    tokio::spawn(async move { store.sqlite().write_lazy(|_| Ok(())).await })
+}
+
 /// Lazy writes wait out their window without waking the writer, so the
 /// writer listens for eager writes only: one queued while a lazy write
 /// waits must end the window at once, and both commit together. With a
@@ -516,17 +529,10 @@ async fn a_batch_whose_payloads_did_not_survive_is_dropped_at_open() {
 #[tokio::test]
 async fn an_eager_write_ends_a_lazy_window() {
     let dir = TempDir::new().unwrap();
-    let mut opts = StoreOptions::sqlite(db_path(&dir));
-    opts.tuning.lazy_wait = Duration::from_secs(60);
-    let store = Store::open(opts).expect("open store");
+    let store = open_with_a_minute_lazy_window(&dir);
     let before = store.commit_stats();
 
-    let lazy: Vec<_> = (0..3)
-        .map(|_| {
-            let store = store.clone();
-            tokio::spawn(async move { store.sqlite().write_lazy(|_| Ok(())).await })
-        })
-        .collect();
+    let lazy: Vec<_> = (0..3).map(|_| spawn_lazy_write(&store)).collect();
     // Let the writer take the lazy writes and open their window (if it has
     // not yet, the eager write below is simply taken with them).
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -556,18 +562,12 @@ async fn an_eager_write_ends_a_lazy_window() {
 #[tokio::test]
 async fn a_full_lazy_queue_ends_the_window() {
     let dir = TempDir::new().unwrap();
-    let mut opts = StoreOptions::sqlite(db_path(&dir));
-    opts.tuning.lazy_wait = Duration::from_secs(60);
-    let store = Store::open(opts).expect("open store");
-    let lazy = |store: &Store| {
-        let store = store.clone();
-        tokio::spawn(async move { store.sqlite().write_lazy(|_| Ok(())).await })
-    };
+    let store = open_with_a_minute_lazy_window(&dir);
     // One first, so the writer holds it in an open window while the rest
     // queue up behind it (none of them wakes the writer but the last).
-    let mut writes = vec![lazy(&store)];
+    let mut writes = vec![spawn_lazy_write(&store)];
     tokio::time::sleep(Duration::from_millis(100)).await;
-    writes.extend((1..sqlite::LAZY_MAX).map(|_| lazy(&store)));
+    writes.extend((1..sqlite::LAZY_MAX).map(|_| spawn_lazy_write(&store)));
     for t in writes {
         tokio::time::timeout(Duration::from_secs(20), t)
             .await

@@ -2056,10 +2056,9 @@ impl Writer {
                 // side, a context switch here) only to wait again. Whatever
                 // is queued is taken below, in order, once either comes.
                 let left = self.lazy_wait.saturating_sub(since.elapsed());
-                let eager_queued = Arc::clone(&self.eager_queued);
                 // The timeout is made inside the timer's runtime.
-                let _ = timer.block_on(async move {
-                    tokio::time::timeout(left, eager_queued.notified()).await
+                let _ = timer.block_on(async {
+                    tokio::time::timeout(left, self.eager_queued.notified()).await
                 });
                 // A sender gone while waiting shows as a closed channel
                 // below, once the queue is empty.
