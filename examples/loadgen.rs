@@ -23,6 +23,7 @@
 //!         [--secret S | env LOADGEN_SECRET / SIGSENTRY_SECRET]
 //!         [--body-size 1024] [--timeout 5] [--threads N] [--label L]
 //!         [--scheme sigsentry] [--id-prefix P] [--header 'Name: value']...
+//!         [--timeline FILE]
 //! loadgen --analysis --url http://127.0.0.1:19090/v1/analyses
 //!         --header 'Authorization: Bearer KEY' [the options above]
 //! loadgen --drain-watch http://127.0.0.1:19090 [--drain-timeout 300] [--poll-ms 100]
@@ -42,6 +43,10 @@
 //! (100 ms; each poll costs hookgate a full scan of its jobs table, so do
 //! not poll much faster) until no job is pending, and reports the delivery
 //! rate (delivered jobs per second between the first and the last poll).
+//!
+//! `--timeline FILE` writes the measured phase's latency per 100 ms window
+//! of intended send times (answers, p50, p99, max), which tells a tail made
+//! of a few stalls from one spread over the whole run.
 //!
 //! Only loopback addresses are accepted as targets.
 
@@ -84,6 +89,8 @@ struct Args {
     drain_watch: Option<String>,
     drain_timeout: Duration,
     poll: Duration,
+    /// Write the measured phase's latency per 100 ms window here (`--timeline`).
+    timeline: Option<String>,
 }
 
 fn usage(msg: &str) -> ! {
@@ -93,7 +100,7 @@ fn usage(msg: &str) -> ! {
     eprintln!(
         "usage: loadgen --url URL [--connections N] [--duration S] [--warmup S] [--rate R|0] \
          [--requests N] [--secret S] [--body-size B] [--timeout S] [--threads N] [--label L] \
-         [--scheme NAME] [--id-prefix P] [--header 'Name: value']... [--analysis]\n       \
+         [--scheme NAME] [--id-prefix P] [--header 'Name: value']... [--analysis] [--timeline FILE]\n       \
          loadgen --drain-watch ADMIN_URL [--drain-timeout S]"
     );
     std::process::exit(2)
@@ -147,6 +154,7 @@ fn parse_args() -> Args {
         drain_watch: None,
         drain_timeout: Duration::from_secs(300),
         poll: Duration::from_millis(100),
+        timeline: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -178,6 +186,7 @@ fn parse_args() -> Args {
             "--analysis" => a.analysis = true,
             "--header" | "-H" => a.headers.push(header(&value())),
             "--drain-watch" => a.drain_watch = Some(value()),
+            "--timeline" => a.timeline = Some(value()),
             "--drain-timeout" => a.drain_timeout = secs(&value()),
             "--poll-ms" => {
                 a.poll =
@@ -298,6 +307,9 @@ struct Stats {
     service: Vec<u32>,
     /// Microseconds the send went out after its intended time (open loop).
     lag: Vec<u32>,
+    /// Milliseconds from the start of the phase to the intended send time
+    /// of each answer in `latency` (same order).
+    at: Vec<u32>,
     status: BTreeMap<u16, u64>,
     errors: u64,
     timeouts: u64,
@@ -309,6 +321,7 @@ impl Stats {
         self.latency.extend(o.latency);
         self.service.extend(o.service);
         self.lag.extend(o.lag);
+        self.at.extend(o.at);
         for (k, v) in o.status {
             *self.status.entry(k).or_default() += v;
         }
@@ -451,6 +464,8 @@ async fn worker(ctx: Arc<Ctx>, shared: Arc<Shared>, conn_no: usize) -> Stats {
             Ok(Ok(status)) => {
                 *st.status.entry(status).or_default() += 1;
                 st.latency.push(micros(done - intended));
+                st.at
+                    .push((intended.saturating_duration_since(shared.start)).as_millis() as u32);
                 st.service.push(micros(done - sent));
                 if shared.period_ns.is_some() {
                     st.lag
@@ -491,6 +506,31 @@ async fn phase(ctx: &Arc<Ctx>, args: &Args, duration: Duration) -> (Stats, Durat
         }
     }
     (total, start.elapsed())
+}
+
+/// `--timeline`: one line per 100 ms window of intended send times (window
+/// start in ms, answers, latency p50 / p99 / max in ms), to tell a tail
+/// made of a few stalls from one spread over the run.
+fn write_timeline(path: &str, at: &[u32], latency: &[u32]) {
+    let mut windows: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for (a, l) in at.iter().zip(latency) {
+        windows.entry(a / 100).or_default().push(*l);
+    }
+    let mut out = String::from("ms\tanswers\tp50_ms\tp99_ms\tmax_ms\n");
+    for (w, mut v) in windows {
+        v.sort_unstable();
+        out.push_str(&format!(
+            "{}\t{}\t{:.3}\t{:.3}\t{:.3}\n",
+            w * 100,
+            v.len(),
+            pct(&v, 0.5),
+            pct(&v, 0.99),
+            pct(&v, 1.0)
+        ));
+    }
+    if let Err(e) = std::fs::write(path, out) {
+        eprintln!("loadgen: cannot write the timeline to {path}: {e}");
+    }
 }
 
 fn pct(sorted: &[u32], q: f64) -> f64 {
@@ -596,6 +636,9 @@ async fn load(args: Args) -> i32 {
     let secs = elapsed.as_secs_f64().max(1e-9);
     let status: BTreeMap<String, u64> =
         st.status.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    if let Some(path) = &args.timeline {
+        write_timeline(path, &st.at, &st.latency);
+    }
     let lat = summary(&mut st.latency);
     let svc = summary(&mut st.service);
     let lag = summary(&mut st.lag);
