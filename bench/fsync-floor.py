@@ -12,10 +12,13 @@ own. Nothing else runs: no HTTP, no parsing, no SQLite.
 
 RATE webhooks/s of BODY bytes each (1,200) arrive on a fixed schedule; the
 loop commits every webhook that arrived before the commit starts, in one
-write and one fdatasync, like the reference server's group commit. The
-file is preallocated and rewritten in place when it reaches 64 MiB, so the
-commits measure the data blocks' writes and the journal, not file growth,
-unless FRESH=1 (every commit extends the file, as a fresh segment does).
+write and one fdatasync, like the reference server's group commit. PREP
+says what the file is before the commits:
+- written (default): 256 MiB of zeros written and synced first, then
+  rewritten in place (a spare payload segment): data-only syncs;
+- fresh: empty, every commit extends it (a new segment);
+- fallocate: 256 MiB reserved with posix_fallocate (unwritten extents),
+  then written in order: the size is set, but each sync converts extents.
 """
 import os
 import sys
@@ -25,14 +28,20 @@ RATE = float(sys.argv[1]) if len(sys.argv) > 1 else 10000.0
 SECS = float(sys.argv[2]) if len(sys.argv) > 2 else 10.0
 DIR = sys.argv[3] if len(sys.argv) > 3 else "."
 BODY = 1200
-SIZE = 64 << 20
-FRESH = os.environ.get("FRESH") == "1"
+SIZE = 256 << 20  # larger than a run writes (12 MB/s at 10,000/s)
+PREP = os.environ.get("PREP", "written")
+if PREP not in ("written", "fresh", "fallocate"):
+    sys.exit("PREP is written, fresh or fallocate")
+FRESH = PREP == "fresh"
 
 path = os.path.join(DIR, f"fsync-floor-{os.getpid()}.dat")
 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
 try:
-    if not FRESH:
+    if PREP == "written":
         os.write(fd, b"\0" * SIZE)
+        os.fsync(fd)
+    elif PREP == "fallocate":
+        os.posix_fallocate(fd, 0, SIZE)
         os.fsync(fd)
     chunk = b"x" * BODY
     commits, acks = [], []
@@ -76,7 +85,7 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(p / 100.0 * len(xs)))] * 1e3
 
 
-print(f"rate {RATE:.0f}/s for {SECS:.0f} s, {'fresh file' if FRESH else 'preallocated file'}, "
+print(f"rate {RATE:.0f}/s for {SECS:.0f} s, file {PREP}, "
       f"{len(acks)} webhooks in {len(commits)} commits ({len(acks) / max(1, len(commits)):.1f} a commit)")
 for name, xs in (("commit (write + fdatasync)", commits), ("ack (arrival to commit end)", acks)):
     print(f"  {name:28} p50 {pct(xs, 50):6.2f}  p90 {pct(xs, 90):6.2f}  p99 {pct(xs, 99):6.2f}  "
