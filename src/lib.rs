@@ -47,13 +47,25 @@ pub use clock::{system_clock, Clock};
 /// kernel for its random bits on every call (a `getrandom` system call per
 /// passthrough request).
 pub fn new_id() -> String {
+    new_uuid().to_string()
+}
+
+/// `id` as a header value, the same text as [`new_id`] gives, written
+/// without `fmt` and allocated once (passthrough adds one to every request
+/// it forwards).
+pub fn id_header(id: &uuid::Uuid) -> http::HeaderValue {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = id.hyphenated().encode_lower(&mut buf);
+    http::HeaderValue::from_str(text).expect("a uuid is a valid header value")
+}
+
+/// The uuid of [`new_id`].
+pub fn new_uuid() -> uuid::Uuid {
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let random: [u8; 10] = rand::random();
-    uuid::Builder::from_unix_timestamp_millis(ms, &random)
-        .into_uuid()
-        .to_string()
+    uuid::Builder::from_unix_timestamp_millis(ms, &random).into_uuid()
 }
 
 #[cfg(test)]
@@ -72,6 +84,17 @@ mod tests {
             .unwrap()
             .as_secs();
         assert!(ms(&parsed[999]).0.abs_diff(now) <= 2);
+    }
+
+    #[test]
+    fn id_headers_are_the_ids_hyphenated_lower_case_text() {
+        let id = super::new_uuid();
+        assert_eq!(id.get_version_num(), 7);
+        let header = super::id_header(&id);
+        // The text `new_id` gives (`Display`), and it parses back.
+        assert_eq!(header.to_str().unwrap(), id.to_string());
+        assert_eq!(header.to_str().unwrap().parse::<uuid::Uuid>().unwrap(), id);
+        assert_ne!(super::new_uuid(), id);
     }
 }
 

@@ -423,6 +423,49 @@ async fn read_response(s: &mut TcpStream, deadline: Duration) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
+/// A body that arrives in several reads (its first frame is not the whole
+/// announced length) is gathered and forwarded byte-identical, as is one
+/// that comes whole.
+#[tokio::test]
+async fn a_body_sent_in_pieces_arrives_upstream_byte_identical() {
+    let (up, hg) = setup("").await;
+    let body = analysis("anl_pieces");
+    let headers = sign("sigsentry", SECRET, &body, None, now());
+    let mut head = format!(
+        "POST /hooks/sigsentry HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in &headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut s = TcpStream::connect(hg.public).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    let (first, rest) = body.split_at(body.len() / 3);
+    s.write_all(first).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (second, third) = rest.split_at(rest.len() / 2);
+    s.write_all(second).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(third).await.unwrap();
+    let mut resp = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut resp))
+        .await
+        .expect("answered and closed")
+        .unwrap();
+    let resp = String::from_utf8_lossy(&resp);
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let got = up.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, body, "body must be byte-identical");
+    assert_eq!(
+        got[0].headers["content-length"],
+        body.len().to_string().as_str()
+    );
+    hg.stop().await;
+}
+
 #[tokio::test]
 async fn slow_body_is_cut_off_with_408() {
     let (up, hg) = setup("").await;

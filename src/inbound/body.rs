@@ -10,13 +10,16 @@
 //! `503 overloaded` (with `Retry-After`) and the rest of its body is not
 //! read. The body is copied once, from hyper's frames into its buffer; in
 //! queue mode the stored request's header is written into the room in front
-//! of it, so encoding does not copy the body again.
+//! of it, so encoding does not copy the body again. In passthrough a body
+//! that hyper hands over whole in one frame (the usual webhook, announced by
+//! `Content-Length`) is not copied at all: that frame is forwarded.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use prometheus::IntGauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -122,34 +125,49 @@ impl BodyBudget {
     }
 }
 
-/// A request body in one buffer, with `headroom` spare bytes in front of it.
+/// A request body in one buffer: our own, with `headroom` spare bytes in
+/// front of it, or (without headroom) the one frame hyper handed over.
 pub struct BodyBuf {
-    buf: Vec<u8>,
-    headroom: usize,
+    repr: Repr,
+}
+
+enum Repr {
+    Owned { buf: Vec<u8>, headroom: usize },
+    Frame(Bytes),
 }
 
 impl BodyBuf {
     pub fn bytes(&self) -> &[u8] {
-        &self.buf[self.headroom..]
+        match &self.repr {
+            Repr::Owned { buf, headroom } => &buf[*headroom..],
+            Repr::Frame(b) => b,
+        }
     }
 
     /// The body alone, without copying it.
     pub fn into_body(self) -> Bytes {
-        Bytes::from(self.buf).slice(self.headroom..)
+        match self.repr {
+            Repr::Owned { buf, headroom } => Bytes::from(buf).slice(headroom..),
+            Repr::Frame(b) => b,
+        }
     }
 
     /// `head` followed by the body. Without copying the body when `head`
     /// fits in the headroom (the caller sized it so); by copying otherwise.
-    pub fn into_prefixed(mut self, head: &[u8]) -> Bytes {
-        if head.len() <= self.headroom {
-            let start = self.headroom - head.len();
-            self.buf[start..self.headroom].copy_from_slice(head);
-            Bytes::from(self.buf).slice(start..)
-        } else {
-            let mut out = Vec::with_capacity(head.len() + self.buf.len() - self.headroom);
-            out.extend_from_slice(head);
-            out.extend_from_slice(self.bytes());
-            Bytes::from(out)
+    pub fn into_prefixed(self, head: &[u8]) -> Bytes {
+        match self.repr {
+            Repr::Owned { mut buf, headroom } if head.len() <= headroom => {
+                let start = headroom - head.len();
+                buf[start..headroom].copy_from_slice(head);
+                Bytes::from(buf).slice(start..)
+            }
+            repr => {
+                let body = BodyBuf { repr };
+                let mut out = Vec::with_capacity(head.len() + body.bytes().len());
+                out.extend_from_slice(head);
+                out.extend_from_slice(body.bytes());
+                Bytes::from(out)
+            }
         }
     }
 }
@@ -194,12 +212,40 @@ async fn read_inner(
         None => FIRST_CHUNKED_BUFFER.min(limit),
     };
     budget.grow(reservation, headroom + first).await?;
+    // Without headroom (passthrough), a body whose announced length came
+    // in one frame is kept as that frame (a slice of hyper's read buffer,
+    // within the `announced` bytes reserved above): no copy. hyper ends a
+    // `Content-Length` body at that length, and refuses a shorter one.
+    let mut pending = None;
+    if headroom == 0 && announced.is_some_and(|n| n > 0) {
+        if let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| ApiError::BadRequest("body could not be read"))?;
+            if let Ok(data) = frame.into_data() {
+                if Some(data.len() as u64) == announced && body.is_end_stream() {
+                    return Ok(BodyBuf {
+                        repr: Repr::Frame(data),
+                    });
+                }
+                pending = Some(data);
+            }
+        }
+    }
     let mut buf = Vec::with_capacity(headroom + first);
     buf.resize(headroom, 0);
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| ApiError::BadRequest("body could not be read"))?;
-        let Ok(data) = frame.into_data() else {
-            continue; // trailers carry nothing we keep
+    loop {
+        let data = match pending.take() {
+            Some(data) => data,
+            None => match body.frame().await {
+                None => break,
+                Some(frame) => {
+                    let frame =
+                        frame.map_err(|_| ApiError::BadRequest("body could not be read"))?;
+                    let Ok(data) = frame.into_data() else {
+                        continue; // trailers carry nothing we keep
+                    };
+                    data
+                }
+            },
         };
         let len = buf.len() - headroom + data.len();
         if len > limit {
@@ -219,5 +265,7 @@ async fn read_inner(
         }
         buf.extend_from_slice(&data);
     }
-    Ok(BodyBuf { buf, headroom })
+    Ok(BodyBuf {
+        repr: Repr::Owned { buf, headroom },
+    })
 }

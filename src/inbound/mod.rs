@@ -278,13 +278,10 @@ impl Inbound {
             .target
             .path_for(pq)
             .map_err(|_| ApiError::BadRequest("request path cannot be forwarded"))?;
-        let id = crate::new_id();
+        let id = crate::new_uuid();
         let extra = [
             (X_HOOKGATE_VERIFIED.clone(), route.verified_header.clone()),
-            (
-                X_HOOKGATE_DELIVERY_ID.clone(),
-                HeaderValue::from_str(&id).expect("uuid is a valid header value"),
-            ),
+            (X_HOOKGATE_DELIVERY_ID.clone(), crate::id_header(&id)),
         ];
         // The received request becomes the upstream's: its method and
         // headers (rewritten) are kept in place, not rebuilt.
