@@ -24,6 +24,13 @@ WORK=$(mktemp -d); mkdir -p "$WORK/nginx"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 command -v nginx >/dev/null || apt-get install -y nginx-light >/dev/null
 
+# A server left over on one of the ports would answer in place of ours.
+for p in 18002 18081 18082 18083; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+        echo "port $p is in use (a server left over from an earlier run?): stop it first" >&2
+        exit 1
+    fi
+done
 taskset -c 0 "$REL/examples/bare_hyper" --listen 127.0.0.1:18002 >/dev/null 2>&1 &
 sleep 0.3
 wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; }

@@ -154,6 +154,17 @@ mkdir -p "$RES"
 
 log() { printf '[load.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
+# Every port must be free: a server left over from an earlier run (or a
+# trial by hand) would answer in place of the one started here, with
+# another build or unpinned, and the run would measure it without a word.
+for p in $UP_PORT $STALL_PORT $OUTAGE_PORT $BARE_PORT $REF_PORT $QUEUE_PORT $QUEUE_ADMIN \
+    $PASS_PORT 19081 $NGINX_PORT $BPROXY_PORT $SENDER_ADMIN; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+        log "port $p is in use (a server left over from an earlier run?): stop it, then run again"
+        exit 1
+    fi
+done
+
 # --- process bookkeeping ----------------------------------------------------
 PIDS=()
 cleanup() {
