@@ -134,7 +134,7 @@ OUTAGE_PORT=18005  # the upstream of the outage point
 BARE_PORT=18001
 REF_PORT=18004
 QUEUE_PORT=18080; QUEUE_ADMIN=19080
-PASS_PORT=18081
+PASS_PORT=18081; PASS_ADMIN=19081  # bench/hookgate-passthrough.toml
 NGINX_PORT=18082
 BPROXY_PORT=18083
 SENDER_ADMIN=19083  # the sender's /v1/ API (bench/hookgate-sender.toml)
@@ -158,7 +158,7 @@ log() { printf '[load.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 # trial by hand) would answer in place of the one started here, with
 # another build or unpinned, and the run would measure it without a word.
 for p in $UP_PORT $STALL_PORT $OUTAGE_PORT $BARE_PORT $REF_PORT $QUEUE_PORT $QUEUE_ADMIN \
-    $PASS_PORT 19081 $NGINX_PORT $BPROXY_PORT $SENDER_ADMIN; do
+    $PASS_PORT $PASS_ADMIN $NGINX_PORT $BPROXY_PORT $SENDER_ADMIN; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
         log "port $p is in use (a server left over from an earlier run?): stop it, then run again"
         exit 1

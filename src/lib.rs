@@ -46,20 +46,6 @@ pub use clock::{system_clock, Clock};
 /// random bits from the thread-local CSPRNG). `Uuid::now_v7` would ask the
 /// kernel for its random bits on every call (a `getrandom` system call per
 /// passthrough request).
-pub fn new_id() -> String {
-    new_uuid().to_string()
-}
-
-/// `id` as a header value, the same text as [`new_id`] gives, written
-/// without `fmt` and allocated once (passthrough adds one to every request
-/// it forwards).
-pub fn id_header(id: &uuid::Uuid) -> http::HeaderValue {
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let text = id.hyphenated().encode_lower(&mut buf);
-    http::HeaderValue::from_str(text).expect("a uuid is a valid header value")
-}
-
-/// The uuid of [`new_id`].
 pub fn new_uuid() -> uuid::Uuid {
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -68,14 +54,22 @@ pub fn new_uuid() -> uuid::Uuid {
     uuid::Builder::from_unix_timestamp_millis(ms, &random).into_uuid()
 }
 
+/// `id` as a header value, its hyphenated lower-case text (as `Display`
+/// writes it), written without `fmt` and allocated once (passthrough adds
+/// one to every request it forwards).
+pub fn id_header(id: &uuid::Uuid) -> http::HeaderValue {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = id.hyphenated().encode_lower(&mut buf);
+    http::HeaderValue::from_str(text).expect("a uuid is a valid header value")
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn new_ids_are_v7_unique_and_ordered_by_millisecond() {
-        let ids: Vec<String> = (0..1000).map(|_| super::new_id()).collect();
-        let unique: std::collections::HashSet<&String> = ids.iter().collect();
-        assert_eq!(unique.len(), ids.len());
-        let parsed: Vec<uuid::Uuid> = ids.iter().map(|i| i.parse().unwrap()).collect();
+        let parsed: Vec<uuid::Uuid> = (0..1000).map(|_| super::new_uuid()).collect();
+        let unique: std::collections::HashSet<&uuid::Uuid> = parsed.iter().collect();
+        assert_eq!(unique.len(), parsed.len());
         assert!(parsed.iter().all(|u| u.get_version_num() == 7));
         let ms = |u: &uuid::Uuid| u.get_timestamp().unwrap().to_unix();
         assert!(parsed.windows(2).all(|w| ms(&w[0]) <= ms(&w[1])));
@@ -91,7 +85,7 @@ mod tests {
         let id = super::new_uuid();
         assert_eq!(id.get_version_num(), 7);
         let header = super::id_header(&id);
-        // The text `new_id` gives (`Display`), and it parses back.
+        // The text `Display` gives, and it parses back.
         assert_eq!(header.to_str().unwrap(), id.to_string());
         assert_eq!(header.to_str().unwrap().parse::<uuid::Uuid>().unwrap(), id);
         assert_ne!(super::new_uuid(), id);

@@ -522,6 +522,16 @@ fn spawn_lazy_write(store: &Store) -> tokio::task::JoinHandle<Result<(), StoreEr
     tokio::spawn(async move { store.sqlite().write_lazy(|_| Ok(())).await })
 }
 
+/// Waits (at most 20 s, far less than the minute's window) for a lazy
+/// write to be committed; `held` says what a timeout means.
+async fn committed_within_20s(write: tokio::task::JoinHandle<Result<(), StoreError>>, held: &str) {
+    tokio::time::timeout(Duration::from_secs(20), write)
+        .await
+        .expect(held)
+        .unwrap()
+        .unwrap();
+}
+
 /// Lazy writes wait out their window without waking the writer, so the
 /// writer listens for eager writes only: one queued while a lazy write
 /// waits must end the window at once, and both commit together. With a
@@ -546,11 +556,7 @@ async fn an_eager_write_ends_a_lazy_window() {
         .expect("the eager write was held by the lazy window")
         .unwrap();
     for t in lazy {
-        tokio::time::timeout(Duration::from_secs(20), t)
-            .await
-            .expect("a lazy write outlived the eager one")
-            .unwrap()
-            .unwrap();
+        committed_within_20s(t, "a lazy write outlived the eager one").await;
     }
     let after = store.commit_stats();
     assert_eq!(after.requests - before.requests, 4);
@@ -569,11 +575,7 @@ async fn a_full_lazy_queue_ends_the_window() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     writes.extend((1..sqlite::LAZY_MAX).map(|_| spawn_lazy_write(&store)));
     for t in writes {
-        tokio::time::timeout(Duration::from_secs(20), t)
-            .await
-            .expect("lazy writes waited out their whole window")
-            .unwrap()
-            .unwrap();
+        committed_within_20s(t, "lazy writes waited out their whole window").await;
     }
     store.shutdown().await;
 }
