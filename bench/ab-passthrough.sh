@@ -10,7 +10,8 @@
 #   bash bench/ab-passthrough.sh 3 5 old=/tmp/hookgate-old new=target/release/hookgate ng=nginx bp=bp
 #
 # BINARY is a hookgate binary (run with bench/hookgate-passthrough.toml),
-# `nginx` (bench/nginx.conf) or `bp` (examples/bare_proxy). Each server and
+# `nginx` (bench/nginx.conf), `bp` (examples/bare_proxy) or `vp`
+# (examples/bare_proxy --verify, the floor of a verifying proxy). Each server and
 # the bare_hyper upstream are pinned to core 0, the load generator
 # (64 connections, closed loop, 1 s warm-up then SECONDS measured) to core 1.
 # Needs the release examples (cargo build --release --examples) and nginx.
@@ -44,6 +45,8 @@ for r in $(seq "$ROUNDS"); do
                        -c "$ROOT/bench/nginx.conf" -g 'daemon off;' >/dev/null 2>&1 & port=18082 ;;
             bp) taskset -c 0 "$REL/examples/bare_proxy" --listen 127.0.0.1:18083 \
                     --upstream 127.0.0.1:18002 >/dev/null 2>&1 & port=18083 ;;
+            vp) taskset -c 0 "$REL/examples/bare_proxy" --listen 127.0.0.1:18083 \
+                    --upstream 127.0.0.1:18002 --verify >/dev/null 2>&1 & port=18083 ;;
             *) taskset -c 0 "$bin" run --config "$ROOT/bench/hookgate-passthrough.toml" >/dev/null 2>&1 &
                port=18081 ;;
         esac

@@ -25,8 +25,8 @@
 #   OUTAGE_SECS    length of the outage point (60; half refused, half 503)
 #   OUTAGE_RATE    open-loop rate during the outage, requests/s (1000)
 #   ONLY=outage    run the outage point alone (the other figures are n/a)
-#   ONLY=passthrough  run a (bare hyper), d (passthrough), e (nginx) and
-#                  e2 (bare hyper proxy) only
+#   ONLY=passthrough  run a (bare hyper), d (passthrough), e (nginx),
+#                  e2 (bare hyper proxy) and e3 (verifying proxy) only
 #   ONLY=sender    run s (sender mode, with its upstream) and, for its
 #                  ratios, the closed-loop points of b (reference) and c
 #                  (queue mode) only
@@ -49,6 +49,9 @@
 #     d. hookgate passthrough mode      in front of the bare_hyper upstream
 #     e. nginx proxy_pass (keepalive)   in front of the same upstream
 #     e2. bare_proxy                    hyper's server + client, nothing else
+#     e3. bare_proxy --verify           e2 + reading each body whole and
+#                                       checking its HMAC: the floor of a
+#                                       verifying proxy on hyper
 #     s. hookgate sender mode           analyses accepted with a 5-channel
 #                                       fan-out (closed loop only): seed 000
 #                                       analyses POSTed to /v1/analyses with
@@ -474,6 +477,20 @@ run_load bproxy_closed "http://127.0.0.1:$BPROXY_PORT$ROUTE" closed
 run_load bproxy_open "http://127.0.0.1:$BPROXY_PORT$ROUTE" open
 echo "{\"hwm_kb\": $(kb $BPROXY_PID VmHWM)}" >"$RES/bproxy_rss.json"
 stop $BPROXY_PID
+
+# --- e3. the floor of a verifying proxy on hyper --------------------------------------
+# e2 plus the one piece of work a verifying proxy cannot skip: each body read
+# whole and its SigSentry HMAC checked before it is forwarded. What lies
+# between e3 and d is hookgate's own (routing, header rewriting, timeouts,
+# pool, metrics).
+log "e3. verifying hyper proxy (e2 + HMAC over each body)"
+start vproxy "$BPROXY" --listen "127.0.0.1:$BPROXY_PORT" --upstream "127.0.0.1:$UP_PORT" --verify
+VPROXY_PID=$STARTED
+wait_port $BPROXY_PORT
+run_load vproxy_closed "http://127.0.0.1:$BPROXY_PORT$ROUTE" closed
+run_load vproxy_open "http://127.0.0.1:$BPROXY_PORT$ROUTE" open
+echo "{\"hwm_kb\": $(kb $VPROXY_PID VmHWM)}" >"$RES/vproxy_rss.json"
+stop $VPROXY_PID
 [ "$ONLY" = passthrough ] && stop $UP_PID
 fi
 

@@ -101,6 +101,7 @@ targets = [
     ("d. hookgate passthrough", "pass", hwm("pass_rss")),
     ("e. nginx proxy_pass (worker)", "nginx", hwm("nginx_rss")),
     ("e2. bare hyper proxy (hyper's floor)", "bproxy", hwm("bproxy_rss")),
+    ("e3. verifying hyper proxy (e2 + HMAC: the floor of d)", "vproxy", hwm("vproxy_rss")),
     # The sender point (s) has a closed-loop run only; its title (with its
     # ratios) is filled in below, once the points are loaded.
     ("s. hookgate sender: analyses accepted", "sender", hwm("sender_closed_rss")),
@@ -521,6 +522,8 @@ r_p = ratio(ok_rps(point("pass", "closed")), ok_rps(point("nginx", "closed")))
 r_p99 = ratio(lat(point("pass", "open"), "p99"), lat(point("nginx", "open"), "p99"))
 r_bp = ratio(ok_rps(point("bproxy", "closed")), ok_rps(point("nginx", "closed")))
 r_p_bp = ratio(ok_rps(point("pass", "closed")), ok_rps(point("bproxy", "closed")))
+r_vp = ratio(ok_rps(point("vproxy", "closed")), ok_rps(point("nginx", "closed")))
+r_p_vp = ratio(ok_rps(point("pass", "closed")), ok_rps(point("vproxy", "closed")))
 qo_p99 = lat(q_open, "p99")
 qo_rate = ok_rps(q_open)
 d_rate = drain.get("jobs_per_s")
@@ -671,6 +674,12 @@ target_rows = [
      "", "info"),
     ("passthrough / bare hyper proxy (e2): what hookgate adds to hyper", r_p_bp,
      f"{f2(r_p_bp)} ({f0(ok_rps(point('pass', 'closed')))} / {f0(ok_rps(point('bproxy', 'closed')))} req/s)",
+     "", "info"),
+    ("verifying hyper proxy (e3) / nginx: the floor of a verifying proxy on hyper", r_vp,
+     f"{f2(r_vp)} ({f0(ok_rps(point('vproxy', 'closed')))} / {f0(ok_rps(point('nginx', 'closed')))} req/s)",
+     "", "info"),
+    ("passthrough / verifying hyper proxy (e3): what hookgate adds to a verifying proxy", r_p_vp,
+     f"{f2(r_p_vp)} ({f0(ok_rps(point('pass', 'closed')))} / {f0(ok_rps(point('vproxy', 'closed')))} req/s)",
      "", "info"),
     ("passthrough p99 / nginx p99 (open loop, fixed rate)", r_p99,
      f"{f2(r_p99)} ({f2(lat(point('pass', 'open'), 'p99'))} / {f2(lat(point('nginx', 'open'), 'p99'))} ms)",
