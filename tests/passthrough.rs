@@ -208,6 +208,42 @@ async fn traversal_paths_are_refused_and_fixed_routes_ignore_the_path() {
     hg.stop().await;
 }
 
+/// A request to the route's own path (the usual webhook) is forwarded to
+/// the upstream URL's path, with the upstream's query and then the
+/// request's; without stripping, the route's path is appended.
+#[tokio::test]
+async fn the_routes_own_path_is_forwarded_to_the_upstream_path() {
+    let body = analysis("anl_own");
+    let headers = sign("sigsentry", SECRET, &body, None, now());
+    for (upstream, strip, sent, want) in [
+        ("/app/", "true", "/hooks/sigsentry", "/app"),
+        ("/app?k=1", "true", "/hooks/sigsentry", "/app?k=1"),
+        ("/app?k=1", "true", "/hooks/sigsentry?x=2", "/app?k=1&x=2"),
+        ("/app?k=1", "true", "/hooks/sigsentry/", "/app/?k=1"),
+        ("/app", "false", "/hooks/sigsentry", "/app/hooks/sigsentry"),
+        (
+            "/app",
+            "false",
+            "/hooks/sigsentry/a",
+            "/app/hooks/sigsentry/a",
+        ),
+    ] {
+        let up = Upstream::start().await;
+        let toml = one_route_to(&up.url(upstream), &format!("strip_prefix = {strip}"));
+        let hg = Hookgate::start(&toml).await;
+        for _ in 0..2 {
+            let a = post(&hg.url(sent), &headers, body.clone()).await;
+            assert_eq!(a.status, 200, "{sent}: {:?}", a.body);
+        }
+        let got = up.received();
+        assert_eq!(got.len(), 2);
+        for r in &got {
+            assert_eq!(r.uri, want, "{upstream} (strip {strip}) <- {sent}");
+        }
+        hg.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn rotated_secret_is_accepted() {
     let (up, hg) = setup("").await;

@@ -274,10 +274,13 @@ impl Inbound {
                 })?,
         };
         let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let path = route
-            .target
-            .path_for(pq)
-            .map_err(|_| ApiError::BadRequest("request path cannot be forwarded"))?;
+        let path = match &route.own_path {
+            Some(own) if pq == route.path => own.clone(),
+            _ => route
+                .target
+                .path_for(pq)
+                .map_err(|_| ApiError::BadRequest("request path cannot be forwarded"))?,
+        };
         let id = crate::new_uuid();
         let extra = [
             (X_HOOKGATE_VERIFIED.clone(), route.verified_header.clone()),

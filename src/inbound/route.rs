@@ -26,6 +26,11 @@ pub struct Route {
     pub dedup_required: bool,
     pub ack_status: StatusCode,
     pub target: Target,
+    /// `target.path_for(path)`: where a request to the route's own path,
+    /// without a query (the usual webhook), is forwarded; built once
+    /// rather than for each request. `None` when that path cannot be
+    /// forwarded (each request then fails as it would have).
+    pub own_path: Option<http::uri::PathAndQuery>,
     pub upstream_timeout: Duration,
     pub concurrency: Arc<Semaphore>,
     pub queue_limit: u64,
@@ -144,6 +149,11 @@ impl Route {
             .parse()
             .map_err(|e| format!("upstream.url: {e}"))?;
         let endpoint = Endpoint::of(&base).map_err(|e| format!("upstream.url: {e}"))?;
+        let target = Target {
+            base,
+            strip: r.upstream.strip_prefix.then(|| r.path.clone()),
+            fixed: r.forward_path == crate::config::ForwardPath::Fixed,
+        };
         Ok(Route {
             path: r.path.clone(),
             verifier,
@@ -161,11 +171,8 @@ impl Route {
             dedup_required: r.dedup_required(),
             ack_status: StatusCode::from_u16(r.ack_status)
                 .map_err(|_| "ack_status: invalid".to_string())?,
-            target: Target {
-                base,
-                strip: r.upstream.strip_prefix.then(|| r.path.clone()),
-                fixed: r.forward_path == crate::config::ForwardPath::Fixed,
-            },
+            own_path: target.path_for(&r.path).ok(),
+            target,
             upstream_timeout: r.upstream.timeout.0,
             concurrency: Arc::new(Semaphore::new(r.upstream.concurrency)),
             queue_limit: r.queue_limit,

@@ -213,12 +213,12 @@ pub(super) fn verify(
             // A key that cannot MAC (an ed25519 key) or is outside its window
             // expects nothing: an empty value never equals a candidate, which
             // is never empty.
-            let expected: Vec<Vec<u8>> = keys
+            let expected: Vec<crypto::Tag> = keys
                 .iter()
                 .zip(active)
-                .map(|(k, on)| match k.mac_key() {
-                    Some(bytes) if *on => crypto::mac(*algorithm, bytes, &parts),
-                    _ => Vec::new(),
+                .map(|(k, on)| match k.mac_keys() {
+                    Some(keyed) if *on => keyed.mac(*algorithm, &parts),
+                    _ => crypto::Tag::EMPTY,
                 })
                 .collect();
             let hmac = crypto::first_match(&expected, found.as_slice());

@@ -365,7 +365,8 @@ pub struct Key(Vec<u8>, KeyKind);
 
 #[derive(Clone)]
 enum KeyKind {
-    Mac,
+    /// An HMAC key (or a token), with the HMAC states keyed by it once.
+    Mac(Box<crypto::MacKeys>),
     /// `whpk_`: verifies `v1a` signatures only.
     Ed25519Public,
     /// `whsk_`: verifies `v1a` (with the public key in `.0`) and signs with
@@ -397,7 +398,15 @@ impl Key {
 
     /// The HMAC key (or token), `None` for an ed25519 key.
     fn mac_key(&self) -> Option<&[u8]> {
-        matches!(self.1, KeyKind::Mac).then_some(self.0.as_slice())
+        matches!(self.1, KeyKind::Mac(_)).then_some(self.0.as_slice())
+    }
+
+    /// The HMAC states keyed by this key, `None` for an ed25519 key.
+    fn mac_keys(&self) -> Option<&crypto::MacKeys> {
+        match &self.1 {
+            KeyKind::Mac(keys) => Some(keys),
+            _ => None,
+        }
     }
 }
 
