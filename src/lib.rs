@@ -260,7 +260,7 @@ pub async fn run(
             listeners.public,
             public_opts,
             shutdown.clone(),
-            move |req, peer| inbound.clone().handle(req, peer),
+            move |req, peer, deadlines| inbound.clone().handle(req, peer, deadlines),
         ))
     };
     let queue_names: Vec<String> = inbound
@@ -343,7 +343,7 @@ pub async fn run(
         listeners.admin,
         serve_opts.clone(),
         admin_shutdown.clone(),
-        move |req, _peer| admin_state.clone().handle(req),
+        move |req, _peer, _deadlines| admin_state.clone().handle(req),
     ));
 
     let mut background = Vec::new();

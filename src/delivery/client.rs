@@ -17,10 +17,11 @@
 //! does; a request that may have reached the upstream is never re-sent
 //! here.
 //!
-//! [`HttpClient::send`] takes an absolute URL; [`HttpClient::send_to`] takes
-//! an [`Endpoint`] resolved once (the pool key and `Host`) and a request in
-//! origin form, which is how passthrough forwards without building and
-//! re-parsing an absolute URI per request.
+//! [`HttpClient::send`] takes an absolute URL and a timeout;
+//! [`HttpClient::send_to`] takes an [`Endpoint`] resolved once (the pool
+//! key and `Host`) and a request in origin form, which is how passthrough
+//! forwards without building and re-parsing an absolute URI per request
+//! (it bounds the wait itself).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -276,19 +277,18 @@ impl HttpClient {
         }
     }
 
-    /// Sends `req` to `endpoint`, waiting for the response head until
-    /// `deadline`. The request's URI is its path and query (origin form),
-    /// and its `Host` header is the caller's (usually [`Endpoint::host`]):
-    /// the upstream is resolved once, not parsed out of every request.
+    /// Sends `req` to `endpoint`, with no deadline of its own: the caller
+    /// bounds the wait for the response head (passthrough does, with its
+    /// connection's timer). The request's URI is its path and query
+    /// (origin form), and its `Host` header is the caller's (usually
+    /// [`Endpoint::host`]): the upstream is resolved once, not parsed out
+    /// of every request.
     pub fn send_to(
         &self,
         endpoint: &Endpoint,
         req: Request<Full<Bytes>>,
-        deadline: tokio::time::Instant,
-    ) -> Sending<impl Future<Output = Result<Response<ResponseBody>, SendError>> + '_> {
-        Sending {
-            inner: tokio::time::timeout_at(deadline, self.send_now(Ok(endpoint.key.clone()), req)),
-        }
+    ) -> impl Future<Output = Result<Response<ResponseBody>, SendError>> + '_ {
+        self.send_now(Ok(endpoint.key.clone()), req)
     }
 
     /// `key` is an error when the request's URL was not one to send to.
@@ -444,8 +444,7 @@ fn host_header(uri: &Uri) -> Result<HeaderValue, SendError> {
 }
 
 pin_project_lite::pin_project! {
-    /// A request on its way: [`HttpClient::send`] and
-    /// [`HttpClient::send_to`], with the deadline's `Elapsed` as
+    /// A request on its way: [`HttpClient::send`], with the deadline's `Elapsed` as
     /// [`SendError::Timeout`]. A named future rather than an `async fn`
     /// around the deadline: an async fn stores its arguments apart from the
     /// future it awaits, doubling the request in every layer.

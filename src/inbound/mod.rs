@@ -35,6 +35,7 @@ use crate::delivery::forward::{forward_headers, parse_length, strip_hop_by_hop};
 use crate::delivery::forward::{X_HOOKGATE_DELIVERY_ID, X_HOOKGATE_VERIFIED};
 use crate::error::{ApiError, Body, BoxError};
 use crate::metrics::Metrics;
+use crate::server::Deadlines;
 use crate::store::Store;
 use crate::Clock;
 
@@ -116,6 +117,7 @@ impl Inbound {
         self: Arc<Self>,
         req: Request<Incoming>,
         peer: SocketAddr,
+        deadlines: Arc<Deadlines>,
     ) -> Response<Body> {
         let path = req.uri().path().to_owned();
         let Some(route) = self.find(&path) else {
@@ -128,7 +130,7 @@ impl Inbound {
         let label = route.path.as_str();
         // The ack latency is a queue-mode series: passthrough reads no clock.
         let started = (route.mode == Mode::Queue).then(std::time::Instant::now);
-        match self.handle_route(route, req, peer).await {
+        match self.handle_route(route, req, peer, &deadlines).await {
             Ok((outcome, r)) => {
                 if outcome == route.counters.forwarded_outcome {
                     route.counters.forwarded.inc();
@@ -168,6 +170,7 @@ impl Inbound {
         route: &Route,
         req: Request<Incoming>,
         peer: SocketAddr,
+        deadlines: &Deadlines,
     ) -> Result<(&'static str, Response<Body>), ApiError> {
         if head_len(&req) > crate::server::MAX_HEAD_BYTES {
             return Err(ApiError::HeadersTooLarge);
@@ -248,7 +251,8 @@ impl Inbound {
         let answer = match route.mode {
             Mode::Passthrough => Ok((
                 "proxied",
-                self.passthrough(route, parts, body.into_body()).await?,
+                self.passthrough(route, parts, body.into_body(), deadlines)
+                    .await?,
             )),
             Mode::Queue => self.enqueue(route, parts, body).await,
         };
@@ -261,6 +265,7 @@ impl Inbound {
         route: &Route,
         parts: http::request::Parts,
         body: Bytes,
+        deadlines: &Deadlines,
     ) -> Result<Response<Body>, ApiError> {
         let deadline = tokio::time::Instant::now() + route.upstream_timeout;
         // A free permit is taken at once, without arming a timer.
@@ -299,19 +304,24 @@ impl Inbound {
         parts.version = http::Version::HTTP_11;
         parts.extensions = http::Extensions::new();
         let req = Request::from_parts(parts, Full::new(body));
-        let resp = route
-            .client
-            .send_to(&route.endpoint, req, deadline)
-            .await
-            .map_err(|e| {
-                tracing::warn!(route = %route.path, delivery_id = %id, error = %e, "upstream failed");
-                match e {
-                    SendError::Timeout => ApiError::UpstreamTimeout,
-                    SendError::Connect | SendError::Other(_) | SendError::Refused(_) => {
-                        ApiError::UpstreamUnreachable
-                    }
+        // The deadline is watched by the connection's timer, not a timer
+        // of this request's (server/mod.rs).
+        let armed = deadlines.arm_upstream(deadline);
+        let resp = UntilExpired {
+            inner: route.client.send_to(&route.endpoint, req),
+            deadlines,
+        }
+        .await;
+        drop(armed);
+        let resp = resp.map_err(|e| {
+            tracing::warn!(route = %route.path, delivery_id = %id, error = %e, "upstream failed");
+            match e {
+                SendError::Timeout => ApiError::UpstreamTimeout,
+                SendError::Connect | SendError::Other(_) | SendError::Refused(_) => {
+                    ApiError::UpstreamUnreachable
                 }
-            })?;
+            }
+        })?;
         let (mut head, body) = resp.into_parts();
         strip_hop_by_hop(&mut head.headers);
         let body = DeadlineBody {
@@ -320,6 +330,31 @@ impl Inbound {
             sleep: None,
         };
         Ok(Response::from_parts(head, body.boxed()))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request to the upstream, ended with [`SendError::Timeout`] once the
+    /// connection's armed upstream deadline has passed.
+    struct UntilExpired<'d, F> {
+        #[pin]
+        inner: F,
+        deadlines: &'d Deadlines,
+    }
+}
+
+impl<F, T> Future for UntilExpired<'_, F>
+where
+    F: Future<Output = Result<T, SendError>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        if this.deadlines.upstream_expired() {
+            return Poll::Ready(Err(SendError::Timeout));
+        }
+        this.inner.poll(cx)
     }
 }
 

@@ -5,11 +5,17 @@
 //! Invariants: at most `max_connections` connections are served at once
 //! (further ones wait in the kernel backlog); a client that does not finish
 //! its TLS handshake within `handshake_timeout` or its request head within
-//! `header_timeout` is disconnected (the handshake runs in the connection's
-//! own task, so a slow client never blocks accepting); a client that stops
-//! reading its response (a write making no progress for `write_timeout`) is
-//! disconnected; on shutdown the listener closes at once and open
-//! connections get `grace` to finish.
+//! `header_timeout` (from the connection's start, or from the end of its
+//! previous response) is disconnected (the handshake runs in the
+//! connection's own task, so a slow client never blocks accepting); a
+//! client that stops reading its response (a write making no progress for
+//! `write_timeout`) is disconnected; on shutdown the listener closes at
+//! once and open connections get `grace` to finish.
+//!
+//! The head deadline, and the upstream deadline a handler may arm for the
+//! request in progress ([`Deadlines`]), are watched by one timer per
+//! connection, re-armed only when it fires or when a deadline comes before
+//! it: a request arms no timer of its own.
 
 pub mod tls;
 
@@ -19,21 +25,22 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response};
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_io_timeout::TimeoutStream;
 
-use crate::error::Body;
+use crate::error::{Body, BoxError};
 use crate::shutdown::Shutdown;
 
 /// Header lines a request may have (431 beyond). Below hyper's (and most
@@ -74,10 +81,12 @@ where
     Box::pin(s)
 }
 
-/// Serves `handler` on `listener` until `shutdown` fires, then drains.
+/// Serves `handler` on `listener` until `shutdown` fires, then drains. The
+/// handler gets the connection's [`Deadlines`], where it may arm an
+/// upstream deadline for the request.
 pub async fn serve<H, F>(listener: TcpListener, opts: ServeOptions, shutdown: Shutdown, handler: H)
 where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, SocketAddr, Arc<Deadlines>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let drain = Arc::new(Drain::default());
@@ -104,33 +113,46 @@ where
         };
         let _ = stream.set_nodelay(true);
         let h = handler.clone();
-        let svc = service_fn(move |req| Answer {
-            inner: h(req, peer),
-        });
         let builder = {
             let mut b = http1::Builder::new();
             // Answers are small: head and body in one buffer, one `write`.
-            b.timer(TokioTimer::new())
-                .writev(false)
-                .header_read_timeout(opts.header_timeout)
-                .max_headers(MAX_HEADER_LINES);
+            // The head's deadline is ours (`Deadlines`), not hyper's
+            // header-read timeout, which arms a timer for every request.
+            b.writev(false).max_headers(MAX_HEADER_LINES);
             b
         };
         let drain = Arc::clone(&drain);
         let tls = opts.tls.clone();
         let handshake_timeout = opts.handshake_timeout;
         let write_timeout = opts.write_timeout;
+        let header_timeout = opts.header_timeout;
         tokio::spawn(async move {
             let _permit = permit;
+            // From here (after the TLS handshake, which has its own
+            // timeout) the first head has `header_timeout` to arrive.
+            let service = |deadlines: &Arc<Deadlines>| {
+                let deadlines = Arc::clone(deadlines);
+                service_fn(move |req| {
+                    deadlines.request_started();
+                    Answer {
+                        inner: h(req, peer, Arc::clone(&deadlines)),
+                        deadlines: Some(Arc::clone(&deadlines)),
+                    }
+                })
+            };
             let result = match tls {
                 None => {
                     let io = TokioIo::new(write_deadline(stream, write_timeout));
-                    drain.watch(builder.serve_connection(io, svc)).await
+                    let deadlines = Arc::new(Deadlines::new(header_timeout));
+                    let conn = builder.serve_connection(io, service(&deadlines));
+                    drain.watch(conn, deadlines).await
                 }
                 Some(acceptor) => match tls::accept(&acceptor, stream, handshake_timeout).await {
                     Ok(s) => {
                         let io = TokioIo::new(write_deadline(s, write_timeout));
-                        drain.watch(builder.serve_connection(io, svc)).await
+                        let deadlines = Arc::new(Deadlines::new(header_timeout));
+                        let conn = builder.serve_connection(io, service(&deadlines));
+                        drain.watch(conn, deadlines).await
                     }
                     Err(e) => {
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -163,14 +185,166 @@ pin_project_lite::pin_project! {
     struct Answer<F> {
         #[pin]
         inner: F,
+        deadlines: Option<Arc<Deadlines>>,
     }
 }
 
 impl<F: Future<Output = Response<Body>>> Future for Answer<F> {
-    type Output = Result<Response<Body>, Infallible>;
+    type Output = Result<Response<Answered>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().inner.poll(cx).map(Ok)
+        let this = self.project();
+        let response = std::task::ready!(this.inner.poll(cx));
+        let deadlines = this.deadlines.take();
+        Poll::Ready(Ok(response.map(|inner| Answered { inner, deadlines })))
+    }
+}
+
+/// A response body that, once hyper is done with it (written whole, or
+/// dropped with the connection), starts the deadline of the connection's
+/// next request head.
+struct Answered {
+    inner: Body,
+    deadlines: Option<Arc<Deadlines>>,
+}
+
+impl hyper::body::Body for Answered {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        if let Some(d) = &self.deadlines {
+            d.response_done();
+        }
+    }
+}
+
+/// A deadline no request has: nothing is armed.
+const NONE: u64 = u64::MAX;
+
+/// The fixed instant of this process the deadlines are measured from.
+fn base() -> tokio::time::Instant {
+    static BASE: OnceLock<tokio::time::Instant> = OnceLock::new();
+    *BASE.get_or_init(tokio::time::Instant::now)
+}
+
+/// Nanoseconds from [`base`] to `at` (the form the deadlines are kept in,
+/// as atomics).
+fn nanos(at: tokio::time::Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(base()).as_nanos()).unwrap_or(NONE - 1)
+}
+
+/// The instant [`nanos`] gave `nanos` for.
+fn instant(nanos: u64) -> tokio::time::Instant {
+    base() + Duration::from_nanos(nanos)
+}
+
+/// One connection's deadlines: when its next request head must have
+/// arrived, and when the request in progress must have its upstream's
+/// answer (armed by the handler, [`Deadlines::arm_upstream`]). Kept as
+/// atomics and watched by the connection's one timer ([`Watched`]), which
+/// is re-armed only when it fires or when a deadline comes before it: a
+/// request costs two clock reads and a few stores, where hyper's
+/// header-read timeout and a per-request upstream timeout registered and
+/// removed two timers (with an allocation) for every request.
+pub struct Deadlines {
+    header_timeout: Duration,
+    /// When the next request head must have arrived; [`NONE`] while a
+    /// request is being answered.
+    head: AtomicU64,
+    /// When the request in progress must have its upstream's answer.
+    upstream: AtomicU64,
+    /// Set by the timer when `upstream` passed; read by the request.
+    expired: AtomicBool,
+}
+
+impl Deadlines {
+    fn new(header_timeout: Duration) -> Self {
+        Deadlines {
+            header_timeout,
+            head: AtomicU64::new(nanos(tokio::time::Instant::now() + header_timeout)),
+            upstream: AtomicU64::new(NONE),
+            expired: AtomicBool::new(false),
+        }
+    }
+
+    /// A request head arrived: no head is awaited until it is answered.
+    fn request_started(&self) {
+        self.head.store(NONE, Ordering::Relaxed);
+    }
+
+    /// The response was written (or dropped): the next head has
+    /// `header_timeout` from now.
+    fn response_done(&self) {
+        let at = nanos(tokio::time::Instant::now() + self.header_timeout);
+        self.head.store(at, Ordering::Relaxed);
+    }
+
+    /// Arms the upstream deadline of the request in progress; disarmed
+    /// when the returned guard drops. Once `deadline` passes,
+    /// [`Deadlines::upstream_expired`] is true and the connection's task
+    /// is woken, so that a future checking it there ends.
+    pub fn arm_upstream(&self, deadline: tokio::time::Instant) -> UpstreamArmed<'_> {
+        self.expired.store(false, Ordering::Relaxed);
+        self.upstream.store(nanos(deadline), Ordering::Relaxed);
+        UpstreamArmed(self)
+    }
+
+    /// Whether the armed upstream deadline has passed.
+    pub fn upstream_expired(&self) -> bool {
+        self.expired.load(Ordering::Relaxed)
+    }
+
+    /// The earliest armed deadline.
+    fn due(&self) -> u64 {
+        self.head
+            .load(Ordering::Relaxed)
+            .min(self.upstream.load(Ordering::Relaxed))
+    }
+}
+
+/// The upstream deadline armed by [`Deadlines::arm_upstream`], disarmed on
+/// drop.
+pub struct UpstreamArmed<'a>(&'a Deadlines);
+
+impl Drop for UpstreamArmed<'_> {
+    fn drop(&mut self) {
+        self.0.upstream.store(NONE, Ordering::Relaxed);
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum Ended<E> {
+    /// hyper's error.
+    Conn(E),
+    /// No request head arrived within `header_timeout`.
+    HeadTimeout,
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for Ended<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::Conn(e) => e.fmt(f),
+            Ended::HeadTimeout => f.write_str("no request head within header_timeout"),
+        }
     }
 }
 
@@ -195,14 +369,21 @@ impl Drain {
     }
 
     /// `conn`, told to shut down gracefully once [`Drain::start`] is called
-    /// (at once if it already was).
-    fn watch<C: GracefulConnection>(self: &Arc<Self>, conn: C) -> Watched<C> {
+    /// (at once if it already was), and held to its `deadlines`.
+    fn watch<C: GracefulConnection>(
+        self: &Arc<Self>,
+        conn: C,
+        deadlines: Arc<Deadlines>,
+    ) -> Watched<C> {
         Watched {
             conn: Box::pin(conn),
             drain: Arc::clone(self),
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             waker: None,
             told: false,
+            deadlines,
+            timer: None,
+            armed: NONE,
         }
     }
 
@@ -218,7 +399,7 @@ impl Drain {
     }
 }
 
-/// A connection watched by a [`Drain`].
+/// A connection watched by a [`Drain`], and held to its [`Deadlines`].
 struct Watched<C> {
     conn: Pin<Box<C>>,
     drain: Arc<Drain>,
@@ -227,12 +408,55 @@ struct Watched<C> {
     waker: Option<Waker>,
     /// Whether the connection was told to shut down.
     told: bool,
+    deadlines: Arc<Deadlines>,
+    /// The connection's one timer, made when first armed.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// When `timer` fires ([`NONE`]: not armed).
+    armed: u64,
+}
+
+impl<C> Watched<C> {
+    /// Acts on the deadlines when the timer has fired (`Err`: the head
+    /// deadline passed), then arms the timer for the earliest deadline if
+    /// it would fire later.
+    fn check_deadlines(&mut self, cx: &mut Context<'_>) -> Result<(), ()> {
+        if self.armed != NONE && self.timer.as_ref().is_some_and(|t| t.is_elapsed()) {
+            self.armed = NONE;
+            let now = nanos(tokio::time::Instant::now());
+            let d = &self.deadlines;
+            if d.head.load(Ordering::Relaxed) <= now {
+                return Err(());
+            }
+            if d.upstream.load(Ordering::Relaxed) <= now {
+                d.upstream.store(NONE, Ordering::Relaxed);
+                d.expired.store(true, Ordering::Relaxed);
+            }
+        }
+        let due = self.deadlines.due();
+        if due < self.armed {
+            self.armed = due;
+            let at = instant(due);
+            let timer = match &mut self.timer {
+                Some(t) => {
+                    t.as_mut().reset(at);
+                    t
+                }
+                None => self.timer.insert(Box::pin(tokio::time::sleep_until(at))),
+            };
+            // Registers the task's waker; one that fired at once is seen on
+            // the next poll, which it woke.
+            if timer.as_mut().poll(cx).is_ready() {
+                cx.waker().wake_by_ref();
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<C: GracefulConnection> Future for Watched<C> {
-    type Output = C::Output;
+    type Output = Result<(), Ended<C::Error>>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         if !this.told {
             if !this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
@@ -245,7 +469,15 @@ impl<C: GracefulConnection> Future for Watched<C> {
                 this.conn.as_mut().graceful_shutdown();
             }
         }
-        this.conn.as_mut().poll(cx)
+        if this.check_deadlines(cx).is_err() {
+            return Poll::Ready(Err(Ended::HeadTimeout));
+        }
+        let polled = this.conn.as_mut().poll(cx).map_err(Ended::Conn);
+        // A deadline the request armed (or the next head's) while polled.
+        if polled.is_pending() && this.check_deadlines(cx).is_err() {
+            return Poll::Ready(Err(Ended::HeadTimeout));
+        }
+        polled
     }
 }
 
@@ -296,7 +528,7 @@ mod tests {
         let release = Arc::new(tokio::sync::Notify::new());
         let handler = {
             let release = Arc::clone(&release);
-            move |req: Request<Incoming>, _peer: SocketAddr| {
+            move |req: Request<Incoming>, _peer: SocketAddr, _deadlines: Arc<Deadlines>| {
                 let release = Arc::clone(&release);
                 async move {
                     if req.uri().path() == "/slow" {
@@ -341,6 +573,97 @@ mod tests {
             .unwrap();
     }
 
+    fn with_header_timeout(t: Duration) -> ServeOptions {
+        ServeOptions {
+            header_timeout: t,
+            ..options(Duration::from_secs(10))
+        }
+    }
+
+    /// The head deadline runs only while a head is awaited: a request whose
+    /// answer takes longer than `header_timeout` is answered, and the
+    /// connection, idle afterwards, is closed `header_timeout` after that
+    /// answer.
+    #[tokio::test]
+    async fn the_head_deadline_waits_out_a_slow_answer_then_closes_the_idle_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = Shutdown::new();
+        let handler = |_req: Request<Incoming>, _peer: SocketAddr, _d: Arc<Deadlines>| async {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            Response::new(crate::error::full("late"))
+        };
+        let served = tokio::spawn(serve(
+            listener,
+            with_header_timeout(Duration::from_millis(200)),
+            shutdown.clone(),
+            handler,
+        ));
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).await.unwrap();
+        let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("late"), "{answer}");
+        let answered = std::time::Instant::now();
+        assert_eq!(read_to_close(&mut s).await, "");
+        let idle = answered.elapsed();
+        assert!(
+            idle >= Duration::from_millis(150) && idle < Duration::from_secs(5),
+            "closed {idle:?} after the answer"
+        );
+        shutdown.trigger();
+        served.await.unwrap();
+    }
+
+    /// An upstream deadline armed by a handler is watched by the
+    /// connection's timer: once it passes, the handler's task is woken and
+    /// sees it expired; before, it is not.
+    #[tokio::test]
+    async fn an_armed_upstream_deadline_expires_and_wakes_the_request() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = Shutdown::new();
+        let handler = |_req: Request<Incoming>, _peer: SocketAddr, d: Arc<Deadlines>| async move {
+            let started = tokio::time::Instant::now();
+            let armed = d.arm_upstream(started + Duration::from_millis(300));
+            assert!(!d.upstream_expired());
+            std::future::poll_fn(|_| {
+                if d.upstream_expired() {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+            drop(armed);
+            let waited = started.elapsed().as_millis();
+            Response::new(crate::error::full(format!("expired after {waited}")))
+        };
+        let served = tokio::spawn(serve(
+            listener,
+            with_header_timeout(Duration::from_secs(60)),
+            shutdown.clone(),
+            handler,
+        ));
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_to_close(&mut s).await;
+        let waited: u64 = answer
+            .rsplit("expired after ")
+            .next()
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or_else(|| panic!("{answer}"));
+        assert!((300..5000).contains(&waited), "{answer}");
+        shutdown.trigger();
+        served.await.unwrap();
+    }
+
     /// A connection whose task first runs after the drain started (it was
     /// accepted just before) registers after the wake-up went out: it reads
     /// the flag and is closed, not left to the grace period.
@@ -355,7 +678,9 @@ mod tests {
                 Ok::<_, Infallible>(Response::new(crate::error::full("x")))
             }),
         );
-        let result = tokio::time::timeout(Duration::from_secs(5), drain.watch(conn)).await;
+        let deadlines = Arc::new(Deadlines::new(Duration::from_secs(60)));
+        let result =
+            tokio::time::timeout(Duration::from_secs(5), drain.watch(conn, deadlines)).await;
         assert!(
             matches!(result, Ok(Ok(()))),
             "the connection was not shut down"
