@@ -208,6 +208,29 @@ async fn traversal_paths_are_refused_and_fixed_routes_ignore_the_path() {
     hg.stop().await;
 }
 
+/// A route whose own configured path has a traversal form refuses requests
+/// to that very path, as it refuses them below it (the own path is checked
+/// once, when the route is built).
+#[tokio::test]
+async fn a_route_path_with_a_traversal_form_is_refused_too() {
+    let up = Upstream::start().await;
+    let toml = one_route_to(&up.url("/app"), "")
+        .replace("path = \"/hooks/sigsentry\"", "path = \"/hooks/%2e%2e\"");
+    let hg = Hookgate::start(&toml).await;
+    let body = analysis("anl_dots");
+    let headers = sign("sigsentry", SECRET, &body, None, now());
+    for sent in ["/hooks/%2e%2e", "/hooks/%2e%2e/x"] {
+        let a = post(&hg.url(sent), &headers, body.clone()).await;
+        assert_eq!(
+            (a.status, a.code().as_str()),
+            (400, "invalid_path"),
+            "{sent}"
+        );
+    }
+    assert!(up.received().is_empty());
+    hg.stop().await;
+}
+
 /// A request to the route's own path (the usual webhook) is forwarded to
 /// the upstream URL's path, with the upstream's query and then the
 /// request's; without stripping, the route's path is appended.

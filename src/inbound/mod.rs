@@ -191,7 +191,10 @@ impl Inbound {
                 allow: route.allow.clone(),
             });
         }
-        if !route.target.fixed && !forwarded::check_path(req.uri().path()) {
+        // The route's own path was checked when the route was built.
+        let path = req.uri().path();
+        let own_path = route.own_path.is_some() && path == route.path;
+        if !route.target.fixed && !own_path && !forwarded::check_path(path) {
             return Err(ApiError::InvalidPath);
         }
         let (mut parts, body) = req.into_parts();

@@ -28,8 +28,10 @@ pub struct Route {
     pub target: Target,
     /// `target.path_for(path)`: where a request to the route's own path,
     /// without a query (the usual webhook), is forwarded; built once
-    /// rather than for each request. `None` when that path cannot be
-    /// forwarded (each request then fails as it would have).
+    /// rather than for each request, and that path checked once for
+    /// traversal forms. `None` when the path fails the check or cannot be
+    /// forwarded (each request to it is then checked, and fails, as
+    /// before).
     pub own_path: Option<http::uri::PathAndQuery>,
     pub upstream_timeout: Duration,
     pub concurrency: Arc<Semaphore>,
@@ -171,7 +173,11 @@ impl Route {
             dedup_required: r.dedup_required(),
             ack_status: StatusCode::from_u16(r.ack_status)
                 .map_err(|_| "ack_status: invalid".to_string())?,
-            own_path: target.path_for(&r.path).ok(),
+            // Only for a path that passes the traversal check: a request to
+            // it then skips the check (`Inbound::handle_route`).
+            own_path: super::forwarded::check_path(&r.path)
+                .then(|| target.path_for(&r.path).ok())
+                .flatten(),
             target,
             upstream_timeout: r.upstream.timeout.0,
             concurrency: Arc::new(Semaphore::new(r.upstream.concurrency)),

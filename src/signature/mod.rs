@@ -585,14 +585,29 @@ impl Verifier {
             query,
             header: self.header.as_ref(),
         };
-        let active: Vec<bool> = self.windows.iter().map(|w| w.contains(now)).collect();
+        // Which keys are inside their window now: on the stack for the
+        // usual handful of keys (no allocation a request).
+        let mut on = [false; 8];
+        let many: Vec<bool>;
+        let active: &[bool] = match on.get_mut(..self.windows.len()) {
+            Some(slots) => {
+                for (slot, w) in slots.iter_mut().zip(&self.windows) {
+                    *slot = w.contains(now);
+                }
+                slots
+            }
+            None => {
+                many = self.windows.iter().map(|w| w.contains(now)).collect();
+                &many
+            }
+        };
         let (keys, tolerance) = (&self.keys, self.tolerance);
         match &self.scheme {
             Scheme::Preset(p) => {
-                engine::verify(&presets::spec(*p), keys, &active, tolerance, &request)
+                engine::verify(&presets::spec(*p), keys, active, tolerance, &request)
             }
             Scheme::Custom(c) => match c.spec() {
-                Ok(spec) => engine::verify(&spec, keys, &active, tolerance, &request),
+                Ok(spec) => engine::verify(&spec, keys, active, tolerance, &request),
                 // Fail closed, but keep the precedence for the absent header.
                 Err(_) if headers.get(c.header.as_str()).is_none() => Err(VerifyError::Missing),
                 Err(_) => Err(VerifyError::Mismatch),

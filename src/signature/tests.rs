@@ -1802,3 +1802,28 @@ fn keyed_macs_equal_macs_from_the_key() {
     }
     assert!(crypto::Tag::EMPTY.as_ref().is_empty());
 }
+
+/// Which keys are in their window is worked out on the stack for up to 8
+/// keys and in a vector past that: both verify with the right key index
+/// and honour the windows.
+#[test]
+fn many_secrets_verify_with_their_index_and_window() {
+    let scheme = preset(Preset::Stripe);
+    for count in [1usize, 8, 9, 12] {
+        let secrets: Vec<String> = (0..count).map(|i| format!("secret-number-{i}")).collect();
+        let names: Vec<&str> = secrets.iter().map(String::as_str).collect();
+        let last = count - 1;
+        let map = signed(&scheme, names[last], NOW);
+        let got = verifier(scheme.clone(), &names).verify(&map, BODY, at(NOW));
+        assert_eq!(got.map(|v| v.key_index), Ok(last), "{count} secrets");
+        let mut windows = vec![Window::default(); count];
+        windows[last] = Window {
+            not_before: None,
+            not_after: Some(at(NOW - 1)),
+        };
+        let got = verifier(scheme.clone(), &names)
+            .with_windows(&windows)
+            .verify(&map, BODY, at(NOW));
+        assert_eq!(got, Err(VerifyError::Mismatch), "{count} secrets");
+    }
+}
