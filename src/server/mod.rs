@@ -118,7 +118,9 @@ where
             // Answers are small: head and body in one buffer, one `write`.
             // The head's deadline is ours (`Deadlines`), not hyper's
             // header-read timeout, which arms a timer for every request.
-            b.writev(false).max_headers(MAX_HEADER_LINES);
+            b.writev(false)
+                .header_read_timeout(None)
+                .max_headers(MAX_HEADER_LINES);
             b
         };
         let drain = Arc::clone(&drain);
