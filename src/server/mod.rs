@@ -261,9 +261,10 @@ fn instant(nanos: u64) -> tokio::time::Instant {
 /// One connection's deadlines: when its next request head must have
 /// arrived, and when the request in progress must have its upstream's
 /// answer (armed by the handler, [`Deadlines::arm_upstream`]). Kept as
-/// atomics and watched by the connection's one timer ([`Watched`]), which
-/// is re-armed only when it fires or when a deadline comes before it: a
-/// request costs two clock reads and a few stores, where hyper's
+/// atomics and watched by the connection's one timer (in the future that
+/// serves the connection), which is re-armed only when it fires or when a
+/// deadline comes before it: a request costs two clock reads and a few
+/// stores, where hyper's
 /// header-read timeout and a per-request upstream timeout registered and
 /// removed two timers (with an allocation) for every request.
 pub struct Deadlines {
