@@ -43,6 +43,7 @@ use hookgate::config::Config;
 use hookgate::delivery::client::HttpClient;
 use hookgate::inbound::Inbound;
 use hookgate::metrics::Metrics;
+use hookgate::server::Deadlines;
 use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -486,6 +487,10 @@ fuzz_target!(|data: &[u8]| {
     let answered = Arc::new(AtomicUsize::new(0));
     let out = h.rt.block_on(async {
         let (client, server) = tokio::io::duplex(64 * 1024);
+        // The connection's deadlines, unwatched here: hyper's header-read
+        // timeout bounds the head, and the harness's upstream always
+        // answers, so no upstream deadline is needed.
+        let deadlines = Arc::new(Deadlines::new(h.header_timeout));
         let svc = {
             let (inbound, shared) = (h.inbound.clone(), h.shared.clone());
             let (calls, answered) = (calls.clone(), answered.clone());
@@ -497,7 +502,7 @@ fuzz_target!(|data: &[u8]| {
                     peer: peer_ip,
                     headers: req.headers().clone(),
                 });
-                let fut = inbound.clone().handle(req, peer);
+                let fut = inbound.clone().handle(req, peer, deadlines.clone());
                 let answered = answered.clone();
                 async move {
                     let resp = fut.await;

@@ -279,7 +279,11 @@ pub struct Deadlines {
 }
 
 impl Deadlines {
-    fn new(header_timeout: Duration) -> Self {
+    /// A new connection's deadlines: its first head is due within
+    /// `header_timeout`. [`serve`] watches them; a connection served
+    /// otherwise (a test or fuzzing harness) has them unwatched, so an
+    /// upstream deadline armed there never expires.
+    pub fn new(header_timeout: Duration) -> Self {
         Deadlines {
             header_timeout,
             head: AtomicU64::new(nanos(tokio::time::Instant::now() + header_timeout)),
