@@ -423,16 +423,16 @@ struct Watched<C> {
 }
 
 impl<C> Watched<C> {
-    /// Acts on the deadlines when the timer has fired (`Err`: the head
-    /// deadline passed), then arms the timer for the earliest deadline if
-    /// it would fire later.
-    fn check_deadlines(&mut self, cx: &mut Context<'_>) -> Result<(), ()> {
+    /// Acts on the deadlines when the timer has fired, then arms the timer
+    /// for the earliest deadline if it would fire later. Whether the head
+    /// deadline passed (the connection is then to be closed).
+    fn head_deadline_passed(&mut self, cx: &mut Context<'_>) -> bool {
         if self.armed != NONE && self.timer.as_ref().is_some_and(|t| t.is_elapsed()) {
             self.armed = NONE;
             let now = nanos(tokio::time::Instant::now());
             let d = &self.deadlines;
             if d.head.load(Ordering::Relaxed) <= now {
-                return Err(());
+                return true;
             }
             if d.upstream.load(Ordering::Relaxed) <= now {
                 d.upstream.store(NONE, Ordering::Relaxed);
@@ -456,7 +456,7 @@ impl<C> Watched<C> {
                 cx.waker().wake_by_ref();
             }
         }
-        Ok(())
+        false
     }
 }
 
@@ -476,12 +476,12 @@ impl<C: GracefulConnection> Future for Watched<C> {
                 this.conn.as_mut().graceful_shutdown();
             }
         }
-        if this.check_deadlines(cx).is_err() {
+        if this.head_deadline_passed(cx) {
             return Poll::Ready(Err(Ended::HeadTimeout));
         }
         let polled = this.conn.as_mut().poll(cx).map_err(Ended::Conn);
         // A deadline the request armed (or the next head's) while polled.
-        if polled.is_pending() && this.check_deadlines(cx).is_err() {
+        if polled.is_pending() && this.head_deadline_passed(cx) {
             return Poll::Ready(Err(Ended::HeadTimeout));
         }
         polled
@@ -514,6 +514,30 @@ mod tests {
         }
     }
 
+    fn with_header_timeout(t: Duration) -> ServeOptions {
+        ServeOptions {
+            header_timeout: t,
+            ..options(Duration::from_secs(10))
+        }
+    }
+
+    /// `handler` served with `opts` on a loopback port: its address, the
+    /// shutdown that stops it, and the task that returns once it has.
+    async fn start<H, F>(
+        opts: ServeOptions,
+        handler: H,
+    ) -> (SocketAddr, Shutdown, tokio::task::JoinHandle<()>)
+    where
+        H: Fn(Request<Incoming>, SocketAddr, Arc<Deadlines>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = Shutdown::new();
+        let served = tokio::spawn(serve(listener, opts, shutdown.clone(), handler));
+        (addr, shutdown, served)
+    }
+
     /// Reads until the server closes the connection; what was read.
     async fn read_to_close(s: &mut TcpStream) -> String {
         let mut all = Vec::new();
@@ -529,9 +553,6 @@ mod tests {
     /// returns when both are done, long before the grace period.
     #[tokio::test]
     async fn shutdown_closes_idle_connections_and_lets_requests_in_flight_finish() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = Shutdown::new();
         let release = Arc::new(tokio::sync::Notify::new());
         let handler = {
             let release = Arc::clone(&release);
@@ -545,12 +566,7 @@ mod tests {
                 }
             }
         };
-        let served = tokio::spawn(serve(
-            listener,
-            options(Duration::from_secs(60)),
-            shutdown.clone(),
-            handler,
-        ));
+        let (addr, shutdown, served) = start(options(Duration::from_secs(60)), handler).await;
         let ask = |path: &str| format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n");
         // One keep-alive connection that has been answered and is idle.
         let mut idle = TcpStream::connect(addr).await.unwrap();
@@ -580,32 +596,18 @@ mod tests {
             .unwrap();
     }
 
-    fn with_header_timeout(t: Duration) -> ServeOptions {
-        ServeOptions {
-            header_timeout: t,
-            ..options(Duration::from_secs(10))
-        }
-    }
-
     /// The head deadline runs only while a head is awaited: a request whose
     /// answer takes longer than `header_timeout` is answered, and the
     /// connection, idle afterwards, is closed `header_timeout` after that
     /// answer.
     #[tokio::test]
     async fn the_head_deadline_waits_out_a_slow_answer_then_closes_the_idle_connection() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = Shutdown::new();
         let handler = |_req: Request<Incoming>, _peer: SocketAddr, _d: Arc<Deadlines>| async {
             tokio::time::sleep(Duration::from_millis(700)).await;
             Response::new(crate::error::full("late"))
         };
-        let served = tokio::spawn(serve(
-            listener,
-            with_header_timeout(Duration::from_millis(200)),
-            shutdown.clone(),
-            handler,
-        ));
+        let (addr, shutdown, served) =
+            start(with_header_timeout(Duration::from_millis(200)), handler).await;
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
             .await
@@ -631,9 +633,6 @@ mod tests {
     /// sees it expired; before, it is not.
     #[tokio::test]
     async fn an_armed_upstream_deadline_expires_and_wakes_the_request() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = Shutdown::new();
         let handler = |_req: Request<Incoming>, _peer: SocketAddr, d: Arc<Deadlines>| async move {
             let started = tokio::time::Instant::now();
             let armed = d.arm_upstream(started + Duration::from_millis(300));
@@ -650,12 +649,8 @@ mod tests {
             let waited = started.elapsed().as_millis();
             Response::new(crate::error::full(format!("expired after {waited}")))
         };
-        let served = tokio::spawn(serve(
-            listener,
-            with_header_timeout(Duration::from_secs(60)),
-            shutdown.clone(),
-            handler,
-        ));
+        let (addr, shutdown, served) =
+            start(with_header_timeout(Duration::from_secs(60)), handler).await;
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
             .await
