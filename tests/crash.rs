@@ -76,10 +76,8 @@ max_delay = "500ms"
 async fn sigterm_drains_and_a_restart_resumes_delivery() {
     let dir = tempfile::tempdir().unwrap();
     // First run: the upstream is down, so every job stays queued.
-    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let gone_addr = gone.local_addr().unwrap();
-    drop(gone);
-    let cfg = write_config(dir.path(), &format!("http://{gone_addr}/app"));
+    let gone = ClosedPort::new();
+    let cfg = write_config(dir.path(), &gone.url("/app"));
     let p = spawn_binary(&cfg, &[]).wait_listening(Duration::from_secs(30));
     let url = p.url(STRICT);
     let mut ids = HashSet::new();

@@ -59,22 +59,20 @@ probe_max_interval = "800ms"
     cfg
 }
 
-/// An address nothing listens on (yet).
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
-async fn attempts(p: &Proc) -> f64 {
+/// Forward attempts so far, and how they ended (for the failure message).
+async fn attempts(p: &Proc) -> (f64, String) {
     let mut n = 0.0;
+    let mut by_result = Vec::new();
     for result in ["success", "retry", "dead"] {
-        n += p
+        let k = p
             .metric(&format!(
                 "hookgate_forward_attempts_total{{result=\"{result}\",route=\"{ROUTE}\"}}"
             ))
             .await;
+        n += k;
+        by_result.push(format!("{result} {k}"));
     }
-    n
+    (n, by_result.join(", "))
 }
 
 async fn queue(p: &Proc) -> serde_json::Value {
@@ -127,8 +125,9 @@ async fn wait_delivered(up: &Upstream, ids: &[String], within: Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_outage_gets_probes_only_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
-    let p = spawn_binary(&write_config(dir.path(), addr, "none"), &[])
+    // Down until phase 2, and no other test's server can be given its port.
+    let port = ClosedPort::new();
+    let p = spawn_binary(&write_config(dir.path(), port.addr, "none"), &[])
         .wait_listening(Duration::from_secs(30));
     assert_eq!(queue(&p).await["circuit"]["state"], "closed");
     let closed = format!("hookgate_circuit_state{{route=\"{ROUTE}\",state=\"closed\"}}");
@@ -141,17 +140,17 @@ async fn an_outage_gets_probes_only_and_loses_nothing() {
     assert_ne!(q["circuit"]["state"], "closed", "{q}");
     assert!(q["circuit"]["opened_at"].is_i64(), "{q}");
     assert_eq!(p.metric(&closed).await, 0.0);
-    let refused_attempts = attempts(&p).await;
+    let (refused_attempts, by_result) = attempts(&p).await;
     // Without the breaker each of the 60 jobs would have been tried (and
     // retried) on its own; with it: the failures that opened it, the
     // attempts already under way, and a probe at 200/400/800 ms intervals.
     assert!(
         refused_attempts <= 20.0,
-        "{refused_attempts} attempts during a 3 s refused-connection outage"
+        "{refused_attempts} attempts ({by_result}) during a 3 s refused-connection outage; {q}"
     );
 
     // Phase 2: the upstream is back but answers 503 to everything.
-    let up = Upstream::start_on(addr).await;
+    let up = Upstream::start_on(port);
     up.set_default(Reply::status(503));
     ids.extend(steady_load(&p, "unavailable", 60, Duration::from_secs(3)).await);
     let seen = up.received().len();

@@ -108,14 +108,6 @@ fn copy_files(from: &Path, to: &Path) -> Vec<(String, u64)> {
     copied
 }
 
-/// A port nothing listens on: every forward attempt is refused at once.
-fn refused_url() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    drop(l);
-    format!("http://{addr}/app")
-}
-
 /// Upstream that behaves as `mode`.
 async fn upstream(mode: UpstreamMode) -> Upstream {
     let up = Upstream::start().await;
@@ -216,9 +208,12 @@ async fn acknowledged_requests_survive_power_loss() {
         let restored = tmp.path().join(format!("data-{}", round + 1));
         let files = copy_files(&snapshots, &restored);
         assert!(!files.is_empty(), "round {round}: empty snapshot");
+        // Its upstream is a port nothing listens on: every forward attempt
+        // is refused at once.
+        let refused = ClosedPort::new();
         let cfg = write_config(
             rdir.join("check.toml"),
-            &durability_config(&restored, &refused_url(), SECRET, 4, "5s"),
+            &durability_config(&restored, &refused.url("/app"), SECRET, 4, "5s"),
         );
         let p = Arc::new(spawn_binary(&cfg, &[]).wait_listening(Duration::from_secs(30)));
         let check_started = Instant::now();

@@ -426,10 +426,8 @@ async fn queue_limit_refuses_with_503_and_writes_nothing() {
 async fn dedup_and_queue_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     // Upstream down during the first run: the job stays queued.
-    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = dead.local_addr().unwrap();
-    drop(dead);
-    let hg = Hookgate::start(&config(dir.path(), &format!("http://{addr}/app"), "")).await;
+    let dead = ClosedPort::new();
+    let hg = Hookgate::start(&config(dir.path(), &dead.url("/app"), "")).await;
     let id = deliver(&hg, "anl_restart").await.json()["id"]
         .as_str()
         .unwrap()

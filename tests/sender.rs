@@ -1209,11 +1209,9 @@ async fn email_over_implicit_tls() {
 #[tokio::test]
 async fn sigkill_after_202_loses_no_delivery_and_nothing_leaks_secrets() {
     let dir = tempfile::tempdir().unwrap();
-    // The receiver is down at first: its port is reserved, then freed.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // The receiver is down at first: its port is held, nothing listening.
+    let port = ClosedPort::new();
+    let addr = port.addr;
     let path = dir.path().join("hookgate.toml");
     let toml = config(dir.path(), ALLOW_LOOPBACK)
         .replace(
@@ -1286,7 +1284,7 @@ async fn sigkill_after_202_loses_no_delivery_and_nothing_leaks_secrets() {
     answers.push(String::from_utf8_lossy(&a.body).into_owned());
     let mut logs = proc.kill();
 
-    let rx = Upstream::start_on(addr).await;
+    let rx = Upstream::start_on(port);
     let proc = spawn_binary(&path, &[]).wait_listening(Duration::from_secs(30));
     let got = rx.wait_for(3 * N, Duration::from_secs(60)).await;
     let mut ids = std::collections::HashSet::new();

@@ -73,6 +73,39 @@ struct UpstreamState {
     delivered: Mutex<std::collections::HashSet<String>>,
 }
 
+/// A port on 127.0.0.1 that nothing listens on, held for as long as the
+/// value lives: a connection to it is refused at once, and no other
+/// listener can be given it meanwhile. (A port bound and freed again is
+/// not "down": a test running beside this one may be given it for its own
+/// server, and an outage becomes a server that answers.)
+/// [`Upstream::start_on`] brings an upstream up on it.
+pub struct ClosedPort {
+    socket: tokio::net::TcpSocket,
+    pub addr: SocketAddr,
+}
+
+impl ClosedPort {
+    pub fn new() -> ClosedPort {
+        // Bound, never listening, and without SO_REUSEADDR: connecting
+        // gets a reset, and neither another bind nor a connection's own
+        // local port can take it.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap();
+        ClosedPort { socket, addr }
+    }
+
+    /// Starts listening on the port (the upstream comes up).
+    pub fn listen(self) -> TcpListener {
+        self.socket.listen(1024).unwrap()
+    }
+
+    /// `http://<addr><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
 /// A real HTTP/1.1 server on 127.0.0.1:0.
 #[derive(Clone)]
 pub struct Upstream {
@@ -82,13 +115,15 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn start() -> Upstream {
-        Upstream::start_on("127.0.0.1:0".parse().unwrap()).await
+        Upstream::start_with(TcpListener::bind("127.0.0.1:0").await.unwrap())
     }
 
-    /// An upstream listening on `addr` (say, the address of one that was
-    /// down until now).
-    pub async fn start_on(addr: SocketAddr) -> Upstream {
-        let listener = TcpListener::bind(addr).await.unwrap();
+    /// An upstream coming up on a port that was down until now.
+    pub fn start_on(port: ClosedPort) -> Upstream {
+        Upstream::start_with(port.listen())
+    }
+
+    fn start_with(listener: TcpListener) -> Upstream {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(UpstreamState::default());
         let st = state.clone();
