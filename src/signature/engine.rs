@@ -153,18 +153,20 @@ pub(super) fn verify(
     // 1–2. The candidate signatures, and the timestamp and id the signed
     // content needs: from the headers, or (Mailgun) from the body.
     let body_fields: parse::BodySignature;
-    let (found, ts, id) = if spec.signs_in_body() {
+    // Filled in place: the candidates are kept inline, and moving them
+    // costs a copy.
+    let mut found = Candidates::default();
+    let (ts, id) = if spec.signs_in_body() {
         let Check::Hmac { encoding, .. } = &spec.check else {
             return Err(VerifyError::Malformed);
         };
         body_fields = parse::body_signature(req.body)?;
-        let mut found = Candidates::default();
         found.offer(&body_fields.signature, *encoding);
         found.check_usable()?;
         let ts = parse::timestamp(&body_fields.timestamp, TsFormat::UnixSeconds)?;
-        (found, Some(ts), Some(body_fields.token.as_str()))
+        (Some(ts), Some(body_fields.token.as_str()))
     } else {
-        from_headers(spec, req.headers, req.header)?
+        from_headers(spec, req.headers, req.header, &mut found)?
     };
 
     // 3. Tolerance, before any MAC: it depends on public inputs only.
@@ -213,14 +215,14 @@ pub(super) fn verify(
             // A key that cannot MAC (an ed25519 key) or is outside its window
             // expects nothing: an empty value never equals a candidate, which
             // is never empty.
-            let expected: Vec<crypto::Tag> = keys
-                .iter()
-                .zip(active)
-                .map(|(k, on)| match k.mac_keys() {
+            // Inline for the usual one or two keys (no allocation a request).
+            let mut expected = smallvec::SmallVec::<[crypto::Tag; 2]>::new();
+            for (k, on) in keys.iter().zip(active) {
+                expected.push(match k.mac_keys() {
                     Some(keyed) if *on => keyed.mac(*algorithm, &parts),
                     _ => crypto::Tag::EMPTY,
-                })
-                .collect();
+                });
+            }
             let hmac = crypto::first_match(&expected, found.as_slice());
             let ed25519 = if found.ed25519().is_empty() {
                 None
@@ -269,7 +271,8 @@ fn from_headers<'h>(
     spec: &Spec<'_>,
     headers: &'h HeaderMap,
     header: Option<&http::HeaderName>,
-) -> Result<(Candidates, Option<parse::Timestamp<'h>>, Option<&'h str>), VerifyError> {
+    found: &mut Candidates,
+) -> Result<(Option<parse::Timestamp<'h>>, Option<&'h str>), VerifyError> {
     let instances = match header {
         Some(name) => headers.get_all(name),
         None => headers.get_all(spec.header),
@@ -282,7 +285,6 @@ fn from_headers<'h>(
         Some(TsSource::InList(key)) => Some(key),
         _ => None,
     };
-    let mut found = Candidates::default();
     let mut list_ts: Option<&str> = None;
     for value in instances {
         let encoding = match (&spec.check, spec.format) {
@@ -303,7 +305,7 @@ fn from_headers<'h>(
             found.reject();
             continue;
         };
-        let ts = parse::signature_value(spec.format, list_ts_key, encoding, text, &mut found)?;
+        let ts = parse::signature_value(spec.format, list_ts_key, encoding, text, found)?;
         if list_ts_key.is_some() {
             // Every instance must carry the same timestamp: a second instance
             // must not be able to pair a fresh `t=` with a stale signature.
@@ -336,7 +338,7 @@ fn from_headers<'h>(
     } else {
         None
     };
-    Ok((found, ts, id))
+    Ok((ts, id))
 }
 
 pub(super) struct SignInput<'a> {

@@ -12,6 +12,7 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use http::HeaderMap;
 use serde::Deserialize;
+use smallvec::SmallVec;
 
 use super::crypto;
 use super::engine::{Format, TsFormat};
@@ -43,7 +44,8 @@ pub(super) const BASE64URL: GeneralPurpose = GeneralPurpose::new(
 /// usable (which decides `Malformed` vs `Mismatch`, see [`Self::check_usable`]).
 #[derive(Debug, Default)]
 pub(super) struct Candidates {
-    decoded: Vec<Vec<u8>>,
+    /// Inline for the usual one or two (no allocation a request).
+    decoded: SmallVec<[Sig; 2]>,
     /// Standard Webhooks `v1a` (ed25519) signatures, decoded from base64.
     ed25519: Vec<Vec<u8>>,
     /// Entries of the scheme's own form that could not be decoded.
@@ -64,7 +66,7 @@ impl Candidates {
             return;
         }
         match decode(Encoding::Base64, encoded) {
-            Some(sig) => self.ed25519.push(sig),
+            Some(sig) => self.ed25519.push(sig.into_vec()),
             None => self.unusable += 1,
         }
     }
@@ -89,7 +91,7 @@ impl Candidates {
         if token.is_empty() {
             self.unusable += 1;
         } else {
-            self.decoded.push(crypto::sha256(token).to_vec());
+            self.decoded.push(Sig::from_slice(&crypto::sha256(token)));
         }
     }
 
@@ -122,20 +124,25 @@ impl Candidates {
         &self.ed25519
     }
 
-    pub fn as_slice(&self) -> &[Vec<u8>] {
+    pub fn as_slice(&self) -> &[Sig] {
         &self.decoded
     }
 }
 
+/// A decoded signature: up to 64 bytes (SHA-512's MAC, the longest any
+/// scheme sends) inline, a longer one (which never verifies, but counts as
+/// a candidate) on the heap.
+pub(super) type Sig = SmallVec<[u8; 64]>;
+
 /// Decodes one signature; `None` when empty or not valid in `encoding`.
-pub(super) fn decode(encoding: Encoding, encoded: &str) -> Option<Vec<u8>> {
+pub(super) fn decode(encoding: Encoding, encoded: &str) -> Option<Sig> {
     if encoded.is_empty() {
         return None;
     }
     match encoding {
         Encoding::Hex => hex_decode(encoded.as_bytes()),
-        Encoding::Base64 => BASE64.decode(encoded).ok(),
-        Encoding::Base64url => BASE64URL.decode(encoded).ok(),
+        Encoding::Base64 => BASE64.decode(encoded).ok().map(Sig::from_vec),
+        Encoding::Base64url => BASE64URL.decode(encoded).ok().map(Sig::from_vec),
     }
 }
 
@@ -160,11 +167,25 @@ static HEX_VALUE: [u8; 256] = {
 /// or any other byte. One table lookup a digit: a signature's 64 digits
 /// took ~1k instructions through `hex::decode_to_slice`'s per-digit match
 /// (bench/micro-results.md).
-fn hex_decode(digits: &[u8]) -> Option<Vec<u8>> {
+fn hex_decode(digits: &[u8]) -> Option<Sig> {
     if !digits.len().is_multiple_of(2) {
         return None;
     }
-    let mut out = Vec::with_capacity(digits.len() / 2);
+    let n = digits.len() / 2;
+    if n <= 64 {
+        // Into a plain array, every digit's validity checked once at the
+        // end: no capacity check or branch a byte.
+        let mut buf = [0u8; 64];
+        let mut bad = 0u8;
+        for (out, pair) in buf[..n].iter_mut().zip(digits.chunks_exact(2)) {
+            let (hi, lo) = (HEX_VALUE[pair[0] as usize], HEX_VALUE[pair[1] as usize]);
+            bad |= hi | lo;
+            *out = hi << 4 | lo;
+        }
+        return (bad & 0xf0 == 0).then(|| Sig::from_buf_and_len(buf, n));
+    }
+    // Longer than any MAC (it will not verify): on the heap.
+    let mut out = Vec::with_capacity(n);
     for pair in digits.chunks_exact(2) {
         let (hi, lo) = (HEX_VALUE[pair[0] as usize], HEX_VALUE[pair[1] as usize]);
         if (hi | lo) & 0xf0 != 0 {
@@ -172,7 +193,7 @@ fn hex_decode(digits: &[u8]) -> Option<Vec<u8>> {
         }
         out.push(hi << 4 | lo);
     }
-    Some(out)
+    Some(Sig::from_vec(out))
 }
 
 /// Parses one instance of a signature header into `found`. Returns the
@@ -460,13 +481,23 @@ mod tests {
         for a in 0..=255u8 {
             for b in 0..=255u8 {
                 let pair = [a, b];
-                assert_eq!(super::hex_decode(&pair), hex::decode(pair).ok(), "{pair:?}");
+                assert_eq!(
+                    super::hex_decode(&pair).map(|s| s.to_vec()),
+                    hex::decode(pair).ok(),
+                    "{pair:?}"
+                );
             }
         }
         let sig = "6fe1dD63CB0b8fC6b1e9e46b3F6c5d2a0a1b2c3d4e5f60718293a4b5c6d7e8f9";
-        assert_eq!(super::hex_decode(sig.as_bytes()), hex::decode(sig).ok());
+        assert_eq!(
+            super::hex_decode(sig.as_bytes()).map(|s| s.to_vec()),
+            hex::decode(sig).ok()
+        );
+        // Longer than any MAC: kept whole (on the heap), not cut to 64 bytes.
+        let long = "ab".repeat(100);
+        assert_eq!(super::hex_decode(long.as_bytes()).unwrap().len(), 100);
         assert_eq!(super::hex_decode(b"abc"), None);
         assert_eq!(super::hex_decode(b"ab c"), None);
-        assert_eq!(super::hex_decode(b""), Some(Vec::new()));
+        assert_eq!(super::hex_decode(b""), Some(super::Sig::new()));
     }
 }
