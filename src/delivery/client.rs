@@ -10,8 +10,11 @@
 //! stack when its response body has been read to the end — from the body
 //! itself, so no task is spawned and no lock is held per request beyond
 //! the stack's own. A connection whose body is dropped unread is closed,
-//! not reused. Idle connections older than the idle timeout (60 s) are
-//! closed by a background sweep and never taken. A request that a reused
+//! not reused. Idle connections are closed by a background sweep, and
+//! never taken, once idle for between 3/4 of the idle timeout (60 s) and
+//! all of it: they are timed on a coarse clock the sweep advances every
+//! quarter of the timeout, so returning and taking one reads no clock.
+//! A request that a reused
 //! connection could not even start (the upstream closed it while idle) is
 //! retried once per idle connection, then on a fresh one, as hyper-util
 //! does; a request that may have reached the upstream is never re-sent
@@ -25,7 +28,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
@@ -108,8 +111,13 @@ impl Endpoint {
 
 struct Idle {
     sender: Sender,
-    since: Instant,
+    /// The pool's quarter [`Pool::quarters`] when it was returned.
+    since: u64,
 }
+
+/// An idle connection is kept for `QUARTERS` quarters of the idle timeout:
+/// between 3/4 of it and all of it, never longer.
+const QUARTERS: u64 = 4;
 
 /// The idle stacks, one per upstream. A client talks to a handful of
 /// upstreams, so a list compared in order beats hashing the authority
@@ -119,6 +127,11 @@ type Stacks = Vec<(Key, Vec<Idle>)>;
 struct Pool {
     idle: Mutex<Stacks>,
     idle_timeout: Duration,
+    /// A coarse clock: how many quarters of the idle timeout have passed
+    /// since the pool was made, as of the sweep's last tick. Stamping and
+    /// checking idle connections against it costs no clock read a request.
+    quarters: AtomicU64,
+    born: Instant,
     /// Whether a sweep task is running (it clears this when it ends, also
     /// when its runtime shuts down, so the next connection starts another).
     sweeping: AtomicBool,
@@ -129,8 +142,20 @@ impl Pool {
         Pool {
             idle: Mutex::new(Vec::new()),
             idle_timeout,
+            quarters: AtomicU64::new(0),
+            born: Instant::now(),
             sweeping: AtomicBool::new(false),
         }
+    }
+
+    fn quarter(&self) -> Duration {
+        (self.idle_timeout / QUARTERS as u32).max(Duration::from_millis(10))
+    }
+
+    /// Whether an idle connection stamped `since` is past the idle timeout
+    /// (or already closed).
+    fn expired(c: &Idle, now: u64) -> bool {
+        c.sender.is_closed() || now.saturating_sub(c.since) >= QUARTERS
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Stacks> {
@@ -140,10 +165,11 @@ impl Pool {
 
     /// The most recently returned live idle connection for `key`.
     fn take(&self, key: &Key) -> Option<Sender> {
+        let now = self.quarters.load(Ordering::Relaxed);
         let mut idle = self.lock();
         let (_, stack) = idle.iter_mut().find(|(k, _)| k == key)?;
         while let Some(c) = stack.pop() {
-            if !c.sender.is_closed() && c.since.elapsed() < self.idle_timeout {
+            if !Self::expired(&c, now) {
                 return Some(c.sender);
             }
         }
@@ -156,7 +182,7 @@ impl Pool {
         }
         let idle = Idle {
             sender,
-            since: Instant::now(),
+            since: self.quarters.load(Ordering::Relaxed),
         };
         let mut stacks = self.lock();
         match stacks.iter_mut().find(|(k, _)| *k == key) {
@@ -165,11 +191,15 @@ impl Pool {
         }
     }
 
-    /// Closes idle connections past the timeout (or already closed).
+    /// Advances the coarse clock, then closes idle connections past the
+    /// timeout (or already closed).
     fn sweep(&self) {
-        let timeout = self.idle_timeout;
+        // From the real elapsed time, so a late tick does not slow the clock.
+        let now = (self.born.elapsed().as_nanos() / self.quarter().as_nanos()) as u64;
+        self.quarters.fetch_max(now, Ordering::Relaxed);
+        let now = self.quarters.load(Ordering::Relaxed);
         self.lock().retain_mut(|(_, stack)| {
-            stack.retain(|c| !c.sender.is_closed() && c.since.elapsed() < timeout);
+            stack.retain(|c| !Self::expired(c, now));
             !stack.is_empty()
         });
     }
@@ -189,7 +219,7 @@ impl Pool {
             }
         }
         let running = Running(Arc::downgrade(self));
-        let period = (self.idle_timeout / 2).max(Duration::from_millis(10));
+        let period = self.quarter();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -721,6 +751,38 @@ mod tests {
             tokio::time::timeout(T, up.closed.recv()).await.unwrap(),
             Some(1)
         );
+        assert_eq!(client.idle_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_kept_for_three_quarters_of_the_timeout_at_least() {
+        let mut up = upstream(After::KeepAlive, 2).await;
+        let timeout = Duration::from_millis(800);
+        let client =
+            HttpClient::build(&ClientTlsOptions::default(), Guard::off(), timeout).unwrap();
+        let url = format!("http://127.0.0.1:{}/", up.port);
+        let resp = client.send(get(&url), T).await.unwrap();
+        assert_eq!(read(resp).await, 2);
+        let returned = Instant::now();
+        // Well inside 3/4 of the timeout (600 ms): still pooled, and taken.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(client.idle_count(), 1);
+        let resp = client.send(get(&url), T).await.unwrap();
+        assert_eq!(read(resp).await, 2);
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+        let returned_again = Instant::now();
+        // Closed by the sweep once idle for 3/4 of the timeout or more.
+        assert_eq!(
+            tokio::time::timeout(T, up.closed.recv()).await.unwrap(),
+            Some(1)
+        );
+        let idle = returned_again.elapsed();
+        // (Measured from a moment just after the connection went back.)
+        assert!(
+            idle + Duration::from_millis(20) >= timeout * 3 / 4,
+            "closed after {idle:?} idle"
+        );
+        assert!(returned.elapsed() > Duration::from_millis(250));
         assert_eq!(client.idle_count(), 0);
     }
 
