@@ -47,7 +47,13 @@ pub use clock::{system_clock, Clock};
 /// kernel for its random bits on every call (a `getrandom` system call per
 /// passthrough request).
 pub fn new_uuid() -> uuid::Uuid {
-    let ms = std::time::SystemTime::now()
+    new_uuid_at(std::time::SystemTime::now())
+}
+
+/// [`new_uuid`] for a time already read (passthrough reads the clock once
+/// a request, for the signature's checks and the id).
+pub fn new_uuid_at(now: std::time::SystemTime) -> uuid::Uuid {
+    let ms = now
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let random: [u8; 10] = rand::random();

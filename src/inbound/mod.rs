@@ -119,8 +119,10 @@ impl Inbound {
         peer: SocketAddr,
         deadlines: Arc<Deadlines>,
     ) -> Response<Body> {
-        let path = req.uri().path().to_owned();
-        let Some(route) = self.find(&path) else {
+        // Kept for the refusal's log line: a reference to the request's
+        // own bytes (hyper's read buffer), not a copy of the path.
+        let target = req.uri().path_and_query().cloned();
+        let Some(route) = self.find(req.uri().path()) else {
             self.metrics
                 .requests
                 .with_label_values(&["none", "not_found"])
@@ -159,6 +161,7 @@ impl Inbound {
                         .with_label_values(&[label, v.code()])
                         .inc();
                 }
+                let path = target.as_ref().map_or("/", |t| t.path());
                 tracing::warn!(route = %label, path = %path, peer = %peer.ip(), code = e.code(), "request refused");
                 e.into_response()
             }
@@ -220,12 +223,11 @@ impl Inbound {
         )
         .await?;
         // The query string is signed by `twilio` (after `signed_url`).
-        let verified = route.verifier.verify_request(
-            &parts.headers,
-            body.bytes(),
-            (self.clock)(),
-            parts.uri.query(),
-        )?;
+        let now = (self.clock)();
+        let verified =
+            route
+                .verifier
+                .verify_request(&parts.headers, body.bytes(), now, parts.uri.query())?;
         if let Some(c) = route.counters.verified.get(verified.key_index) {
             c.inc();
         }
@@ -254,7 +256,7 @@ impl Inbound {
         let answer = match route.mode {
             Mode::Passthrough => Ok((
                 "proxied",
-                self.passthrough(route, parts, body.into_body(), deadlines)
+                self.passthrough(route, parts, body.into_body(), now, deadlines)
                     .await?,
             )),
             Mode::Queue => self.enqueue(route, parts, body).await,
@@ -268,6 +270,7 @@ impl Inbound {
         route: &Route,
         parts: http::request::Parts,
         body: Bytes,
+        now: std::time::SystemTime,
         deadlines: &Deadlines,
     ) -> Result<Response<Body>, ApiError> {
         let deadline = tokio::time::Instant::now() + route.upstream_timeout;
@@ -289,7 +292,8 @@ impl Inbound {
                 .path_for(pq)
                 .map_err(|_| ApiError::BadRequest("request path cannot be forwarded"))?,
         };
-        let id = crate::new_uuid();
+        // Stamped with the time the signature was checked at.
+        let id = crate::new_uuid_at(now);
         let extra = [
             (X_HOOKGATE_VERIFIED.clone(), route.verified_header.clone()),
             (X_HOOKGATE_DELIVERY_ID.clone(), crate::id_header(&id)),
