@@ -23,7 +23,6 @@ use hyper::body::Body as _;
 use hyper::body::Incoming;
 use prometheus::IntGauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::Instant;
 
 use crate::error::ApiError;
 
@@ -173,31 +172,11 @@ impl BodyBuf {
 }
 
 /// Reads the whole body into a [`BodyBuf`], refusing it as soon as it
-/// exceeds `limit` bytes (`413`), takes longer than `timeout` (`408`), or
-/// cannot get its share of `budget` (`503 overloaded`). `announced` is the
-/// `Content-Length` (already checked against `limit`).
+/// exceeds `limit` bytes (`413`) or cannot get its share of `budget`
+/// (`503 overloaded`). `announced` is the `Content-Length` (already
+/// checked against `limit`). How long it may take is the caller's to
+/// bound (`408`: the handler arms the body's deadline on its connection).
 pub async fn read(
-    body: Incoming,
-    announced: Option<u64>,
-    limit: u64,
-    headroom: usize,
-    timeout: Duration,
-    budget: &BodyBudget,
-    reservation: &mut Reservation,
-) -> Result<BodyBuf, ApiError> {
-    let deadline = Instant::now() + timeout;
-    match tokio::time::timeout_at(
-        deadline,
-        read_inner(body, announced, limit, headroom, budget, reservation),
-    )
-    .await
-    {
-        Err(_) => Err(ApiError::RequestTimeout),
-        Ok(r) => r,
-    }
-}
-
-async fn read_inner(
     mut body: Incoming,
     announced: Option<u64>,
     limit: u64,

@@ -212,16 +212,23 @@ impl Inbound {
             Mode::Passthrough => 0,
         };
         let mut reservation = self.budget.reservation();
-        let body = body::read(
-            body,
-            announced,
-            route.max_body,
-            headroom,
-            self.body_timeout,
-            &self.budget,
-            &mut reservation,
-        )
-        .await?;
+        // The body's deadline is watched by the connection's timer, not a
+        // timer of this request's (server/mod.rs).
+        let armed = deadlines.arm(tokio::time::Instant::now() + self.body_timeout);
+        let body = Expiring {
+            inner: body::read(
+                body,
+                announced,
+                route.max_body,
+                headroom,
+                &self.budget,
+                &mut reservation,
+            ),
+            deadlines,
+        }
+        .await
+        .ok_or(ApiError::RequestTimeout)??;
+        drop(armed);
         // The query string is signed by `twilio` (after `signed_url`).
         let now = (self.clock)();
         let verified =
@@ -313,12 +320,13 @@ impl Inbound {
         let req = Request::from_parts(parts, Full::new(body));
         // The deadline is watched by the connection's timer, not a timer
         // of this request's (server/mod.rs).
-        let armed = deadlines.arm_upstream(deadline);
-        let resp = UntilExpired {
+        let armed = deadlines.arm(deadline);
+        let resp = Expiring {
             inner: route.client.send_to(&route.endpoint, req),
             deadlines,
         }
-        .await;
+        .await
+        .unwrap_or(Err(SendError::Timeout));
         drop(armed);
         let resp = resp.map_err(|e| {
             tracing::warn!(route = %route.path, delivery_id = %id, error = %e, "upstream failed");
@@ -341,27 +349,25 @@ impl Inbound {
 }
 
 pin_project_lite::pin_project! {
-    /// A request to the upstream, ended with [`SendError::Timeout`] once the
-    /// connection's armed upstream deadline has passed.
-    struct UntilExpired<'d, F> {
+    /// A wait of the request (for its body, for the upstream), ended with
+    /// `None` once the deadline the request armed on its connection has
+    /// passed.
+    struct Expiring<'d, F> {
         #[pin]
         inner: F,
         deadlines: &'d Deadlines,
     }
 }
 
-impl<F, T> Future for UntilExpired<'_, F>
-where
-    F: Future<Output = Result<T, SendError>>,
-{
-    type Output = F::Output;
+impl<F: Future> Future for Expiring<'_, F> {
+    type Output = Option<F::Output>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        if this.deadlines.upstream_expired() {
-            return Poll::Ready(Err(SendError::Timeout));
+        if this.deadlines.expired() {
+            return Poll::Ready(None);
         }
-        this.inner.poll(cx)
+        this.inner.poll(cx).map(Some)
     }
 }
 

@@ -12,8 +12,9 @@
 //! `write_timeout`) is disconnected; on shutdown the listener closes at
 //! once and open connections get `grace` to finish.
 //!
-//! The head deadline, and the upstream deadline a handler may arm for the
-//! request in progress ([`Deadlines`]), are watched by one timer per
+//! The head deadline, and the deadline a handler may arm for the request
+//! in progress (its body's, then its upstream's: [`Deadlines`]), are
+//! watched by one timer per
 //! connection, re-armed only when it fires or when a deadline comes before
 //! it: a request arms no timer of its own.
 
@@ -82,8 +83,8 @@ where
 }
 
 /// Serves `handler` on `listener` until `shutdown` fires, then drains. The
-/// handler gets the connection's [`Deadlines`], where it may arm an
-/// upstream deadline for the request.
+/// handler gets the connection's [`Deadlines`], where it may arm a
+/// deadline for the request (its body's, its upstream's).
 pub async fn serve<H, F>(listener: TcpListener, opts: ServeOptions, shutdown: Shutdown, handler: H)
 where
     H: Fn(Request<Incoming>, SocketAddr, Arc<Deadlines>) -> F + Clone + Send + Sync + 'static,
@@ -259,35 +260,36 @@ fn instant(nanos: u64) -> tokio::time::Instant {
 }
 
 /// One connection's deadlines: when its next request head must have
-/// arrived, and when the request in progress must have its upstream's
-/// answer (armed by the handler, [`Deadlines::arm_upstream`]). Kept as
-/// atomics and watched by the connection's one timer (in the future that
-/// serves the connection), which is re-armed only when it fires or when a
-/// deadline comes before it: a request costs two clock reads and a few
-/// stores, where hyper's
-/// header-read timeout and a per-request upstream timeout registered and
-/// removed two timers (with an allocation) for every request.
+/// arrived, and when the request in progress must be done with what it
+/// waits for (armed by the handler, [`Deadlines::arm`]: the request's
+/// body, then passthrough's upstream answer). Kept as atomics and watched
+/// by the connection's one timer (in the future that serves the
+/// connection), which is re-armed only when it fires or when a deadline
+/// comes before it: a request costs a clock read and a few stores a
+/// deadline, where hyper's header-read timeout and per-request timeouts
+/// for the body and the upstream registered and removed a timer each
+/// (with an allocation) for every request.
 pub struct Deadlines {
     header_timeout: Duration,
     /// When the next request head must have arrived; [`NONE`] while a
     /// request is being answered.
     head: AtomicU64,
-    /// When the request in progress must have its upstream's answer.
-    upstream: AtomicU64,
-    /// Set by the timer when `upstream` passed; read by the request.
+    /// The deadline the request in progress armed, [`NONE`] if none.
+    request: AtomicU64,
+    /// Set by the timer when `request` passed; read by the request.
     expired: AtomicBool,
 }
 
 impl Deadlines {
     /// A new connection's deadlines: its first head is due within
     /// `header_timeout`. [`serve`] watches them; a connection served
-    /// otherwise (a test or fuzzing harness) has them unwatched, so an
-    /// upstream deadline armed there never expires.
+    /// otherwise (a test or fuzzing harness) has them unwatched, so a
+    /// deadline armed there never expires.
     pub fn new(header_timeout: Duration) -> Self {
         Deadlines {
             header_timeout,
             head: AtomicU64::new(nanos(tokio::time::Instant::now() + header_timeout)),
-            upstream: AtomicU64::new(NONE),
+            request: AtomicU64::new(NONE),
             expired: AtomicBool::new(false),
         }
     }
@@ -304,18 +306,19 @@ impl Deadlines {
         self.head.store(at, Ordering::Relaxed);
     }
 
-    /// Arms the upstream deadline of the request in progress; disarmed
-    /// when the returned guard drops. Once `deadline` passes,
-    /// [`Deadlines::upstream_expired`] is true and the connection's task
-    /// is woken, so that a future checking it there ends.
-    pub fn arm_upstream(&self, deadline: tokio::time::Instant) -> UpstreamArmed<'_> {
+    /// Arms a deadline of the request in progress (passthrough arms the
+    /// body's, then the upstream's); disarmed when the returned guard
+    /// drops. Once `deadline` passes, [`Deadlines::expired`] is true and
+    /// the connection's task is woken, so that a future checking it there
+    /// ends.
+    pub fn arm(&self, deadline: tokio::time::Instant) -> Armed<'_> {
         self.expired.store(false, Ordering::Relaxed);
-        self.upstream.store(nanos(deadline), Ordering::Relaxed);
-        UpstreamArmed(self)
+        self.request.store(nanos(deadline), Ordering::Relaxed);
+        Armed(self)
     }
 
-    /// Whether the armed upstream deadline has passed.
-    pub fn upstream_expired(&self) -> bool {
+    /// Whether the armed deadline has passed.
+    pub fn expired(&self) -> bool {
         self.expired.load(Ordering::Relaxed)
     }
 
@@ -323,17 +326,16 @@ impl Deadlines {
     fn due(&self) -> u64 {
         self.head
             .load(Ordering::Relaxed)
-            .min(self.upstream.load(Ordering::Relaxed))
+            .min(self.request.load(Ordering::Relaxed))
     }
 }
 
-/// The upstream deadline armed by [`Deadlines::arm_upstream`], disarmed on
-/// drop.
-pub struct UpstreamArmed<'a>(&'a Deadlines);
+/// The deadline armed by [`Deadlines::arm`], disarmed on drop.
+pub struct Armed<'a>(&'a Deadlines);
 
-impl Drop for UpstreamArmed<'_> {
+impl Drop for Armed<'_> {
     fn drop(&mut self) {
-        self.0.upstream.store(NONE, Ordering::Relaxed);
+        self.0.request.store(NONE, Ordering::Relaxed);
     }
 }
 
@@ -434,8 +436,8 @@ impl<C> Watched<C> {
             if d.head.load(Ordering::Relaxed) <= now {
                 return true;
             }
-            if d.upstream.load(Ordering::Relaxed) <= now {
-                d.upstream.store(NONE, Ordering::Relaxed);
+            if d.request.load(Ordering::Relaxed) <= now {
+                d.request.store(NONE, Ordering::Relaxed);
                 d.expired.store(true, Ordering::Relaxed);
             }
         }
@@ -628,17 +630,17 @@ mod tests {
         served.await.unwrap();
     }
 
-    /// An upstream deadline armed by a handler is watched by the
+    /// A deadline armed by a handler is watched by the
     /// connection's timer: once it passes, the handler's task is woken and
     /// sees it expired; before, it is not.
     #[tokio::test]
-    async fn an_armed_upstream_deadline_expires_and_wakes_the_request() {
+    async fn an_armed_deadline_expires_and_wakes_the_request() {
         let handler = |_req: Request<Incoming>, _peer: SocketAddr, d: Arc<Deadlines>| async move {
             let started = tokio::time::Instant::now();
-            let armed = d.arm_upstream(started + Duration::from_millis(300));
-            assert!(!d.upstream_expired());
+            let armed = d.arm(started + Duration::from_millis(300));
+            assert!(!d.expired());
             std::future::poll_fn(|_| {
-                if d.upstream_expired() {
+                if d.expired() {
                     Poll::Ready(())
                 } else {
                     Poll::Pending
