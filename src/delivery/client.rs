@@ -76,11 +76,23 @@ pub struct HttpClient {
 
 /// Which connections can serve a request: same scheme, same authority
 /// (compared case-insensitively, as `Authority` does).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 struct Key {
     https: bool,
     authority: Authority,
 }
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        // The same bytes first (the usual match: one `memcmp`); the
+        // case-insensitive compare, a byte at a time, only when they differ.
+        self.https == other.https
+            && (self.authority.as_str() == other.authority.as_str()
+                || self.authority == other.authority)
+    }
+}
+
+impl Eq for Key {}
 
 /// An upstream (scheme and authority of an absolute URL) resolved once,
 /// for [`HttpClient::send_to`].
@@ -428,6 +440,16 @@ mod endpoint_tests {
         assert_eq!(host("https://user@up:443/"), "up");
         assert!(Endpoint::of(&"ftp://up/".parse().unwrap()).is_err());
         assert!(Endpoint::of(&"/relative".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn pool_keys_match_scheme_and_authority_whatever_the_case() {
+        let key = |url: &str| key_of(&url.parse().unwrap()).unwrap();
+        assert!(key("http://up:3000/a") == key("http://up:3000/b?c"));
+        assert!(key("http://Up.Example:3000/") == key("http://up.example:3000/"));
+        assert!(key("http://up:3000/") != key("https://up:3000/"));
+        assert!(key("http://up:3000/") != key("http://up:3001/"));
+        assert!(key("http://up-a:3000/") != key("http://up-b:3000/"));
     }
 }
 
