@@ -177,8 +177,9 @@ fn hex_decode(digits: &[u8]) -> Option<Sig> {
         // end: no capacity check or branch a byte.
         let mut buf = [0u8; 64];
         let mut bad = 0u8;
-        for (out, pair) in buf[..n].iter_mut().zip(digits.chunks_exact(2)) {
-            let (hi, lo) = (HEX_VALUE[pair[0] as usize], HEX_VALUE[pair[1] as usize]);
+        let (pairs, _) = digits.as_chunks::<2>();
+        for (out, &[h, l]) in buf[..n].iter_mut().zip(pairs) {
+            let (hi, lo) = (HEX_VALUE[h as usize], HEX_VALUE[l as usize]);
             bad |= hi | lo;
             *out = hi << 4 | lo;
         }

@@ -1832,3 +1832,28 @@ fn many_secrets_verify_with_their_index_and_window() {
         assert_eq!(got, Err(VerifyError::Mismatch), "{count} secrets");
     }
 }
+
+/// The word-at-a-time constant-time compare: equal slices of every length
+/// from 0 to 70 (whole words, a remainder, both) are equal; a change in
+/// any one byte, in a word or in the remainder, or a different length,
+/// is not.
+#[test]
+fn the_constant_time_compare_sees_every_byte() {
+    let a: Vec<u8> = (0..70u8)
+        .map(|i| i.wrapping_mul(37).wrapping_add(11))
+        .collect();
+    for len in 0..=a.len() {
+        let x = &a[..len];
+        assert!(bool::from(crypto::ct_eq_bytes(x, x)), "{len}");
+        for at in 0..len {
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut y = x.to_vec();
+                y[at] ^= flip;
+                assert!(!bool::from(crypto::ct_eq_bytes(x, &y)), "{len} {at} {flip}");
+            }
+        }
+        if len > 0 {
+            assert!(!bool::from(crypto::ct_eq_bytes(x, &x[..len - 1])));
+        }
+    }
+}
