@@ -493,8 +493,6 @@ pub struct Verifier {
     /// The signature header's name, parsed once: a lookup by `&str` parses
     /// and lower-cases the name on every request (~0.4k instructions).
     header: Option<http::HeaderName>,
-    /// A preset's scheme as data, built once rather than per request.
-    preset: Option<engine::Spec<'static>>,
 }
 
 /// When a secret verifies: from `not_before` (inclusive) until `not_after`
@@ -527,12 +525,8 @@ impl Verifier {
             .map(|s| Key::derive(&scheme, s))
             .collect::<Result<Vec<_>, _>>()?;
         let windows = vec![Window::default(); keys.len()];
-        let preset = match &scheme {
-            Scheme::Preset(p) => Some(presets::spec(*p)),
-            Scheme::Custom(_) => None,
-        };
         let header = match &scheme {
-            Scheme::Preset(_) => preset.as_ref().and_then(|s| s.header.parse().ok()),
+            Scheme::Preset(p) => presets::spec(*p).header.parse().ok(),
             Scheme::Custom(c) => c.header.parse().ok(),
         };
         Ok(Verifier {
@@ -542,7 +536,6 @@ impl Verifier {
             tolerance,
             signed_url: String::new(),
             header,
-            preset,
         })
     }
 
@@ -610,10 +603,9 @@ impl Verifier {
         };
         let (keys, tolerance) = (&self.keys, self.tolerance);
         match &self.scheme {
-            Scheme::Preset(p) => match &self.preset {
-                Some(spec) => engine::verify(spec, keys, active, tolerance, &request),
-                None => engine::verify(&presets::spec(*p), keys, active, tolerance, &request),
-            },
+            Scheme::Preset(p) => {
+                engine::verify(&presets::spec(*p), keys, active, tolerance, &request)
+            }
             Scheme::Custom(c) => match c.spec() {
                 Ok(spec) => engine::verify(&spec, keys, active, tolerance, &request),
                 // Fail closed, but keep the precedence for the absent header.
