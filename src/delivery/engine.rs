@@ -347,12 +347,23 @@ impl Engine {
                                 // (the store stalled): that attempt goes on,
                                 // and this claim comes back when it expires.
                                 tracing::warn!(queue = %q.name, id = %job.id, "job claimed again while still held here; skipped");
+                                if probe {
+                                    // Not a probe after all: another job
+                                    // probes at once, rather than the
+                                    // circuit waiting half-open for an
+                                    // answer that will never come.
+                                    lane.ctl.record(Signal::NotSent, true, now, 0.0);
+                                }
                                 continue;
                             }
                             // Only this loop takes `held` permits, and it
                             // claimed no more than were free.
                             let Ok(held) = lane.held.clone().try_acquire_owned() else {
                                 tracing::error!(queue = %q.name, "held permits out of step; job returns when its lease expires");
+                                self.unhold(&job.id);
+                                if probe {
+                                    lane.ctl.record(Signal::NotSent, true, now, 0.0);
+                                }
                                 break;
                             };
                             tasks.spawn(self.clone().run_job(
@@ -421,6 +432,11 @@ impl Engine {
                 self.clone().attempt(q, ctl, probe, job, permit, held).await
             }
             _ => {
+                if probe {
+                    // A probe that is not sent leaves the circuit open (not
+                    // half-open waiting for its answer).
+                    ctl.record(Signal::NotSent, true, now_ms(&self.clock), 0.0);
+                }
                 if let Err(e) = self.store.release(&job.lease).await {
                     tracing::warn!(id = %job.id, error = %e, "cannot release a job; it returns when its lease expires");
                 }
@@ -831,6 +847,119 @@ mod tests {
         assert_eq!(r.headers()["x-hookgate-delivery-id"], "job-1");
         assert_eq!(r.headers()["x-hookgate-attempt"], "3");
         assert_eq!(r.headers()["x-hookgate-verified"], "sigsentry");
+    }
+
+    /// A real upstream on 127.0.0.1:0 answering every request with `200`,
+    /// and the number of requests it has answered.
+    async fn upstream() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&hits);
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let counted = Arc::clone(&counted);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_req| {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        async {
+                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                                Bytes::new(),
+                            )))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (port, hits)
+    }
+
+    #[tokio::test]
+    async fn a_probe_whose_job_is_still_held_here_does_not_leave_the_circuit_half_open() {
+        use crate::delivery::circuit::BreakerPolicy;
+        use crate::store::{Enqueued, NewJob, StoreOptions};
+        use std::sync::atomic::Ordering;
+
+        let (port, hits) = upstream().await;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreOptions::sqlite(dir.path().join("store.db"))).unwrap();
+        let mut q = queue();
+        q.deliver = Deliver::Forward {
+            target: Target {
+                base: format!("http://127.0.0.1:{port}/app").parse().unwrap(),
+                strip: Some("/hooks/x".into()),
+                fixed: false,
+            },
+            verified_header: HeaderValue::from_static("sigsentry"),
+        };
+        let name = q.name.clone();
+        let controls = Controls::new([(
+            name.clone(),
+            BreakerPolicy {
+                enabled: true,
+                failures: 1,
+                probe_interval: Duration::from_millis(20),
+                probe_max_interval: Duration::from_millis(20),
+            },
+        )]);
+        let ctl = Arc::clone(controls.get(&name).unwrap());
+        let clock = crate::clock::system_clock();
+        let now = now_ms(&clock);
+        // Two jobs; the older is claimed first, so it is the probe.
+        let mut ids = Vec::new();
+        for i in 0..2 {
+            let job = NewJob {
+                queue: name.clone(),
+                kind: KIND_FORWARD.into(),
+                payload: stored().into(),
+                created_at: now - 10 + i,
+                next_at: now - 10 + i,
+                label: None,
+            };
+            match store.enqueue(job, None, None).await.unwrap() {
+                Enqueued::Accepted { id } => ids.push(id),
+                other => panic!("not enqueued: {other:?}"),
+            }
+        }
+        ctl.record(Signal::Failure, false, now, 0.0);
+        assert_eq!(ctl.snapshot().state, State::Open);
+        let engine = Arc::new(Engine::new(
+            store.clone(),
+            vec![Arc::new(q)],
+            &controls,
+            clock,
+            Arc::new(Notify::new()),
+            Duration::from_millis(10),
+            Arc::new(Metrics::new()),
+        ));
+        // The probe's job is still held here (an earlier claim of it whose
+        // lease ran out while it was being attempted): the probe is skipped.
+        assert!(engine.hold(&ids[0]));
+        let shutdown = Shutdown::new();
+        let run = tokio::spawn(Arc::clone(&engine).run(shutdown.clone(), Duration::from_secs(1)));
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        let mut state = ctl.snapshot().state;
+        while (hits.load(Ordering::SeqCst) == 0 || state != State::Closed)
+            && std::time::Instant::now() < until
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            state = ctl.snapshot().state;
+        }
+        shutdown.trigger();
+        run.await.unwrap();
+        // The other job probed instead, succeeded and closed the circuit.
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            1,
+            "no probe reached the upstream; the circuit is {state:?}"
+        );
+        assert_eq!(state, State::Closed);
+        store.shutdown().await;
     }
 
     #[test]
