@@ -348,11 +348,10 @@ impl Engine {
                                 // and this claim comes back when it expires.
                                 tracing::warn!(queue = %q.name, id = %job.id, "job claimed again while still held here; skipped");
                                 if probe {
-                                    // Not a probe after all: another job
-                                    // probes at once, rather than the
-                                    // circuit waiting half-open for an
+                                    // Not a probe after all: rather than
+                                    // the circuit waiting half-open for an
                                     // answer that will never come.
-                                    lane.ctl.record(Signal::NotSent, true, now, 0.0);
+                                    self.probe_not_sent(&q.name, &lane.ctl);
                                 }
                                 continue;
                             }
@@ -362,7 +361,7 @@ impl Engine {
                                 tracing::error!(queue = %q.name, "held permits out of step; job returns when its lease expires");
                                 self.unhold(&job.id);
                                 if probe {
-                                    lane.ctl.record(Signal::NotSent, true, now, 0.0);
+                                    self.probe_not_sent(&q.name, &lane.ctl);
                                 }
                                 break;
                             };
@@ -433,9 +432,7 @@ impl Engine {
             }
             _ => {
                 if probe {
-                    // A probe that is not sent leaves the circuit open (not
-                    // half-open waiting for its answer).
-                    ctl.record(Signal::NotSent, true, now_ms(&self.clock), 0.0);
+                    self.probe_not_sent(&q.name, &ctl);
                 }
                 if let Err(e) = self.store.release(&job.lease).await {
                     tracing::warn!(id = %job.id, error = %e, "cannot release a job; it returns when its lease expires");
@@ -635,6 +632,25 @@ impl Engine {
     }
 
     /// Logs and counts a circuit's transition to `state`.
+    /// Sets the circuit-state gauge of `queue` to `state`.
+    fn show_circuit(&self, queue: &str, state: State) {
+        for s in State::ALL {
+            self.metrics
+                .circuit_state
+                .with_label_values(&[queue, s.as_str()])
+                .set(i64::from(s == state));
+        }
+    }
+
+    /// A probe that was not sent after all: the circuit goes back to open
+    /// (shown as such), and another job probes at once. Not logged as a
+    /// transition: nothing was learnt about the upstream.
+    fn probe_not_sent(&self, queue: &str, ctl: &QueueControl) {
+        if let Some(state) = ctl.record(Signal::NotSent, true, now_ms(&self.clock), 0.0) {
+            self.show_circuit(queue, state);
+        }
+    }
+
     fn circuit_moved(
         &self,
         queue: &str,
@@ -643,12 +659,7 @@ impl Engine {
         status: Option<u16>,
         error: Option<&str>,
     ) {
-        for s in State::ALL {
-            self.metrics
-                .circuit_state
-                .with_label_values(&[queue, s.as_str()])
-                .set(i64::from(s == state));
-        }
+        self.show_circuit(queue, state);
         self.metrics
             .circuit_transitions
             .with_label_values(&[queue, state.as_str()])
@@ -928,6 +939,7 @@ mod tests {
         }
         ctl.record(Signal::Failure, false, now, 0.0);
         assert_eq!(ctl.snapshot().state, State::Open);
+        let metrics = Arc::new(Metrics::new());
         let engine = Arc::new(Engine::new(
             store.clone(),
             vec![Arc::new(q)],
@@ -935,7 +947,7 @@ mod tests {
             clock,
             Arc::new(Notify::new()),
             Duration::from_millis(10),
-            Arc::new(Metrics::new()),
+            Arc::clone(&metrics),
         ));
         // The probe's job is still held here (an earlier claim of it whose
         // lease ran out while it was being attempted): the probe is skipped.
@@ -959,6 +971,20 @@ mod tests {
             "no probe reached the upstream; the circuit is {state:?}"
         );
         assert_eq!(state, State::Closed);
+        let shown = |s: State| {
+            metrics
+                .circuit_state
+                .with_label_values(&[name.as_str(), s.as_str()])
+                .get()
+        };
+        assert_eq!(
+            (
+                shown(State::Closed),
+                shown(State::HalfOpen),
+                shown(State::Open)
+            ),
+            (1, 0, 0)
+        );
         store.shutdown().await;
     }
 
