@@ -631,7 +631,6 @@ impl Engine {
         }
     }
 
-    /// Logs and counts a circuit's transition to `state`.
     /// Sets the circuit-state gauge of `queue` to `state`.
     fn show_circuit(&self, queue: &str, state: State) {
         for s in State::ALL {
@@ -651,6 +650,7 @@ impl Engine {
         }
     }
 
+    /// Logs and counts a circuit's transition to `state`.
     fn circuit_moved(
         &self,
         queue: &str,

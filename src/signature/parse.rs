@@ -173,28 +173,26 @@ fn hex_decode(digits: &[u8]) -> Option<Sig> {
     }
     let n = digits.len() / 2;
     if n <= 64 {
-        // Into a plain array, every digit's validity checked once at the
-        // end: no capacity check or branch a byte.
+        // Into a plain array: no capacity check or branch a byte.
         let mut buf = [0u8; 64];
-        let mut bad = 0u8;
-        let (pairs, _) = digits.as_chunks::<2>();
-        for (out, &[h, l]) in buf[..n].iter_mut().zip(pairs) {
-            let (hi, lo) = (HEX_VALUE[h as usize], HEX_VALUE[l as usize]);
-            bad |= hi | lo;
-            *out = hi << 4 | lo;
-        }
-        return (bad & 0xf0 == 0).then(|| Sig::from_buf_and_len(buf, n));
+        return hex_into(digits, &mut buf[..n]).then(|| Sig::from_buf_and_len(buf, n));
     }
     // Longer than any MAC (it will not verify): on the heap.
-    let mut out = Vec::with_capacity(n);
-    for pair in digits.chunks_exact(2) {
-        let (hi, lo) = (HEX_VALUE[pair[0] as usize], HEX_VALUE[pair[1] as usize]);
-        if (hi | lo) & 0xf0 != 0 {
-            return None;
-        }
-        out.push(hi << 4 | lo);
+    let mut out = vec![0u8; n];
+    hex_into(digits, &mut out).then(|| Sig::from_vec(out))
+}
+
+/// Decodes `digits` (two per byte of `out`) into `out`; whether every digit
+/// was one. Each digit's validity is checked once, at the end.
+fn hex_into(digits: &[u8], out: &mut [u8]) -> bool {
+    let mut bad = 0u8;
+    let (pairs, _) = digits.as_chunks::<2>();
+    for (out, &[h, l]) in out.iter_mut().zip(pairs) {
+        let (hi, lo) = (HEX_VALUE[h as usize], HEX_VALUE[l as usize]);
+        bad |= hi | lo;
+        *out = hi << 4 | lo;
     }
-    Some(Sig::from_vec(out))
+    bad & 0xf0 == 0
 }
 
 /// Parses one instance of a signature header into `found`. Returns the
@@ -497,6 +495,12 @@ mod tests {
         // Longer than any MAC: kept whole (on the heap), not cut to 64 bytes.
         let long = "ab".repeat(100);
         assert_eq!(super::hex_decode(long.as_bytes()).unwrap().len(), 100);
+        assert_eq!(
+            super::hex_decode(format!("{long}zz").as_bytes()),
+            None,
+            "a bad digit in a long signature"
+        );
+        assert_eq!(super::hex_decode(format!("{long}0g").as_bytes()), None);
         assert_eq!(super::hex_decode(b"abc"), None);
         assert_eq!(super::hex_decode(b"ab c"), None);
         assert_eq!(super::hex_decode(b""), Some(super::Sig::new()));
