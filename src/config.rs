@@ -604,6 +604,11 @@ pub struct UpstreamConfig {
     pub strip_prefix: bool,
     #[serde(default)]
     pub tls: Option<UpstreamTlsConfig>,
+    /// The HTTP version spoken to the upstream: `http1` (the default),
+    /// `http2` (h2c over `http://`, ALPN `h2` over `https://`) or `auto`
+    /// (ALPN chooses; `https://` only).
+    #[serde(default)]
+    pub protocol: crate::delivery::client::Protocol,
 }
 
 fn default_upstream_timeout() -> Dur {
@@ -1048,6 +1053,13 @@ impl Config {
                         errs.push(format!(
                             "{at}.upstream.url: must be an absolute http:// or https:// URL, got {:?}",
                             r.upstream.url
+                        ));
+                    } else if r.upstream.protocol == crate::delivery::client::Protocol::Auto
+                        && u.scheme_str() != Some("https")
+                    {
+                        errs.push(format!(
+                            "{at}.upstream.protocol: \"auto\" chooses HTTP/2 by TLS ALPN and needs \
+                             an https:// upstream (\"http2\" speaks h2c, HTTP/2 without TLS)"
                         ));
                     }
                 }

@@ -1,7 +1,7 @@
 //! TLS end to end, with a CA generated inside the test: the public listener
 //! over TLS, a certificate swapped on disk and picked up without restart, an
-//! HTTPS upstream trusted through `upstream.tls.ca_file`, and a wrong CA
-//! refused.
+//! HTTPS upstream trusted through `upstream.tls.ca_file`, a wrong CA
+//! refused, and HTTP/2 to upstreams chosen by ALPN (`upstream.protocol`).
 
 mod common;
 
@@ -284,6 +284,89 @@ url = "https://127.0.0.1:{port}/in"
     let a = post(&hg.url("/default-roots"), &headers, body).await;
     assert_eq!((a.status, a.code().as_str()), (502, "upstream_unreachable"));
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    hg.stop().await;
+}
+
+/// A TLS acceptor with a certificate for 127.0.0.1 from `ca`, whose ALPN
+/// accepts `alpn` (none: the server ignores ALPN).
+fn acceptor(dir: &Path, name: &str, ca: &Ca, alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
+    let (cert, key) = ca.leaf(name);
+    let cert_path = write(dir, &format!("{name}.crt"), &cert);
+    let key_path = write(dir, &format!("{name}.key"), &key);
+    let reloading =
+        hookgate::server::tls::ReloadingCert::load(cert_path.as_ref(), key_path.as_ref()).unwrap();
+    let mut cfg = (*reloading.server_config()).clone();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+}
+
+#[tokio::test]
+async fn alpn_chooses_http2_to_an_https_upstream_that_offers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("upstream CA");
+    let ca_file = write(dir.path(), "ca.pem", &ca.pem);
+    let speaks = |name, alpn: &[&[u8]]| Speaks::Tls(acceptor(dir.path(), name, &ca, alpn));
+    let both = Upstream::start_speaking(speaks("both", &[b"h2", b"http/1.1"])).await;
+    let h1 = Upstream::start_speaking(speaks("h1", &[b"http/1.1"])).await;
+    let no_alpn = Upstream::start_speaking(speaks("none", &[])).await;
+    let route = |path: &str, up: &Upstream, protocol: &str| {
+        format!(
+            r#"
+[[routes]]
+path = "{path}"
+scheme = "github"
+secrets = [{{ value = "{SECRET}" }}]
+mode = "passthrough"
+[routes.upstream]
+url = "https://127.0.0.1:{port}{path}"
+tls = {{ ca_file = "{ca_file}", webpki_roots = false }}
+protocol = "{protocol}"
+"#,
+            port = up.addr.port()
+        )
+    };
+    let hg = Hookgate::start(
+        &[
+            route("/auto-both", &both, "auto"),
+            route("/auto-h1", &h1, "auto"),
+            route("/h2-both", &both, "http2"),
+            route("/h2-h1", &h1, "http2"),
+            route("/h2-no-alpn", &no_alpn, "http2"),
+            route("/h1-both", &both, "http1"),
+        ]
+        .concat(),
+    )
+    .await;
+    let body = b"{}".to_vec();
+    let headers = sign("github", SECRET, &body, Some("d1"), now());
+    for path in ["/auto-both", "/auto-h1", "/h2-both", "/h1-both"] {
+        let a = post(&hg.url(path), &headers, body.clone()).await;
+        assert_eq!(
+            (path, a.status, &a.body[..]),
+            (path, 200, &b"upstream ok"[..])
+        );
+    }
+    let version_of = |up: &Upstream, path: &str| {
+        let got = up.received();
+        let r = got.iter().find(|r| r.uri.ends_with(path)).unwrap();
+        r.version
+    };
+    assert_eq!(version_of(&both, "/auto-both"), http::Version::HTTP_2);
+    assert_eq!(version_of(&both, "/h2-both"), http::Version::HTTP_2);
+    // HTTP/1.1 alone offers no ALPN: the upstream answers in HTTP/1.1.
+    assert_eq!(version_of(&both, "/h1-both"), http::Version::HTTP_11);
+    // `auto` takes what the upstream selects.
+    assert_eq!(version_of(&h1, "/auto-h1"), http::Version::HTTP_11);
+    // `http2` insists: refused by ALPN, or not selected at all.
+    for path in ["/h2-h1", "/h2-no-alpn"] {
+        let a = post(&hg.url(path), &headers, body.clone()).await;
+        assert_eq!(
+            (path, a.status, a.code().as_str()),
+            (path, 502, "upstream_unreachable")
+        );
+    }
+    assert_eq!(h1.received().len(), 1);
+    assert!(no_alpn.received().is_empty());
     hg.stop().await;
 }
 

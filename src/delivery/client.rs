@@ -1,7 +1,7 @@
-//! The outbound HTTP client: HTTP/1.1 over rustls (webpki roots and/or a CA
-//! bundle, optional client certificate) or plain TCP, through the SSRF
-//! guard's connector, with its own keep-alive pool. Redirects are never
-//! followed (a 3xx is just an answer).
+//! The outbound HTTP client: HTTP/1.1 (or, by [`Protocol`], HTTP/2) over
+//! rustls (webpki roots and/or a CA bundle, optional client certificate) or
+//! plain TCP, through the SSRF guard's connector, with its own keep-alive
+//! pool. Redirects are never followed (a 3xx is just an answer).
 //!
 //! The pool is hookgate's own rather than hyper-util's legacy client: it
 //! keeps, per upstream (scheme and authority), a stack of idle
@@ -14,6 +14,10 @@
 //! never taken, once idle for between 3/4 of the idle timeout (60 s) and
 //! all of it: they are timed on a coarse clock the sweep advances every
 //! quarter of the timeout, so returning and taking one reads no clock.
+//! An HTTP/2 connection is not taken but shared: it stays on its stack
+//! and every request opens a stream on it (a clone of its sender), until
+//! it closes or has served no request for the idle timeout.
+//!
 //! A request that a reused
 //! connection could not even start (the upstream closed it while idle) is
 //! retried once per idle connection, then on a fresh one, as hyper-util
@@ -39,7 +43,9 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1;
+use hyper::client::conn::{http1, http2};
+use hyper_util::client::legacy::connect::Connection;
+use hyper_util::rt::TokioExecutor;
 use tower_service::Service;
 
 use crate::delivery::ssrf::{self, Guard, GuardedConnector};
@@ -64,13 +70,47 @@ pub enum SendError {
 }
 
 type Connector = hyper_rustls::HttpsConnector<GuardedConnector>;
-type Sender = http1::SendRequest<Full<Bytes>>;
+type Sender1 = http1::SendRequest<Full<Bytes>>;
+type Sender2 = http2::SendRequest<Full<Bytes>>;
+
+/// The HTTP version a client speaks to its upstreams (`upstream.protocol`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// HTTP/1.1 only; over TLS, no ALPN is offered.
+    #[default]
+    Http1,
+    /// HTTP/2 only: with prior knowledge (h2c) over `http://`; over
+    /// `https://`, ALPN offers `h2` alone and a connection whose upstream
+    /// does not select it fails.
+    Http2,
+    /// Over `https://`, ALPN offers `h2` and `http/1.1` and the upstream
+    /// chooses; over `http://`, HTTP/1.1 (clear text has no negotiation).
+    Auto,
+}
+
+/// A connection's sender: HTTP/1.1 carries one request at a time, HTTP/2
+/// any number of streams (its sender is cloned for each).
+enum Sender {
+    H1(Sender1),
+    H2(Sender2),
+}
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct HttpClient {
     /// Over the SSRF guard's connector; the guard is off (no checks) but
     /// for [`HttpClient::guarded`].
     connector: Connector,
+    protocol: Protocol,
     pool: Arc<Pool>,
 }
 
@@ -175,17 +215,24 @@ impl Pool {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The most recently returned live idle connection for `key`.
+    /// The most recently returned live idle connection for `key`: taken
+    /// off its stack (HTTP/1.1), or shared and stamped as used (HTTP/2).
     fn take(&self, key: &Key) -> Option<Sender> {
         let now = self.quarters.load(Ordering::Relaxed);
         let mut idle = self.lock();
         let (_, stack) = idle.iter_mut().find(|(k, _)| k == key)?;
-        while let Some(c) = stack.pop() {
-            if !Self::expired(&c, now) {
-                return Some(c.sender);
+        loop {
+            let c = stack.last_mut()?;
+            if Self::expired(c, now) {
+                stack.pop();
+                continue;
             }
+            if let Sender::H2(shared) = &c.sender {
+                c.since = now;
+                return Some(Sender::H2(shared.clone()));
+            }
+            return stack.pop().map(|c| c.sender);
         }
-        None
     }
 
     fn put(&self, key: Key, sender: Sender) {
@@ -268,13 +315,23 @@ impl HttpClient {
     /// only once connected, dropped before a byte is sent), and `send` fails
     /// with [`SendError::Refused`].
     pub fn guarded(opts: &ClientTlsOptions, guard: Guard) -> Result<HttpClient, TlsError> {
-        Self::build(opts, guard, IDLE_TIMEOUT)
+        Self::build(opts, guard, IDLE_TIMEOUT, Protocol::Http1)
+    }
+
+    /// A client like [`HttpClient::with_tls`] that speaks `protocol` to
+    /// its upstreams.
+    pub fn for_upstream(
+        opts: &ClientTlsOptions,
+        protocol: Protocol,
+    ) -> Result<HttpClient, TlsError> {
+        Self::build(opts, Guard::off(), IDLE_TIMEOUT, protocol)
     }
 
     fn build(
         opts: &ClientTlsOptions,
         guard: Guard,
         idle_timeout: Duration,
+        protocol: Protocol,
     ) -> Result<HttpClient, TlsError> {
         let tls = client_config(opts)?;
         let mut connector = GuardedConnector::new(guard);
@@ -282,13 +339,18 @@ impl HttpClient {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_secs(10)));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        // What ALPN offers over TLS: nothing for HTTP/1.1 alone.
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(connector);
+            .https_or_http();
+        let connector = match protocol {
+            Protocol::Http1 => builder.enable_http1().wrap_connector(connector),
+            Protocol::Http2 => builder.enable_http2().wrap_connector(connector),
+            Protocol::Auto => builder.enable_all_versions().wrap_connector(connector),
+        };
         Ok(HttpClient {
             connector,
+            protocol,
             pool: Arc::new(Pool::new(idle_timeout)),
         })
     }
@@ -306,12 +368,7 @@ impl HttpClient {
                 let host = host_header(req.uri())?;
                 req.headers_mut().insert(HOST, host);
             }
-            let origin = req
-                .uri()
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/"));
-            *req.uri_mut() = Uri::from(origin);
+            *req.uri_mut() = Uri::from(path_of(req.uri()));
             Ok(key)
         });
         Sending {
@@ -341,11 +398,27 @@ impl HttpClient {
     ) -> Result<Response<ResponseBody>, SendError> {
         let key = key?;
         loop {
-            let (mut sender, reused) = match self.pool.take(&key) {
+            let (sender, reused) = match self.pool.take(&key) {
                 Some(sender) => (sender, true),
                 // Boxed: the rare path's state (TLS, DNS) would otherwise
                 // size every request's future, which is moved as it goes.
                 None => (Box::pin(self.connect(&key)).await?, false),
+            };
+            let mut sender = match sender {
+                Sender::H1(sender) => sender,
+                Sender::H2(sender) => {
+                    // Boxed, as connecting is: an HTTP/2 request's state
+                    // would otherwise size every HTTP/1.1 request's future.
+                    match Box::pin(send_h2(sender, req, key.https)).await {
+                        Ok(resp) => return Ok(resp),
+                        // Never started on a connection that had closed.
+                        Err(H2Failed::Unsent(unsent, _)) if reused => {
+                            req = *unsent;
+                            continue;
+                        }
+                        Err(H2Failed::Unsent(_, e) | H2Failed::Sent(e)) => return Err(e),
+                    }
+                }
             };
             if !sender.is_ready() && sender.ready().await.is_err() {
                 if reused {
@@ -403,6 +476,33 @@ impl HttpClient {
                 None => SendError::Connect,
             }
         })?;
+        let negotiated_h2 = io.connected().is_negotiated_h2();
+        let h2 = match self.protocol {
+            Protocol::Http1 => false,
+            Protocol::Http2 if key.https && !negotiated_h2 => {
+                return Err(SendError::Other(
+                    "the upstream did not select HTTP/2 (ALPN h2)".into(),
+                ));
+            }
+            Protocol::Http2 => true,
+            Protocol::Auto => negotiated_h2,
+        };
+        self.pool.ensure_sweep();
+        if h2 {
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .handshake(io)
+                .await
+                .map_err(|_| SendError::Connect)?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "upstream connection ended");
+                }
+            });
+            // Shared at once: the requests that come while this one is
+            // on its way open streams on it rather than connections.
+            self.pool.put(key.clone(), Sender::H2(sender.clone()));
+            return Ok(Sender::H2(sender));
+        }
         // One buffer, one `write`: the head and a webhook-sized body are
         // copied together rather than queued for `writev` (fewer
         // instructions a request, bench/micro-results.md).
@@ -416,8 +516,7 @@ impl HttpClient {
                 tracing::debug!(error = %e, "upstream connection ended");
             }
         });
-        self.pool.ensure_sweep();
-        Ok(sender)
+        Ok(Sender::H1(sender))
     }
 
     #[cfg(test)]
@@ -520,11 +619,94 @@ where
     }
 }
 
+/// Why an HTTP/2 request has no response.
+enum H2Failed {
+    /// Refused before it was sent (the connection had closed): the request
+    /// is back, as the caller gave it, to be sent on another connection.
+    /// Boxed: the rare case, and the request is large.
+    Unsent(Box<Request<Full<Bytes>>>, SendError),
+    /// It may have reached the upstream: never re-sent here.
+    Sent(SendError),
+}
+
+/// `req` (origin form, with a `Host` header) as a stream on `sender`'s
+/// connection.
+async fn send_h2(
+    mut sender: Sender2,
+    req: Request<Full<Bytes>>,
+    https: bool,
+) -> Result<Response<ResponseBody>, H2Failed> {
+    if sender.is_closed() {
+        return Err(H2Failed::Unsent(Box::new(req), SendError::Connect));
+    }
+    match sender.try_send_request(into_h2(req, https)).await {
+        Ok(resp) => {
+            let (head, body) = resp.into_parts();
+            // Nothing to give back: the connection stays shared in the pool.
+            let body = ResponseBody {
+                inner: body,
+                back: None,
+            };
+            Ok(Response::from_parts(head, body))
+        }
+        Err(mut e) => {
+            let unsent = e.take_message();
+            let error = SendError::Other(error_chain(&e.into_error()));
+            match unsent {
+                Some(req) => Err(H2Failed::Unsent(Box::new(into_h1(req)), error)),
+                None => Err(H2Failed::Sent(error)),
+            }
+        }
+    }
+}
+
+/// An origin-form request with a `Host` header as HTTP/2 wants it: the
+/// scheme and the authority (from `Host`, which HTTP/2 carries as
+/// `:authority`) in the URI, and no `Host` header.
+fn into_h2(mut req: Request<Full<Bytes>>, https: bool) -> Request<Full<Bytes>> {
+    let authority = req
+        .headers()
+        .get(HOST)
+        .and_then(|h| Authority::try_from(h.as_bytes()).ok());
+    if let Some(authority) = authority {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(if https { Scheme::HTTPS } else { Scheme::HTTP });
+        parts.authority = Some(authority);
+        parts.path_and_query = Some(path_of(req.uri()));
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+            req.headers_mut().remove(HOST);
+        }
+    }
+    *req.version_mut() = http::Version::HTTP_2;
+    req
+}
+
+/// A URI's path and query (`/` when it has none): its origin form.
+fn path_of(uri: &Uri) -> PathAndQuery {
+    uri.path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"))
+}
+
+/// [`into_h2`] undone, for a request that goes out on another connection
+/// after all (which may speak HTTP/1.1).
+fn into_h1(mut req: Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    if let Some(authority) = req.uri().authority() {
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+            req.headers_mut().insert(HOST, host);
+        }
+        *req.uri_mut() = Uri::from(path_of(req.uri()));
+    }
+    *req.version_mut() = http::Version::HTTP_11;
+    req
+}
+
 /// Where a connection goes back once its response has been read.
 struct Back {
     pool: Arc<Pool>,
     key: Key,
-    sender: Sender,
+    sender: Sender1,
 }
 
 /// A response body from [`HttpClient::send`]: hyper's body, which returns
@@ -538,7 +720,7 @@ pub struct ResponseBody {
 impl ResponseBody {
     fn give_back(&mut self) {
         if let Some(back) = self.back.take() {
-            back.pool.put(back.key, back.sender);
+            back.pool.put(back.key, Sender::H1(back.sender));
         }
     }
 }
@@ -762,6 +944,7 @@ mod tests {
             &ClientTlsOptions::default(),
             Guard::off(),
             Duration::from_millis(50),
+            Protocol::Http1,
         )
         .unwrap();
         let url = format!("http://127.0.0.1:{}/", up.port);
@@ -780,8 +963,13 @@ mod tests {
     async fn an_idle_connection_is_kept_for_three_quarters_of_the_timeout_at_least() {
         let mut up = upstream(After::KeepAlive, 2).await;
         let timeout = Duration::from_millis(800);
-        let client =
-            HttpClient::build(&ClientTlsOptions::default(), Guard::off(), timeout).unwrap();
+        let client = HttpClient::build(
+            &ClientTlsOptions::default(),
+            Guard::off(),
+            timeout,
+            Protocol::Http1,
+        )
+        .unwrap();
         let url = format!("http://127.0.0.1:{}/", up.port);
         let resp = client.send(get(&url), T).await.unwrap();
         assert_eq!(read(resp).await, 2);
@@ -838,5 +1026,105 @@ mod tests {
         assert_eq!(h("http://example.com:8080/"), "example.com:8080");
         assert_eq!(h("http://[fe80::80]/"), "[fe80::80]");
         assert_eq!(h("https://example.com:80/"), "example.com:80");
+    }
+
+    /// A real HTTP/2 (h2c) server on 127.0.0.1:0 that answers each
+    /// connection's first request with 200 and then closes the connection
+    /// (GOAWAY), as an upstream that limits a connection's age does.
+    async fn h2c_one_request_per_connection() -> (u16, Arc<AtomicUsize>) {
+        use hyper::service::service_fn;
+        use hyper_util::rt::TokioIo;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            loop {
+                let (s, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                let (done_tx, done) = tokio::sync::oneshot::channel::<()>();
+                let done_tx = Arc::new(Mutex::new(Some(done_tx)));
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let done_tx = Arc::clone(&done_tx);
+                        async move {
+                            let authority = req.uri().authority().map(|a| a.to_string());
+                            let hosts = req.headers().get_all(HOST).iter().count();
+                            if let Some(tx) = done_tx.lock().unwrap().take() {
+                                let _ = tx.send(());
+                            }
+                            let answer = format!("{} {hosts}", authority.unwrap_or_default());
+                            Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                                Bytes::from(answer),
+                            )))
+                        }
+                    });
+                    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(s), svc);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => return,
+                        _ = done => conn.as_mut().graceful_shutdown(),
+                    }
+                    let _ = conn.await;
+                });
+            }
+        });
+        (port, accepted)
+    }
+
+    #[tokio::test]
+    async fn an_http2_connection_the_upstream_closed_is_replaced() {
+        let (port, accepted) = h2c_one_request_per_connection().await;
+        let client =
+            HttpClient::for_upstream(&ClientTlsOptions::default(), Protocol::Http2).unwrap();
+        let url = format!("http://127.0.0.1:{port}/x");
+        for n in 1..=3 {
+            let resp = client.send(get(&url), T).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            assert_eq!(resp.version(), http::Version::HTTP_2);
+            // `:authority` from the URL, and no `Host` header besides.
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body, format!("127.0.0.1:{port} 0"));
+            // Wait until the client has seen the GOAWAY.
+            for _ in 0..200 {
+                if client
+                    .pool
+                    .take(&key_of(&url.parse().unwrap()).unwrap())
+                    .is_none()
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert_eq!(accepted.load(Ordering::SeqCst), n);
+        }
+    }
+
+    #[test]
+    fn a_request_goes_to_http2_form_and_back_unchanged() {
+        let mut req = Request::post("/a/b?c=d")
+            .header(HOST, "up.example:8443")
+            .header("x-other", "1")
+            .body(Full::new(Bytes::from_static(b"body")))
+            .unwrap();
+        *req.version_mut() = http::Version::HTTP_11;
+        let h2 = into_h2(req, true);
+        assert_eq!(h2.uri(), "https://up.example:8443/a/b?c=d");
+        assert_eq!(h2.version(), http::Version::HTTP_2);
+        assert!(h2.headers().get(HOST).is_none());
+        let h1 = into_h1(h2);
+        assert_eq!(h1.uri(), "/a/b?c=d");
+        assert_eq!(h1.version(), http::Version::HTTP_11);
+        assert_eq!(h1.headers()[HOST], "up.example:8443");
+        assert_eq!(h1.headers()["x-other"], "1");
+        // A `Host` that is no authority: left for the client to refuse.
+        let req = Request::get("/")
+            .header(HOST, "bad host")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let h2 = into_h2(req, false);
+        assert_eq!(h2.uri(), "/");
+        assert_eq!(h2.headers()[HOST], "bad host");
     }
 }

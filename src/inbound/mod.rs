@@ -342,6 +342,8 @@ impl Inbound {
         })?;
         let (mut head, body) = resp.into_parts();
         strip_hop_by_hop(&mut head.headers);
+        // The sender spoke HTTP/1.1, whatever the upstream did.
+        head.version = http::Version::HTTP_11;
         let body = DeadlineBody {
             inner: body,
             deadline,

@@ -8,7 +8,7 @@ use http::{HeaderValue, Method, StatusCode};
 use tokio::sync::Semaphore;
 
 use crate::config::{Config, DedupKey, Mode, RouteConfig, SecretSource};
-use crate::delivery::client::{Endpoint, HttpClient};
+use crate::delivery::client::{Endpoint, HttpClient, Protocol};
 use crate::delivery::forward::Target;
 use crate::metrics::Metrics;
 use crate::signature::{Verifier, Window};
@@ -102,10 +102,12 @@ impl Route {
         shared: &HttpClient,
         metrics: &Metrics,
     ) -> Result<Route, String> {
-        let client = match &r.upstream.tls {
-            None => shared.clone(),
-            Some(t) => {
-                HttpClient::with_tls(&t.options()).map_err(|e| format!("upstream.tls: {e}"))?
+        let client = match (&r.upstream.tls, r.upstream.protocol) {
+            (None, Protocol::Http1) => shared.clone(),
+            (tls, protocol) => {
+                let opts = tls.as_ref().map(|t| t.options()).unwrap_or_default();
+                HttpClient::for_upstream(&opts, protocol)
+                    .map_err(|e| format!("upstream.tls: {e}"))?
             }
         };
         let scheme = r.scheme()?;

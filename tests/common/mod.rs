@@ -28,6 +28,8 @@ pub struct Received {
     pub uri: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The HTTP version the request came in.
+    pub version: http::Version,
     /// The status the upstream answered, and how long it waited first.
     pub status: u16,
     pub delay: Duration,
@@ -71,6 +73,18 @@ struct UpstreamState {
     peak_in_flight: std::sync::atomic::AtomicUsize,
     /// Delivery ids answered 2xx at once, recorded before the answer goes.
     delivered: Mutex<std::collections::HashSet<String>>,
+    /// Connections accepted.
+    connections: std::sync::atomic::AtomicUsize,
+}
+
+/// What an [`Upstream`] speaks.
+#[derive(Clone)]
+pub enum Speaks {
+    Http1,
+    /// HTTP/2 with prior knowledge, without TLS (h2c); nothing else.
+    H2c,
+    /// TLS; then HTTP/2 when ALPN selected `h2`, else HTTP/1.1.
+    Tls(tokio_rustls::TlsAcceptor),
 }
 
 /// A port on 127.0.0.1 that nothing listens on, held for as long as the
@@ -106,7 +120,8 @@ impl ClosedPort {
     }
 }
 
-/// A real HTTP/1.1 server on 127.0.0.1:0.
+/// A real HTTP server on 127.0.0.1:0 (HTTP/1.1 unless started with
+/// [`Upstream::start_speaking`]).
 #[derive(Clone)]
 pub struct Upstream {
     pub addr: SocketAddr,
@@ -115,15 +130,27 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn start() -> Upstream {
-        Upstream::start_with(TcpListener::bind("127.0.0.1:0").await.unwrap())
+        Upstream::start_speaking(Speaks::Http1).await
+    }
+
+    pub async fn start_speaking(speaks: Speaks) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Upstream::start_with(listener, speaks)
     }
 
     /// An upstream coming up on a port that was down until now.
     pub fn start_on(port: ClosedPort) -> Upstream {
-        Upstream::start_with(port.listen())
+        Upstream::start_with(port.listen(), Speaks::Http1)
     }
 
-    fn start_with(listener: TcpListener) -> Upstream {
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn start_with(listener: TcpListener, speaks: Speaks) -> Upstream {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(UpstreamState::default());
         let st = state.clone();
@@ -132,7 +159,10 @@ impl Upstream {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                st.connections
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let st = st.clone();
+                let speaks = speaks.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let st = st.clone();
@@ -165,6 +195,7 @@ impl Upstream {
                                 }
                             }
                             st.received.lock().unwrap().push(Received {
+                                version: parts.version,
                                 method: parts.method,
                                 uri: parts.uri.to_string(),
                                 headers: parts.headers,
@@ -186,9 +217,17 @@ impl Upstream {
                             Ok::<_, Infallible>(r)
                         }
                     });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    match speaks {
+                        Speaks::Http1 => serve(stream, svc, false).await,
+                        Speaks::H2c => serve(stream, svc, true).await,
+                        Speaks::Tls(acceptor) => {
+                            let Ok(tls) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                            serve(tls, svc, h2).await
+                        }
+                    }
                 });
             }
         });
@@ -262,6 +301,28 @@ impl Upstream {
             }
         }
     }
+}
+
+/// Serves one connection in HTTP/2 (`h2`) or HTTP/1.1.
+async fn serve<S, Svc>(io: S, svc: Svc, h2: bool)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    Svc: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<Full<Bytes>>,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    Svc::Future: Send + 'static,
+{
+    let io = TokioIo::new(io);
+    let _ = if h2 {
+        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(io, svc)
+            .await
+    } else {
+        http1::Builder::new().serve_connection(io, svc).await
+    };
 }
 
 /// A running hookgate (in-process, real listeners).
