@@ -10,7 +10,9 @@
 #   bash bench/ab-passthrough.sh 3 5 old=/tmp/hookgate-old new=target/release/hookgate ng=nginx bp=bp
 #
 # BINARY is a hookgate binary (run with bench/hookgate-passthrough.toml),
-# `nginx` (bench/nginx.conf), `bp` (examples/bare_proxy) or `vp`
+# `h2c:` and a hookgate binary (bench/hookgate-passthrough-h2c.toml: HTTP/2
+# without TLS to a `bare_hyper --h2c` upstream on 127.0.0.1:18006, also on
+# core 0), `nginx` (bench/nginx.conf), `bp` (examples/bare_proxy) or `vp`
 # (examples/bare_proxy --verify, the floor of a verifying proxy). Each server and
 # the bare_hyper upstream are pinned to core 0, the load generator
 # (64 connections, closed loop, 1 s warm-up then SECONDS measured) to core 1.
@@ -26,13 +28,14 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 command -v nginx >/dev/null || apt-get install -y nginx-light >/dev/null
 
 # A server left over on one of the ports would answer in place of ours.
-for p in 18002 18081 18082 18083; do
+for p in 18002 18006 18081 18082 18083 18086; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
         echo "port $p is in use (a server left over from an earlier run?): stop it first" >&2
         exit 1
     fi
 done
 taskset -c 0 "$REL/examples/bare_hyper" --listen 127.0.0.1:18002 >/dev/null 2>&1 &
+taskset -c 0 "$REL/examples/bare_hyper" --listen 127.0.0.1:18006 --h2c >/dev/null 2>&1 &
 sleep 0.3
 wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; }
 cpu() { awk '{print $14, $15}' "/proc/$1/stat"; }
@@ -47,6 +50,8 @@ for r in $(seq "$ROUNDS"); do
                     --upstream 127.0.0.1:18002 >/dev/null 2>&1 & port=18083 ;;
             vp) taskset -c 0 "$REL/examples/bare_proxy" --listen 127.0.0.1:18083 \
                     --upstream 127.0.0.1:18002 --verify >/dev/null 2>&1 & port=18083 ;;
+            h2c:*) taskset -c 0 "${bin#h2c:}" run --config "$ROOT/bench/hookgate-passthrough-h2c.toml" \
+                       >/dev/null 2>&1 & port=18086 ;;
             *) taskset -c 0 "$bin" run --config "$ROOT/bench/hookgate-passthrough.toml" >/dev/null 2>&1 &
                port=18081 ;;
         esac

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! cargo run --release --example bare_hyper -- [--listen 127.0.0.1:18001]
-//!     [--threads N] [--delay-ms MS] [--status CODE]
+//!     [--threads N] [--delay-ms MS] [--status CODE] [--h2c]
 //! ```
 //!
 //! `--threads` sets the tokio worker threads (default: the CPUs this
@@ -14,7 +14,9 @@
 //! every answer that long: with a huge value it is a "stalled upstream" that
 //! keeps hookgate's delivery workers busy without failing them, used to
 //! build a backlog. `--status` answers with that status (e.g. 503: a failing
-//! upstream). The listen address must be a loopback address.
+//! upstream). `--h2c` serves HTTP/2 with prior knowledge (no TLS) instead
+//! of HTTP/1.1: the upstream of hookgate's `upstream.protocol = "http2"`.
+//! The listen address must be a loopback address.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,10 +27,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 struct Args {
@@ -36,11 +38,12 @@ struct Args {
     threads: Option<usize>,
     delay: Duration,
     status: u16,
+    h2c: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bare_hyper [--listen 127.0.0.1:18001] [--threads N] [--delay-ms MS] [--status CODE]"
+        "usage: bare_hyper [--listen 127.0.0.1:18001] [--threads N] [--delay-ms MS] [--status CODE] [--h2c]"
     );
     std::process::exit(2)
 }
@@ -51,6 +54,7 @@ fn parse_args() -> Args {
         threads: None,
         delay: Duration::ZERO,
         status: 200,
+        h2c: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -62,6 +66,7 @@ fn parse_args() -> Args {
                 args.delay = Duration::from_millis(value().parse().unwrap_or_else(|_| usage()))
             }
             "--status" => args.status = value().parse().unwrap_or_else(|_| usage()),
+            "--h2c" => args.h2c = true,
             "-h" | "--help" => usage(),
             _ => usage(),
         }
@@ -92,12 +97,14 @@ async fn serve(args: Args) {
         std::process::exit(1)
     });
     eprintln!(
-        "bare_hyper listening on {} (delay {:?})",
+        "bare_hyper listening on {} (delay {:?}{})",
         listener.local_addr().unwrap(),
-        args.delay
+        args.delay,
+        if args.h2c { ", HTTP/2 h2c" } else { "" }
     );
     let served = Arc::new(AtomicU64::new(0));
     let delay = args.delay;
+    let h2c = args.h2c;
     let status = hyper::StatusCode::from_u16(args.status).unwrap_or_else(|_| usage());
     loop {
         let (stream, _) = match listener.accept().await {
@@ -124,9 +131,15 @@ async fn serve(args: Args) {
                     Ok::<_, Infallible>(r)
                 }
             });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            if h2c {
+                let _ = http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            } else {
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            }
         });
     }
 }
