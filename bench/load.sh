@@ -26,7 +26,8 @@
 #   OUTAGE_RATE    open-loop rate during the outage, requests/s (1000)
 #   ONLY=outage    run the outage point alone (the other figures are n/a)
 #   ONLY=passthrough  run a (bare hyper), d (passthrough), e (nginx),
-#                  e2 (bare hyper proxy) and e3 (verifying proxy) only
+#                  e2 (bare hyper proxy), e3 (verifying proxy) and d2
+#                  (passthrough over HTTP/2) only
 #   ONLY=sender    run s (sender mode, with its upstream) and, for its
 #                  ratios, the closed-loop points of b (reference) and c
 #                  (queue mode) only
@@ -52,6 +53,8 @@
 #     e3. bare_proxy --verify           e2 + reading each body whole and
 #                                       checking its HMAC: the floor of a
 #                                       verifying proxy on hyper
+#     d2. hookgate passthrough, HTTP/2  d with upstream.protocol = "http2"
+#                                       to bare_hyper --h2c (h2c)
 #     s. hookgate sender mode           analyses accepted with a 5-channel
 #                                       fan-out (closed loop only): seed 000
 #                                       analyses POSTed to /v1/analyses with
@@ -138,6 +141,8 @@ BARE_PORT=18001
 REF_PORT=18004
 QUEUE_PORT=18080; QUEUE_ADMIN=19080
 PASS_PORT=18081; PASS_ADMIN=19081  # bench/hookgate-passthrough.toml
+PASS_H2C_PORT=18086                # bench/hookgate-passthrough-h2c.toml
+H2C_UP_PORT=18006                  # its upstream, bare_hyper --h2c
 NGINX_PORT=18082
 BPROXY_PORT=18083
 SENDER_ADMIN=19083  # the sender's /v1/ API (bench/hookgate-sender.toml)
@@ -161,7 +166,7 @@ log() { printf '[load.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 # trial by hand) would answer in place of the one started here, with
 # another build or unpinned, and the run would measure it without a word.
 for p in $UP_PORT $STALL_PORT $OUTAGE_PORT $BARE_PORT $REF_PORT $QUEUE_PORT $QUEUE_ADMIN \
-    $PASS_PORT $PASS_ADMIN $NGINX_PORT $BPROXY_PORT $SENDER_ADMIN; do
+    $PASS_PORT $PASS_ADMIN $PASS_H2C_PORT $H2C_UP_PORT $NGINX_PORT $BPROXY_PORT $SENDER_ADMIN; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
         log "port $p is in use (a server left over from an earlier run?): stop it, then run again"
         exit 1
@@ -491,6 +496,20 @@ run_load vproxy_closed "http://127.0.0.1:$BPROXY_PORT$ROUTE" closed
 run_load vproxy_open "http://127.0.0.1:$BPROXY_PORT$ROUTE" open
 echo "{\"hwm_kb\": $(kb $VPROXY_PID VmHWM)}" >"$RES/vproxy_rss.json"
 stop $VPROXY_PID
+
+# --- d2. passthrough over HTTP/2 (h2c) to the upstream ----------------------------------
+# The same route with `upstream.protocol = "http2"`, to bare_hyper speaking
+# h2c (also on core 0): every request a stream on one connection.
+log "d2. hookgate passthrough, HTTP/2 (h2c) to a bare_hyper --h2c upstream"
+start up_h2c "$BARE" --listen "127.0.0.1:$H2C_UP_PORT" --h2c; H2C_UP_PID=$STARTED
+wait_port $H2C_UP_PORT
+start passh2 "$HOOKGATE" run --config "$ROOT/bench/hookgate-passthrough-h2c.toml"; PH2_PID=$STARTED
+wait_port $PASS_H2C_PORT
+run_load passh2_closed "http://127.0.0.1:$PASS_H2C_PORT$ROUTE" closed
+run_load passh2_open "http://127.0.0.1:$PASS_H2C_PORT$ROUTE" open
+echo "{\"hwm_kb\": $(kb $PH2_PID VmHWM)}" >"$RES/passh2_rss.json"
+stop $PH2_PID
+stop $H2C_UP_PID
 [ "$ONLY" = passthrough ] && stop $UP_PID
 fi
 

@@ -102,6 +102,7 @@ targets = [
     ("e. nginx proxy_pass (worker)", "nginx", hwm("nginx_rss")),
     ("e2. bare hyper proxy (hyper's floor)", "bproxy", hwm("bproxy_rss")),
     ("e3. verifying hyper proxy (e2 + HMAC: the floor of d)", "vproxy", hwm("vproxy_rss")),
+    ("d2. hookgate passthrough, HTTP/2 (h2c) to the upstream", "passh2", hwm("passh2_rss")),
     # The sender point (s) has a closed-loop run only; its title (with its
     # ratios) is filled in below, once the points are loaded.
     ("s. hookgate sender: analyses accepted", "sender", hwm("sender_closed_rss")),
@@ -524,6 +525,7 @@ r_bp = ratio(ok_rps(point("bproxy", "closed")), ok_rps(point("nginx", "closed"))
 r_p_bp = ratio(ok_rps(point("pass", "closed")), ok_rps(point("bproxy", "closed")))
 r_vp = ratio(ok_rps(point("vproxy", "closed")), ok_rps(point("nginx", "closed")))
 r_p_vp = ratio(ok_rps(point("pass", "closed")), ok_rps(point("vproxy", "closed")))
+r_h2 = ratio(ok_rps(point("passh2", "closed")), ok_rps(point("pass", "closed")))
 qo_p99 = lat(q_open, "p99")
 qo_rate = ok_rps(q_open)
 d_rate = drain.get("jobs_per_s")
@@ -680,6 +682,9 @@ target_rows = [
      "", "info"),
     ("passthrough / verifying hyper proxy (e3): what hookgate adds to a verifying proxy", r_p_vp,
      f"{f2(r_p_vp)} ({f0(ok_rps(point('pass', 'closed')))} / {f0(ok_rps(point('vproxy', 'closed')))} req/s)",
+     "", "info"),
+    ("passthrough over HTTP/2 (h2c, d2) / over HTTP/1.1 (d): the upstream protocol's cost", r_h2,
+     f"{f2(r_h2)} ({f0(ok_rps(point('passh2', 'closed')))} / {f0(ok_rps(point('pass', 'closed')))} req/s)",
      "", "info"),
     ("passthrough p99 / nginx p99 (open loop, fixed rate)", r_p99,
      f"{f2(r_p99)} ({f2(lat(point('pass', 'open'), 'p99'))} / {f2(lat(point('nginx', 'open'), 'p99'))} ms)",
