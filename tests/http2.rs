@@ -124,13 +124,13 @@ protocol = "http2"
         url = up.url("/queued"),
     ))
     .await;
-    let mut ids = Vec::new();
+    let mut sent = Vec::new();
     for i in 0..5 {
         let body = analysis(&format!("anl_q_{i}"));
         let headers = sign("sigsentry", SECRET, &body, None, now());
         let a = post(&hg.url("/hooks/sigsentry"), &headers, body.clone()).await;
         assert_eq!(a.status, 202, "{:?}", a.body);
-        ids.push(body);
+        sent.push(body);
     }
     let got = up.wait_for(5, Duration::from_secs(10)).await;
     for r in &got {
@@ -139,8 +139,8 @@ protocol = "http2"
     }
     let mut bodies: Vec<_> = got.iter().map(|r| r.body.to_vec()).collect();
     bodies.sort();
-    ids.sort();
-    assert_eq!(bodies, ids);
+    sent.sort();
+    assert_eq!(bodies, sent);
     assert_eq!(up.connections(), 1);
     hg.stop().await;
 }

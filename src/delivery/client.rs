@@ -302,29 +302,25 @@ impl Pool {
 impl HttpClient {
     /// A client trusting the Mozilla roots, without a client certificate.
     pub fn new() -> Self {
-        Self::with_tls(&ClientTlsOptions::default()).expect("the default TLS options are valid")
+        Self::for_upstream(&ClientTlsOptions::default(), Protocol::Http1)
+            .expect("the default TLS options are valid")
     }
 
-    /// A client with the given trust and client identity.
-    pub fn with_tls(opts: &ClientTlsOptions) -> Result<Self, TlsError> {
-        Self::guarded(opts, Guard::off())
-    }
-
-    /// A client like [`HttpClient::with_tls`] whose connections go through
-    /// the SSRF `guard`: a refused address is never connected to (or, found
-    /// only once connected, dropped before a byte is sent), and `send` fails
-    /// with [`SendError::Refused`].
-    pub fn guarded(opts: &ClientTlsOptions, guard: Guard) -> Result<HttpClient, TlsError> {
-        Self::build(opts, guard, IDLE_TIMEOUT, Protocol::Http1)
-    }
-
-    /// A client like [`HttpClient::with_tls`] that speaks `protocol` to
-    /// its upstreams.
+    /// A client with the given trust and client identity that speaks
+    /// `protocol` to its upstreams.
     pub fn for_upstream(
         opts: &ClientTlsOptions,
         protocol: Protocol,
     ) -> Result<HttpClient, TlsError> {
         Self::build(opts, Guard::off(), IDLE_TIMEOUT, protocol)
+    }
+
+    /// An HTTP/1.1 client like [`HttpClient::for_upstream`] whose
+    /// connections go through the SSRF `guard`: a refused address is never connected to (or, found
+    /// only once connected, dropped before a byte is sent), and `send` fails
+    /// with [`SendError::Refused`].
+    pub fn guarded(opts: &ClientTlsOptions, guard: Guard) -> Result<HttpClient, TlsError> {
+        Self::build(opts, guard, IDLE_TIMEOUT, Protocol::Http1)
     }
 
     fn build(
@@ -412,11 +408,13 @@ impl HttpClient {
                     match Box::pin(send_h2(sender, req, key.https)).await {
                         Ok(resp) => return Ok(resp),
                         // Never started on a connection that had closed.
-                        Err(H2Failed::Unsent(unsent, _)) if reused => {
+                        Err(H2Failed::Unsent(unsent)) if reused => {
                             req = *unsent;
                             continue;
                         }
-                        Err(H2Failed::Unsent(_, e) | H2Failed::Sent(e)) => return Err(e),
+                        // A new connection that closed at once.
+                        Err(H2Failed::Unsent(_)) => return Err(SendError::Connect),
+                        Err(H2Failed::Sent(e)) => return Err(e),
                     }
                 }
             };
@@ -493,11 +491,7 @@ impl HttpClient {
                 .handshake(io)
                 .await
                 .map_err(|_| SendError::Connect)?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "upstream connection ended");
-                }
-            });
+            drive(conn);
             // Shared at once: the requests that come while this one is
             // on its way open streams on it rather than connections.
             self.pool.put(key.clone(), Sender::H2(sender.clone()));
@@ -511,11 +505,7 @@ impl HttpClient {
             .handshake(io)
             .await
             .map_err(|_| SendError::Connect)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream connection ended");
-            }
-        });
+        drive(conn);
         Ok(Sender::H1(sender))
     }
 
@@ -619,12 +609,21 @@ where
     }
 }
 
+/// Runs a connection's task on the current runtime until it ends.
+fn drive(conn: impl Future<Output = hyper::Result<()>> + Send + 'static) {
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream connection ended");
+        }
+    });
+}
+
 /// Why an HTTP/2 request has no response.
 enum H2Failed {
     /// Refused before it was sent (the connection had closed): the request
     /// is back, as the caller gave it, to be sent on another connection.
     /// Boxed: the rare case, and the request is large.
-    Unsent(Box<Request<Full<Bytes>>>, SendError),
+    Unsent(Box<Request<Full<Bytes>>>),
     /// It may have reached the upstream: never re-sent here.
     Sent(SendError),
 }
@@ -636,9 +635,6 @@ async fn send_h2(
     req: Request<Full<Bytes>>,
     https: bool,
 ) -> Result<Response<ResponseBody>, H2Failed> {
-    if sender.is_closed() {
-        return Err(H2Failed::Unsent(Box::new(req), SendError::Connect));
-    }
     match sender.try_send_request(into_h2(req, https)).await {
         Ok(resp) => {
             let (head, body) = resp.into_parts();
@@ -649,14 +645,12 @@ async fn send_h2(
             };
             Ok(Response::from_parts(head, body))
         }
-        Err(mut e) => {
-            let unsent = e.take_message();
-            let error = SendError::Other(error_chain(&e.into_error()));
-            match unsent {
-                Some(req) => Err(H2Failed::Unsent(Box::new(into_h1(req)), error)),
-                None => Err(H2Failed::Sent(error)),
-            }
-        }
+        Err(mut e) => match e.take_message() {
+            Some(req) => Err(H2Failed::Unsent(Box::new(into_h1(req)))),
+            None => Err(H2Failed::Sent(SendError::Other(error_chain(
+                &e.into_error(),
+            )))),
+        },
     }
 }
 
