@@ -26,8 +26,10 @@
 #   OUTAGE_RATE    open-loop rate during the outage, requests/s (1000)
 #   ONLY=outage    run the outage point alone (the other figures are n/a)
 #   ONLY=passthrough  run a (bare hyper), d (passthrough), e (nginx),
-#                  e2 (bare hyper proxy), e3 (verifying proxy) and d2
-#                  (passthrough over HTTP/2) only
+#                  e2 (bare hyper proxy), e3 (verifying proxy), d2
+#                  (passthrough over HTTP/2) and r (the rounds) only
+#   ROUNDS         alternating closed-loop rounds of d, e and e3 after the
+#                  single points (5; 0 skips them), ROUND_SECS s each (4)
 #   ONLY=sender    run s (sender mode, with its upstream) and, for its
 #                  ratios, the closed-loop points of b (reference) and c
 #                  (queue mode) only
@@ -55,6 +57,9 @@
 #                                       verifying proxy on hyper
 #     d2. hookgate passthrough, HTTP/2  d with upstream.protocol = "http2"
 #                                       to bare_hyper --h2c (h2c)
+#     r. d, e and e3 in alternating     ROUNDS closed-loop rounds of each in
+#        rounds                         turn: the median of the rounds'
+#                                       ratios, less at the mercy of one stall
 #     s. hookgate sender mode           analyses accepted with a 5-channel
 #                                       fan-out (closed loop only): seed 000
 #                                       analyses POSTed to /v1/analyses with
@@ -112,6 +117,8 @@ OUT=${OUT:-bench}
 OUTAGE_SECS=${OUTAGE_SECS:-60}
 OUTAGE_RATE=${OUTAGE_RATE:-1000}
 ONLY=${ONLY:-all}
+ROUNDS=${ROUNDS:-5}
+ROUND_SECS=${ROUND_SECS:-4}
 # want POINT: whether this run includes that group of points.
 want() { [ "$ONLY" = all ] || [ "$ONLY" = "$1" ]; }
 # The loops of b and c: ONLY=sender runs their closed loops only (the
@@ -510,6 +517,39 @@ run_load passh2_open "http://127.0.0.1:$PASS_H2C_PORT$ROUTE" open
 echo "{\"hwm_kb\": $(kb $PH2_PID VmHWM)}" >"$RES/passh2_rss.json"
 stop $PH2_PID
 stop $H2C_UP_PID
+
+# --- r. d, e and e3 again, in alternating rounds ----------------------------------------------
+# d and e above are one closed-loop point each, half a minute apart: on a
+# shared host their ratio says as much about which of them the host's
+# stalls fell on as about the servers (nginx alone ran 28-44k req/s in
+# runs minutes apart on 2026-12-02). Here the three run ROUNDS times in
+# turn, ROUND_SECS each after a 1 s warm-up, each round starting with the
+# next of them; report.py gives each round's ratios and their median.
+if [ "$ROUNDS" -gt 0 ]; then
+log "r. passthrough, nginx and the verifying hyper proxy in $ROUNDS alternating rounds of ${ROUND_SECS}s"
+ROUND_ORDER=(pass nginx vproxy)
+for r in $(seq "$ROUNDS"); do
+    for i in 0 1 2; do
+        who=${ROUND_ORDER[$(( (r - 1 + i) % 3 ))]}
+        case $who in
+            pass) start "round${r}_pass" "$HOOKGATE" run --config "$ROOT/bench/hookgate-passthrough.toml"
+                  port=$PASS_PORT ;;
+            nginx) start "round${r}_nginx" "$NGINX" -p "$WORK/nginx/" -e "$WORK/nginx/error.log" \
+                       -c "$ROOT/bench/nginx.conf" -g 'daemon off;'
+                   port=$NGINX_PORT ;;
+            vproxy) start "round${r}_vproxy" "$BPROXY" --listen "127.0.0.1:$BPROXY_PORT" \
+                        --upstream "127.0.0.1:$UP_PORT" --verify
+                    port=$BPROXY_PORT ;;
+        esac
+        RPID=$STARTED
+        wait_port $port
+        loadgen_run "round${r}_$who-warmup" "http://127.0.0.1:$port$ROUTE" 0 1 >/dev/null
+        loadgen_run "round${r}_$who" "http://127.0.0.1:$port$ROUTE" 0 "$ROUND_SECS" \
+            >"$RES/round${r}_$who.json"
+        stop $RPID
+    done
+done
+fi
 [ "$ONLY" = passthrough ] && stop $UP_PID
 fi
 

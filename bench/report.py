@@ -526,6 +526,45 @@ r_p_bp = ratio(ok_rps(point("pass", "closed")), ok_rps(point("bproxy", "closed")
 r_vp = ratio(ok_rps(point("vproxy", "closed")), ok_rps(point("nginx", "closed")))
 r_p_vp = ratio(ok_rps(point("pass", "closed")), ok_rps(point("vproxy", "closed")))
 r_h2 = ratio(ok_rps(point("passh2", "closed")), ok_rps(point("pass", "closed")))
+
+
+# r. d, e and e3 in alternating rounds: each round's ratios, and their median.
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return None if n == 0 else (xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2)
+
+
+rounds = []
+for n in range(1, 1000):
+    r = {who: ok_rps(get(f"round{n}_{who}")) for who in ("pass", "nginx", "vproxy")}
+    if not any(r.values()):
+        break
+    rounds.append({"round": n, **{f"{who}_rps": v for who, v in r.items()},
+                   "pass_nginx": ratio(r["pass"], r["nginx"]),
+                   "vproxy_nginx": ratio(r["vproxy"], r["nginx"]),
+                   "pass_vproxy": ratio(r["pass"], r["vproxy"])})
+
+
+def round_stats(key):
+    vals = [x[key] for x in rounds if x[key] is not None]
+    return median(vals), (min(vals) if vals else None), (max(vals) if vals else None)
+
+
+def rounds_cell(key):
+    m, lo, hi = round_stats(key)
+    each = ", ".join(f2(x[key]) for x in rounds)
+    return f"{f2(m)} (rounds: {each}; range {f2(lo)}-{f2(hi)})"
+
+
+round_rows = [
+    (f"passthrough / nginx, median of {len(rounds)} alternating closed-loop rounds (r)",
+     round_stats("pass_nginx")[0], rounds_cell("pass_nginx"), "", "info"),
+    (f"verifying hyper proxy (e3) / nginx, median of {len(rounds)} alternating rounds (r)",
+     round_stats("vproxy_nginx")[0], rounds_cell("vproxy_nginx"), "", "info"),
+    (f"passthrough / verifying hyper proxy (e3), median of {len(rounds)} alternating rounds (r)",
+     round_stats("pass_vproxy")[0], rounds_cell("pass_vproxy"), "", "info"),
+] if rounds else []
 qo_p99 = lat(q_open, "p99")
 qo_rate = ok_rps(q_open)
 d_rate = drain.get("jobs_per_s")
@@ -686,6 +725,7 @@ target_rows = [
     ("passthrough over HTTP/2 (h2c, d2) / over HTTP/1.1 (d): the upstream protocol's cost", r_h2,
      f"{f2(r_h2)} ({f0(ok_rps(point('passh2', 'closed')))} / {f0(ok_rps(point('pass', 'closed')))} req/s)",
      "", "info"),
+    *round_rows,
     ("passthrough p99 / nginx p99 (open loop, fixed rate)", r_p99,
      f"{f2(r_p99)} ({f2(lat(point('pass', 'open'), 'p99'))} / {f2(lat(point('nginx', 'open'), 'p99'))} ms)",
      "<= 1.5 (issue 13)", met(r_p99, lambda v: v <= 1.5)),
@@ -763,6 +803,7 @@ derived = {
                                                       "store_write_calls_per_webhook": calls_bc},
                 "closed_loop_acked": acked_a, "closed_loop_delivered": delivered_a},
     "strace": strace,
+    "passthrough_rounds": rounds,
     "rss": {"bytes_per_dedup_key": BYTES_PER_DEDUP_KEY, "base_mb": RSS_BASE_MB, "phases": rss_phases},
     "targets": [{"metric": m, "value": v, "measured": ms, "target": t,
                  "verdict": vd.strip("*")} for m, v, ms, t, vd in target_rows],
