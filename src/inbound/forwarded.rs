@@ -130,9 +130,9 @@ fn push_ip(out: &mut String, ip: IpAddr) {
 }
 
 /// Writes `ip` as dotted decimal text at the start of `out` (with a dot
-/// after it, past the length answered), and answers its length. Digit by digit: `Ipv4Addr`'s `Display` goes through the
-/// formatter's padding machinery and cost more than the rest of this module
-/// per request.
+/// after it, past the length answered), and answers its length. Digit by
+/// digit: `Ipv4Addr`'s `Display` goes through the formatter's padding
+/// machinery and cost more than the rest of this module per request.
 #[inline]
 fn write_ipv4(out: &mut [u8; 16], ip: std::net::Ipv4Addr) -> usize {
     let mut len = 0;

@@ -461,7 +461,7 @@ fn content_parts<'c>(
     form: &'c [u8],
 ) -> smallvec::SmallVec<[&'c [u8]; 8]> {
     // Inline: every preset signs at most five parts (no allocation a
-    // request).
+    // request); a custom scheme with more than eight spills to the heap.
     let mut parts = smallvec::SmallVec::new();
     for part in content {
         parts.push(match part {
