@@ -457,9 +457,19 @@ if [ "$ONLY" = sender ]; then stop $UP_PID; fi
 fi
 
 if want passthrough; then
+# The servers of d, e and e3, started under NAME (points d, e, e3 and r).
+start_pass() { start "$1" "$HOOKGATE" run --config "$ROOT/bench/hookgate-passthrough.toml"; }
+start_nginx() {
+    start "$1" "$NGINX" -p "$WORK/nginx/" -e "$WORK/nginx/error.log" \
+        -c "$ROOT/bench/nginx.conf" -g 'daemon off;'
+}
+start_vproxy() {
+    start "$1" "$BPROXY" --listen "127.0.0.1:$BPROXY_PORT" --upstream "127.0.0.1:$UP_PORT" --verify
+}
+
 # --- d. hookgate passthrough mode ----------------------------------------------------
 log "d. hookgate passthrough mode"
-start passthrough "$HOOKGATE" run --config "$ROOT/bench/hookgate-passthrough.toml"; PPID_=$STARTED
+start_pass passthrough; PPID_=$STARTED
 wait_port $PASS_PORT
 run_load pass_closed "http://127.0.0.1:$PASS_PORT$ROUTE" closed
 run_load pass_open "http://127.0.0.1:$PASS_PORT$ROUTE" open
@@ -468,8 +478,7 @@ stop $PPID_
 
 # --- e. nginx proxy_pass ---------------------------------------------------------------
 log "e. nginx proxy_pass (keepalive upstream), 1 worker"
-start nginx "$NGINX" -p "$WORK/nginx/" -e "$WORK/nginx/error.log" \
-    -c "$ROOT/bench/nginx.conf" -g 'daemon off;'
+start_nginx nginx
 NGINX_PID=$STARTED
 wait_port $NGINX_PORT
 run_load nginx_closed "http://127.0.0.1:$NGINX_PORT$ROUTE" closed
@@ -496,7 +505,7 @@ stop $BPROXY_PID
 # between e3 and d is hookgate's own (routing, header rewriting, timeouts,
 # pool, metrics).
 log "e3. verifying hyper proxy (e2 + HMAC over each body)"
-start vproxy "$BPROXY" --listen "127.0.0.1:$BPROXY_PORT" --upstream "127.0.0.1:$UP_PORT" --verify
+start_vproxy vproxy
 VPROXY_PID=$STARTED
 wait_port $BPROXY_PORT
 run_load vproxy_closed "http://127.0.0.1:$BPROXY_PORT$ROUTE" closed
@@ -531,15 +540,11 @@ ROUND_ORDER=(pass nginx vproxy)
 for r in $(seq "$ROUNDS"); do
     for i in 0 1 2; do
         who=${ROUND_ORDER[$(( (r - 1 + i) % 3 ))]}
+        "start_$who" "round${r}_$who"
         case $who in
-            pass) start "round${r}_pass" "$HOOKGATE" run --config "$ROOT/bench/hookgate-passthrough.toml"
-                  port=$PASS_PORT ;;
-            nginx) start "round${r}_nginx" "$NGINX" -p "$WORK/nginx/" -e "$WORK/nginx/error.log" \
-                       -c "$ROOT/bench/nginx.conf" -g 'daemon off;'
-                   port=$NGINX_PORT ;;
-            vproxy) start "round${r}_vproxy" "$BPROXY" --listen "127.0.0.1:$BPROXY_PORT" \
-                        --upstream "127.0.0.1:$UP_PORT" --verify
-                    port=$BPROXY_PORT ;;
+            pass) port=$PASS_PORT ;;
+            nginx) port=$NGINX_PORT ;;
+            vproxy) port=$BPROXY_PORT ;;
         esac
         RPID=$STARTED
         wait_port $port

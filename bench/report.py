@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -529,12 +530,6 @@ r_h2 = ratio(ok_rps(point("passh2", "closed")), ok_rps(point("pass", "closed")))
 
 
 # r. d, e and e3 in alternating rounds: each round's ratios, and their median.
-def median(xs):
-    xs = sorted(xs)
-    n = len(xs)
-    return None if n == 0 else (xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2)
-
-
 rounds = []
 for n in range(1, 1000):
     r = {who: ok_rps(get(f"round{n}_{who}")) for who in ("pass", "nginx", "vproxy")}
@@ -548,7 +543,9 @@ for n in range(1, 1000):
 
 def round_stats(key):
     vals = [x[key] for x in rounds if x[key] is not None]
-    return median(vals), (min(vals) if vals else None), (max(vals) if vals else None)
+    if not vals:
+        return None, None, None
+    return statistics.median(vals), min(vals), max(vals)
 
 
 def rounds_cell(key):
