@@ -178,6 +178,11 @@ type Stacks = Vec<(Key, Vec<Idle>)>;
 
 struct Pool {
     idle: Mutex<Stacks>,
+    /// A gate per upstream whose connections are shared (HTTP/2), held
+    /// while one is being opened: the requests that find none idle wait
+    /// for it and share it rather than each opening its own. One entry an
+    /// upstream a client speaks HTTP/2 to, kept for the client's life.
+    opening: Mutex<Vec<(Key, Arc<tokio::sync::Mutex<()>>)>>,
     idle_timeout: Duration,
     /// A coarse clock: how many quarters of the idle timeout have passed
     /// since the pool was made, as of the sweep's last tick. Stamping and
@@ -193,6 +198,7 @@ impl Pool {
     fn new(idle_timeout: Duration) -> Self {
         Pool {
             idle: Mutex::new(Vec::new()),
+            opening: Mutex::new(Vec::new()),
             idle_timeout,
             quarters: AtomicU64::new(0),
             born: Instant::now(),
@@ -233,6 +239,22 @@ impl Pool {
             }
             return stack.pop().map(|c| c.sender);
         }
+    }
+
+    /// `key`'s gate for opening a shared connection: made if `make`,
+    /// else only one made before.
+    fn gate(&self, key: &Key, make: bool) -> Option<Arc<tokio::sync::Mutex<()>>> {
+        // Nothing a panic could break half-way, as with the stacks.
+        let mut gates = self.opening.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, gate)) = gates.iter().find(|(k, _)| k == key) {
+            return Some(Arc::clone(gate));
+        }
+        if !make {
+            return None;
+        }
+        let gate = Arc::new(tokio::sync::Mutex::new(()));
+        gates.push((key.clone(), Arc::clone(&gate)));
+        Some(gate)
     }
 
     fn put(&self, key: Key, sender: Sender) {
@@ -398,7 +420,7 @@ impl HttpClient {
                 Some(sender) => (sender, true),
                 // Boxed: the rare path's state (TLS, DNS) would otherwise
                 // size every request's future, which is moved as it goes.
-                None => (Box::pin(self.connect(&key)).await?, false),
+                None => Box::pin(self.open_or_join(&key)).await?,
             };
             let mut sender = match sender {
                 Sender::H1(sender) => sender,
@@ -449,6 +471,22 @@ impl HttpClient {
         }
     }
 
+    /// A connection for a request that found none idle, and whether it
+    /// was already open. To an upstream spoken to over HTTP/2 (told so,
+    /// or found so by ALPN before), a request waits while another opens
+    /// one and then shares it: a burst to a cold pool opens one
+    /// connection, not one a request.
+    async fn open_or_join(&self, key: &Key) -> Result<(Sender, bool), SendError> {
+        let Some(gate) = self.pool.gate(key, self.protocol == Protocol::Http2) else {
+            return Ok((self.connect(key).await?, false));
+        };
+        let _opening = gate.lock().await;
+        if let Some(shared) = self.pool.take(key) {
+            return Ok((shared, true));
+        }
+        Ok((self.connect(key).await?, false))
+    }
+
     /// A new connection to `key`'s upstream, its task spawned on the
     /// current runtime.
     async fn connect(&self, key: &Key) -> Result<Sender, SendError> {
@@ -492,6 +530,11 @@ impl HttpClient {
                 .await
                 .map_err(|_| SendError::Connect)?;
             drive(conn);
+            if self.protocol == Protocol::Auto {
+                // From now on, a request that finds no connection waits
+                // for the one being opened (`open_or_join`).
+                self.pool.gate(key, true);
+            }
             // Shared at once: the requests that come while this one is
             // on its way open streams on it rather than connections.
             self.pool.put(key.clone(), Sender::H2(sender.clone()));
@@ -1093,6 +1136,45 @@ mod tests {
             }
             assert_eq!(accepted.load(Ordering::SeqCst), n);
         }
+    }
+
+    #[tokio::test]
+    async fn a_burst_to_a_cold_http2_pool_opens_one_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            loop {
+                let (s, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|_req: Request<Incoming>| async {
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                            Bytes::from_static(b"ok"),
+                        )))
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        let client =
+            HttpClient::for_upstream(&ClientTlsOptions::default(), Protocol::Http2).unwrap();
+        let url = format!("http://127.0.0.1:{port}/x");
+        let burst = (0..16).map(|_| {
+            let client = client.clone();
+            let url = url.clone();
+            tokio::spawn(async move {
+                let resp = client.send(get(&url), T).await.unwrap();
+                (resp.status().as_u16(), resp.version())
+            })
+        });
+        for task in burst.collect::<Vec<_>>() {
+            assert_eq!(task.await.unwrap(), (200, http::Version::HTTP_2));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
     #[test]
