@@ -384,9 +384,7 @@ async fn acknowledged_requests_survive_sigkill() {
             // give up on a job here (its last attempts were all cut by the
             // kills); it waits in the dead letters, and a replay sends it.
             replayed += replay_interrupted(&p).await;
-            continue;
-        }
-        if left == 0 {
+        } else if left == 0 {
             // The store marks a job delivered only after the upstream has
             // answered, so every delivery it knows of has arrived.
             let got = up.delivered_ids();
