@@ -178,10 +178,10 @@ type Stacks = Vec<(Key, Vec<Idle>)>;
 
 struct Pool {
     idle: Mutex<Stacks>,
-    /// A gate per upstream whose connections are shared (HTTP/2), held
-    /// while one is being opened: the requests that find none idle wait
-    /// for it and share it rather than each opening its own. One entry an
-    /// upstream a client speaks HTTP/2 to, kept for the client's life.
+    /// A gate per upstream spoken to over HTTP/2 only, held while a
+    /// connection to it is being opened: the requests that find none idle
+    /// wait for it and share it rather than each opening its own. One
+    /// entry an upstream, kept for the client's life.
     opening: Mutex<Vec<(Key, Arc<tokio::sync::Mutex<()>>)>>,
     idle_timeout: Duration,
     /// A coarse clock: how many quarters of the idle timeout have passed
@@ -241,20 +241,16 @@ impl Pool {
         }
     }
 
-    /// `key`'s gate for opening a shared connection: made if `make`,
-    /// else only one made before.
-    fn gate(&self, key: &Key, make: bool) -> Option<Arc<tokio::sync::Mutex<()>>> {
+    /// `key`'s gate for opening a shared connection, made on first use.
+    fn gate(&self, key: &Key) -> Arc<tokio::sync::Mutex<()>> {
         // Nothing a panic could break half-way, as with the stacks.
         let mut gates = self.opening.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, gate)) = gates.iter().find(|(k, _)| k == key) {
-            return Some(Arc::clone(gate));
-        }
-        if !make {
-            return None;
+            return Arc::clone(gate);
         }
         let gate = Arc::new(tokio::sync::Mutex::new(()));
         gates.push((key.clone(), Arc::clone(&gate)));
-        Some(gate)
+        gate
     }
 
     fn put(&self, key: Key, sender: Sender) {
@@ -472,14 +468,17 @@ impl HttpClient {
     }
 
     /// A connection for a request that found none idle, and whether it
-    /// was already open. To an upstream spoken to over HTTP/2 (told so,
-    /// or found so by ALPN before), a request waits while another opens
-    /// one and then shares it: a burst to a cold pool opens one
-    /// connection, not one a request.
+    /// was already open. To an upstream spoken to over HTTP/2 only
+    /// (`Protocol::Http2`), a request waits while another opens one and
+    /// then shares it: a burst to a cold pool opens one connection, not
+    /// one a request. Under `Auto` the protocol is known only once a
+    /// connection is open, so connections are opened in parallel (each
+    /// shared once open; the spares close when idle).
     async fn open_or_join(&self, key: &Key) -> Result<(Sender, bool), SendError> {
-        let Some(gate) = self.pool.gate(key, self.protocol == Protocol::Http2) else {
+        if self.protocol != Protocol::Http2 {
             return Ok((self.connect(key).await?, false));
-        };
+        }
+        let gate = self.pool.gate(key);
         let _opening = gate.lock().await;
         if let Some(shared) = self.pool.take(key) {
             return Ok((shared, true));
@@ -530,11 +529,6 @@ impl HttpClient {
                 .await
                 .map_err(|_| SendError::Connect)?;
             drive(conn);
-            if self.protocol == Protocol::Auto {
-                // From now on, a request that finds no connection waits
-                // for the one being opened (`open_or_join`).
-                self.pool.gate(key, true);
-            }
             // Shared at once: the requests that come while this one is
             // on its way open streams on it rather than connections.
             self.pool.put(key.clone(), Sender::H2(sender.clone()));
@@ -1065,10 +1059,12 @@ mod tests {
         assert_eq!(h("https://example.com:80/"), "example.com:80");
     }
 
-    /// A real HTTP/2 (h2c) server on 127.0.0.1:0 that answers each
-    /// connection's first request with 200 and then closes the connection
-    /// (GOAWAY), as an upstream that limits a connection's age does.
-    async fn h2c_one_request_per_connection() -> (u16, Arc<AtomicUsize>) {
+    /// A real HTTP/2 (h2c) server on 127.0.0.1:0 answering 200 (its body
+    /// the request's `:authority` and how many `Host` headers it had), and
+    /// the number of connections it has accepted. With `one_request`, it
+    /// closes each connection (GOAWAY) after its first request, as an
+    /// upstream that limits a connection's age does.
+    async fn h2c_server(one_request: bool) -> (u16, Arc<AtomicUsize>) {
         use hyper::service::service_fn;
         use hyper_util::rt::TokioIo;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1087,7 +1083,7 @@ mod tests {
                         async move {
                             let authority = req.uri().authority().map(|a| a.to_string());
                             let hosts = req.headers().get_all(HOST).iter().count();
-                            if let Some(tx) = done_tx.lock().unwrap().take() {
+                            if let Some(tx) = done_tx.lock().unwrap().take_if(|_| one_request) {
                                 let _ = tx.send(());
                             }
                             let answer = format!("{} {hosts}", authority.unwrap_or_default());
@@ -1112,7 +1108,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_http2_connection_the_upstream_closed_is_replaced() {
-        let (port, accepted) = h2c_one_request_per_connection().await;
+        let (port, accepted) = h2c_server(true).await;
         let client =
             HttpClient::for_upstream(&ClientTlsOptions::default(), Protocol::Http2).unwrap();
         let url = format!("http://127.0.0.1:{port}/x");
@@ -1140,26 +1136,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_burst_to_a_cold_http2_pool_opens_one_connection() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = Arc::clone(&accepted);
-        tokio::spawn(async move {
-            loop {
-                let (s, _) = listener.accept().await.unwrap();
-                count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(|_req: Request<Incoming>| async {
-                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(
-                            Bytes::from_static(b"ok"),
-                        )))
-                    });
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                        .await;
-                });
-            }
-        });
+        let (port, accepted) = h2c_server(false).await;
         let client =
             HttpClient::for_upstream(&ClientTlsOptions::default(), Protocol::Http2).unwrap();
         let url = format!("http://127.0.0.1:{port}/x");
